@@ -1,0 +1,1 @@
+"""Modelyard's Kubernetes operator (kopf), imported as `modelyard.operator`."""

@@ -1,0 +1,71 @@
+"""The `modelyard` command: serve, fetch, operator."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from .config import Settings
+
+
+def _serve_parser(sub) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run the registry and inference server",
+        description="Serve the model registry and the inference APIs. "
+        "Every flag also reads a MODELYARD_<NAME> environment variable.",
+    )
+    helps = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(Settings)}
+    p.add_argument("--host", help=f"{helps['host']} (default 127.0.0.1; MODELYARD_HOST)")
+    p.add_argument("--port", type=int, help=f"{helps['port']} (default 8083; MODELYARD_PORT)")
+    p.add_argument("--store", help=f"{helps['store']} (default: a per-user data dir; MODELYARD_STORE)")
+    p.add_argument("--api-key", help=f"{helps['api_key']} (MODELYARD_API_KEY)")
+    p.add_argument("--preload", action="append", help=f"{helps['preload']} (MODELYARD_PRELOAD)")
+    p.add_argument("--parallel", type=int, help=f"{helps['parallel']} (default 4; MODELYARD_PARALLEL)")
+    p.add_argument("--threads", type=int, help=f"{helps['threads']} (default: all cores; MODELYARD_THREADS)")
+    p.add_argument("--http-threads", type=int, help=f"{helps['http_threads']} (MODELYARD_HTTP_THREADS)")
+    p.add_argument("--max-body-size", type=int, help=f"{helps['max_body_size']} (MODELYARD_MAX_BODY_SIZE)")
+    p.add_argument("--max-upload-size", type=int, help=f"{helps['max_upload_size']} (MODELYARD_MAX_UPLOAD_SIZE)")
+
+
+def serve(args: argparse.Namespace) -> int:
+    overrides = {k: v for k, v in vars(args).items() if k not in ("command",)}
+    settings = Settings.from_env(**overrides)
+    if not settings.api_key and not settings.loopback_only():
+        print(
+            f"modelyard: refusing to serve on {settings.host} without an API key: anyone who can "
+            "reach that address could change the store. Set --api-key or MODELYARD_API_KEY, "
+            "or listen on 127.0.0.1.",
+            file=sys.stderr,
+        )
+        return 2
+    from .gunicorn_app import run_server
+
+    return run_server(settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(
+        prog="modelyard",
+        description="Serve GGUF and ONNX models: a model registry and OpenAI/KServe inference.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(sub)
+    sub.add_parser("fetch", help="download a model into a store (the operator's Job runs this)", add_help=False)
+    sub.add_parser("operator", help="run the Kubernetes operator", add_help=False)
+    # fetch and operator parse their own flags.
+    if argv and argv[0] == "fetch":
+        from .fetch_cli import run as run_fetch
+
+        return run_fetch(argv[1:])
+    if argv and argv[0] == "operator":
+        from modelyard.operator.main import run as run_operator
+
+        return run_operator(argv[1:])
+    args = parser.parse_args(argv)
+    return serve(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

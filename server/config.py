@@ -1,0 +1,87 @@
+"""One typed settings object for the server, with MODELYARD_* environment overrides."""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+
+DEFAULT_PORT = 8083
+DEFAULT_HOST = "127.0.0.1"
+# Generous for JSON bodies (chat histories with data-URI images), far below a model file.
+DEFAULT_MAX_BODY_SIZE = 32 * 1024 * 1024
+DEFAULT_MAX_UPLOAD_SIZE = 256 * 1024**3
+DEFAULT_HTTP_THREADS = 64
+
+
+def default_store() -> Path:
+    """A per-user data directory, so `modelyard serve` works with no flags."""
+    return Path(platformdirs.user_data_dir("modelyard")) / "store"
+
+
+@dataclass
+class Settings:
+    """Everything `modelyard serve` can be told. Each field has a MODELYARD_<NAME> variable."""
+
+    host: str = field(default=DEFAULT_HOST, metadata={"help": "address to listen on"})
+    port: int = field(default=DEFAULT_PORT, metadata={"help": "port to listen on"})
+    store: Path = field(default_factory=default_store, metadata={"help": "model store directory"})
+    api_key: str | None = field(
+        default=None,
+        metadata={"help": "Bearer key for mutations and inference; required off loopback"},
+    )
+    preload: list[str] = field(
+        default_factory=list,
+        metadata={"help": "model ids to load at start; /readyz waits for them (repeatable)"},
+    )
+    parallel: int = field(default=4, metadata={"help": "decode slots per GGUF model"})
+    threads: int = field(
+        default_factory=lambda: os.cpu_count() or 1,
+        metadata={"help": "CPU threads for llama.cpp"},
+    )
+    http_threads: int = field(
+        default=DEFAULT_HTTP_THREADS, metadata={"help": "gunicorn gthread threads"}
+    )
+    max_body_size: int = field(
+        default=DEFAULT_MAX_BODY_SIZE, metadata={"help": "largest JSON body, in bytes (413 above)"}
+    )
+    max_upload_size: int = field(
+        default=DEFAULT_MAX_UPLOAD_SIZE, metadata={"help": "largest upload, in bytes (413 above)"}
+    )
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> "Settings":
+        """Defaults, then MODELYARD_* variables, then explicit overrides (CLI flags)."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(f"MODELYARD_{f.name.upper()}")
+            if raw is not None and raw != "":
+                values[f.name] = _parse(f.name, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if "store" in values:
+            values["store"] = Path(values["store"]).expanduser()
+        return cls(**values)
+
+    def loopback_only(self) -> bool:
+        return is_loopback(self.host)
+
+
+def _parse(name: str, raw: str):
+    if name in ("port", "parallel", "threads", "http_threads", "max_body_size", "max_upload_size"):
+        return int(raw)
+    if name == "preload":
+        return [p for p in raw.replace(",", " ").split() if p]
+    return raw
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

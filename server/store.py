@@ -1,0 +1,456 @@
+"""The model store on disk: metadata, files, readiness, and crash-safe transfers.
+
+Layout, one folder per model (this is also the cache volume's format in a cluster):
+
+    <root>/models/<id>/model.json      metadata, written atomically
+    <root>/models/<id>/model.gguf      main file (model.onnx for onnx)
+    <root>/models/<id>/mmproj.gguf     a vlm's projector
+    <root>/models/<id>/*.partial       a file being written; never read as a model
+    <root>/models/<id>/.lock           flock held while a transfer runs (any process)
+
+A model is ready only when its metadata says every file its kind needs was committed,
+and each of those files is on disk with the size that was verified. Files are written
+to `.partial`, checked, fsynced and renamed, so `kill -9` at any moment leaves either
+the old complete file or the new one, never a torn one under the final name.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from . import formats
+from .ids import id_problem
+
+KINDS = ("llm", "vlm", "embed", "onnx")
+PARTIAL = ".partial"
+META = "model.json"
+
+
+def files_for(kind: str) -> dict[str, str]:
+    """The files a kind needs, by role."""
+    if kind == "onnx":
+        return {"model": "model.onnx"}
+    if kind == "vlm":
+        return {"model": "model.gguf", "mmproj": "mmproj.gguf"}
+    return {"model": "model.gguf"}
+
+
+class StoreError(Exception):
+    """A store operation that cannot be done; the message says why."""
+
+
+class ModelNotFound(StoreError, KeyError):
+    def __init__(self, model_id: str):
+        super().__init__(f"Model '{model_id}' not found")
+        self.model_id = model_id
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.args[0]
+
+
+class InvalidId(StoreError):
+    pass
+
+
+class TransferBusy(StoreError):
+    pass
+
+
+class ReadOnlyStore(StoreError):
+    pass
+
+
+class InvalidFile(StoreError):
+    pass
+
+
+class Cancelled(StoreError):
+    pass
+
+
+def public_view(meta: dict, ready: bool) -> dict:
+    """What the API shows of a model (the seed's Model object)."""
+    out = {"id": meta["id"], "version": meta.get("version", ""), "kind": meta["kind"]}
+    out["readyToUse"] = ready
+    if meta.get("totalSize") is not None:
+        out["totalSize"] = meta["totalSize"]
+    out["createdAt"] = meta["createdAt"]
+    for section in ("gguf", "onnx"):
+        if meta.get(section) is not None:
+            out[section] = meta[section]
+    main = meta.get("files", {}).get("model")
+    if ready and main:
+        out["sha256"] = main["sha256"]
+    return out
+
+
+class Store:
+    """The registry's on-disk state. Safe for many threads and for several processes."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+        self.models_dir = self.root / "models"
+        try:
+            self.models_dir.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass  # a read-only mount of an existing store: serve it as it is
+        self.read_only = not os.access(self.models_dir, os.W_OK)
+        self._id_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._guard = threading.Lock()
+        # Cancel flags of the transfers this process runs, so DELETE can stop them.
+        self._cancels: dict[str, threading.Event] = {}
+        # Parsed metadata keyed by the file's identity, so listing 1,000 models stats
+        # files instead of parsing them.
+        self._meta_cache: dict[str, tuple[tuple, dict]] = {}
+
+    # ---- paths -------------------------------------------------------------------------
+
+    def model_dir(self, model_id: str) -> Path:
+        problem = id_problem(model_id)
+        if problem:
+            raise InvalidId(f"Invalid model id {model_id!r}: it {problem}")
+        return self.models_dir / model_id
+
+    def file_path(self, model_id: str, role: str = "model") -> Path:
+        meta = self._read_meta(model_id)
+        return self.model_dir(model_id) / files_for(meta["kind"])[role]
+
+    # ---- reads -------------------------------------------------------------------------
+
+    def get(self, model_id: str) -> dict:
+        meta = self._read_meta(model_id)
+        return public_view(meta, self._is_ready(model_id, meta))
+
+    def list(self, kind: str | None = None, ready: bool | None = None) -> list[dict]:
+        out = []
+        try:
+            entries = sorted(os.scandir(self.models_dir), key=lambda e: e.name)
+        except FileNotFoundError:
+            return []
+        for entry in entries:
+            if id_problem(entry.name):
+                continue
+            try:
+                meta = self._read_meta(entry.name)
+            except ModelNotFound:
+                continue
+            if kind is not None and meta["kind"] != kind:
+                continue
+            is_ready = self._is_ready(entry.name, meta)
+            if ready is not None and is_ready != ready:
+                continue
+            out.append(public_view(meta, is_ready))
+        return out
+
+    def exists(self, model_id: str) -> bool:
+        return (self.model_dir(model_id) / META).exists()
+
+    def _read_meta(self, model_id: str) -> dict:
+        path = self.model_dir(model_id) / META
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise ModelNotFound(model_id) from None
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        cached = self._meta_cache.get(model_id)
+        if cached and cached[0] == key:
+            return cached[1]
+        try:
+            meta = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            raise ModelNotFound(model_id) from None
+        self._meta_cache[model_id] = (key, meta)
+        return meta
+
+    def _is_ready(self, model_id: str, meta: dict) -> bool:
+        """Every file the kind needs was committed and is on disk at its verified size."""
+        committed = meta.get("files", {})
+        folder = self.models_dir / model_id
+        for role, name in files_for(meta["kind"]).items():
+            record = committed.get(role)
+            if not record or record.get("name") != name:
+                return False
+            try:
+                if (folder / name).stat().st_size != record["size"]:
+                    return False
+            except FileNotFoundError:
+                return False
+        return True
+
+    # ---- metadata writes -------------------------------------------------------------
+
+    def create(self, fields: dict) -> tuple[dict, bool]:
+        """Create a model's metadata, or update it when the id exists. Returns (model, created)."""
+        self._check_writable()
+        model_id = fields["id"]
+        folder = self.model_dir(model_id)
+        with self._id_locks[model_id]:
+            try:
+                meta = dict(self._read_meta(model_id))
+                created = False
+            except ModelNotFound:
+                folder.mkdir(parents=True, exist_ok=True)
+                meta = {"id": model_id, "createdAt": int(time.time() * 1000), "files": {}}
+                created = True
+            meta.update({k: v for k, v in fields.items() if k != "id"})
+            self._write_meta(model_id, meta)
+        return self.get(model_id), created
+
+    def update(self, model_id: str, changes: dict) -> dict:
+        """Change metadata fields (gguf, onnx, version) of an existing model."""
+        self._check_writable()
+        with self._id_locks[model_id]:
+            meta = dict(self._read_meta(model_id))
+            meta.update(changes)
+            self._write_meta(model_id, meta)
+        return self.get(model_id)
+
+    def _write_meta(self, model_id: str, meta: dict) -> None:
+        _atomic_write(self.model_dir(model_id) / META, json.dumps(meta, indent=1).encode())
+
+    def _record_files(self, model_id: str, done: dict[str, dict], pending: bool) -> None:
+        """Mark committed files; while `pending`, drop their old records first (see commit)."""
+        with self._id_locks[model_id]:
+            meta = dict(self._read_meta(model_id))
+            files = dict(meta.get("files", {}))
+            for role, record in done.items():
+                if pending:
+                    files.pop(role, None)
+                else:
+                    files[role] = record
+            meta["files"] = files
+            sizes = [r["size"] for r in files.values()]
+            meta["totalSize"] = sum(sizes) if sizes else None
+            self._write_meta(model_id, meta)
+
+    # ---- delete ------------------------------------------------------------------------
+
+    def delete(self, model_id: str) -> None:
+        """Remove a model and its files, cancelling a transfer in progress here first."""
+        self._check_writable()
+        folder = self.model_dir(model_id)
+        if not (folder / META).exists():
+            raise ModelNotFound(model_id)
+        cancel = self._cancels.get(model_id)
+        if cancel:
+            cancel.set()
+        # Wait (bounded) for the transfer to let go, so its clean-up cannot race ours.
+        with _flock(folder, blocking=True, timeout=30):
+            with self._id_locks[model_id]:
+                shutil.rmtree(folder, ignore_errors=True)
+                self._meta_cache.pop(model_id, None)
+
+    # ---- transfers ---------------------------------------------------------------------
+
+    @contextmanager
+    def transfer(self, model_id: str) -> Iterator["Transfer"]:
+        """Exclusive right to write a model's files, in this process or any other.
+
+        Leaving the block without `commit()` removes what was written.
+        """
+        self._check_writable()
+        meta = self._read_meta(model_id)
+        folder = self.model_dir(model_id)
+        try:
+            lock = _flock(folder, blocking=False)
+            lock.__enter__()
+        except BlockingIOError:
+            raise TransferBusy(
+                f"Model '{model_id}' already has an upload or download in progress"
+            ) from None
+        cancel = threading.Event()
+        with self._guard:
+            self._cancels[model_id] = cancel
+        transfer = Transfer(self, model_id, meta["kind"], cancel)
+        try:
+            yield transfer
+        finally:
+            transfer.discard()
+            with self._guard:
+                if self._cancels.get(model_id) is cancel:
+                    del self._cancels[model_id]
+            lock.__exit__(None, None, None)
+
+    def recover(self) -> list[str]:
+        """Remove partial files a crash left behind. Returns what was removed.
+
+        Only for a writable store with no transfer running: it takes each model's lock.
+        """
+        if self.read_only:
+            return []
+        removed = []
+        for folder in self.models_dir.iterdir():
+            if not folder.is_dir():
+                continue
+            try:
+                with _flock(folder, blocking=False):
+                    for path in folder.glob("*" + PARTIAL):
+                        path.unlink(missing_ok=True)
+                        removed.append(str(path))
+                    if not (folder / META).exists():
+                        shutil.rmtree(folder, ignore_errors=True)
+                        removed.append(str(folder))
+            except BlockingIOError:
+                continue  # a live `modelyard fetch` owns it
+        return removed
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise ReadOnlyStore(
+                "This store is read-only: the model is managed by its Model resource. "
+                "Change the Model with kubectl instead."
+            )
+
+
+class Transfer:
+    """Writes a model's files through `.partial` names, hashing as the bytes pass."""
+
+    def __init__(self, store: Store, model_id: str, kind: str, cancel: threading.Event):
+        self.store = store
+        self.model_id = model_id
+        self.kind = kind
+        self.cancel = cancel
+        self.folder = store.model_dir(model_id)
+        self.roles = files_for(kind)
+        self._writers: dict[str, FileWriter] = {}
+
+    def writer(self, role: str, resume: bool = False) -> "FileWriter":
+        if role not in self.roles:
+            raise InvalidFile(
+                f"A '{self.kind}' model has no '{role}' file; it takes: {', '.join(self.roles)}"
+            )
+        final = self.folder / self.roles[role]
+        writer = FileWriter(final.with_name(final.name + PARTIAL), self.cancel, resume)
+        self._writers[role] = writer
+        return writer
+
+    def commit(self, sha256: dict[str, str] | None = None) -> dict:
+        """Verify every written file, then move them into place and record them.
+
+        The old records go first, so a crash between the renames and the final metadata
+        write leaves the model not ready rather than ready with a stale checksum.
+        """
+        records = {}
+        for role, writer in self._writers.items():
+            writer.finish()
+            expected = (sha256 or {}).get(role)
+            if expected and expected.lower() != writer.sha256:
+                raise InvalidFile(
+                    f"sha256 mismatch for the {role} file: expected {expected.lower()}, "
+                    f"got {writer.sha256}"
+                )
+            try:
+                formats.check(self.kind, role, writer.path)
+            except formats.FormatError as exc:
+                raise InvalidFile(str(exc)) from None
+            records[role] = {
+                "name": self.roles[role],
+                "size": writer.size,
+                "sha256": writer.sha256,
+            }
+        self.store._record_files(self.model_id, records, pending=True)
+        for role, writer in self._writers.items():
+            os.replace(writer.path, self.folder / self.roles[role])
+        _fsync_dir(self.folder)
+        self.store._record_files(self.model_id, records, pending=False)
+        self._writers.clear()
+        return self.store.get(self.model_id)
+
+    def discard(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+            if not writer.keep:
+                writer.path.unlink(missing_ok=True)
+        self._writers.clear()
+
+
+class FileWriter:
+    """A `.partial` file with a running sha256. With `resume`, it continues an old one."""
+
+    def __init__(self, path: Path, cancel: threading.Event, resume: bool = False):
+        self.path = path
+        self.cancel = cancel
+        self.keep = False  # set by callers that want a partial kept for a later resume
+        self._hash = hashlib.sha256()
+        self.size = 0
+        if resume and path.exists():
+            self._file = open(path, "r+b")
+            while chunk := self._file.read(1 << 20):
+                self._hash.update(chunk)
+                self.size += len(chunk)
+        else:
+            self._file = open(path, "wb")
+        self.sha256 = ""
+
+    def write(self, data: bytes) -> None:
+        if self.cancel.is_set():
+            raise Cancelled("The transfer was cancelled")
+        self._file.write(data)
+        self._hash.update(data)
+        self.size += len(data)
+
+    def finish(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self.sha256 = self._hash.hexdigest()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def _flock(folder: Path, blocking: bool, timeout: float = 0):
+    """An exclusive lock on `<folder>/.lock`; the kernel drops it if the process dies."""
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if not blocking:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise TransferBusy(
+                            f"Timed out waiting for the transfer on {folder.name} to stop"
+                        ) from None
+                    time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)

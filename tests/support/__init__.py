@@ -1,0 +1,1 @@
+"""Helpers shared by the test tiers: generated model files and a real server process."""
