@@ -115,6 +115,9 @@ class Upload:
             raise ApiError(
                 415, "Upload with Content-Type multipart/form-data and the file in field 'file'"
             )
+        if req.content_length is None:
+            # Falcon's multipart parser needs the length; curl -F and every form client send it.
+            raise ApiError(411, "Send the upload with a Content-Length header (not chunked)")
         self.store.get(model_id)  # 404 before reading any of the body
         with self.store.transfer(model_id) as transfer:
             received = _receive_parts(req.get_media(), transfer, limit)
