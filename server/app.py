@@ -6,7 +6,7 @@ import falcon
 from .auth import AuthMiddleware
 from .config import Settings
 from .errors import handle_unexpected, serialize_error
-from .routes import health, registry
+from .routes import download, health, registry
 from .store import Store
 
 
@@ -17,6 +17,7 @@ def create_app(settings: Settings, store: Store | None = None) -> falcon.App:
     app.set_error_serializer(serialize_error)
     app.add_error_handler(Exception, handle_unexpected)
     registry.add_routes(app, store, settings)
+    download.add_routes(app, store, settings)
     health.add_routes(app, is_ready=lambda: True)
     return app
 

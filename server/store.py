@@ -295,7 +295,10 @@ class Store:
             try:
                 with _flock(folder, blocking=False):
                     for path in folder.glob("*" + PARTIAL):
-                        path.unlink(missing_ok=True)
+                        if path.is_dir():  # fetch's huggingface_hub download folder
+                            shutil.rmtree(path, ignore_errors=True)
+                        else:
+                            path.unlink(missing_ok=True)
                         removed.append(str(path))
                     if not (folder / META).exists():
                         shutil.rmtree(folder, ignore_errors=True)
