@@ -1,0 +1,14 @@
+"""Pure builders: a Model (a plain dict) in, a child manifest (a plain dict) out. No API calls."""
+from .download import build_download_job, build_pvc, fetch_command, source_hash
+from .serving import build_api_key_secret, build_deployment, build_service, pod_spec_hash
+
+__all__ = [
+    "build_api_key_secret",
+    "build_deployment",
+    "build_download_job",
+    "build_pvc",
+    "build_service",
+    "fetch_command",
+    "pod_spec_hash",
+    "source_hash",
+]

@@ -1,0 +1,90 @@
+"""Pieces that the download Job and the inference pods share."""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import kopf
+
+from .. import names
+from ..settings import CACHE_MOUNT, OperatorSettings
+
+
+def labels(model: dict[str, Any], component: str) -> dict[str, str]:
+    base = names.base_name(model["metadata"]["name"])
+    return {
+        "app.kubernetes.io/name": "modelyard",
+        "app.kubernetes.io/instance": base,
+        names.LABEL_COMPONENT: component,
+        names.LABEL_MANAGED_BY: names.MANAGED_BY,
+        names.LABEL_MODEL: base,
+    }
+
+
+def owned(obj: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
+    """Set the namespace and the ownerReference, so deleting the Model deletes the child."""
+    kopf.adopt(obj, owner=model)
+    return obj
+
+
+def pod_security(settings: OperatorSettings) -> dict[str, Any]:
+    # fsGroup makes a freshly provisioned cache volume writable by the non-root user.
+    uid = settings.run_as_user
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "fsGroup": uid,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security() -> dict[str, Any]:
+    """The restricted Pod Security Standard, with a read-only root filesystem on top."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def placement(spec: dict[str, Any], settings: OperatorSettings) -> dict[str, Any]:
+    """nodeSelector, tolerations and affinity of a Model's pods.
+
+    A Model that sets a field gets exactly that; a GPU Model that does not gets the
+    operator's GPU defaults (from the chart's values).
+    """
+    gpu = (spec.get("resources") or {}).get("gpu") or 0
+    node_selector = spec.get("nodeSelector")
+    tolerations = spec.get("tolerations")
+    if node_selector is None and gpu:
+        node_selector = settings.gpu_node_selector
+    if tolerations is None and gpu:
+        tolerations = settings.gpu_tolerations
+    result: dict[str, Any] = {}
+    if node_selector:
+        result["nodeSelector"] = copy.deepcopy(node_selector)
+    if tolerations:
+        result["tolerations"] = copy.deepcopy(tolerations)
+    if spec.get("affinity"):
+        result["affinity"] = copy.deepcopy(spec["affinity"])
+    return result
+
+
+def cache_volume(model: dict[str, Any], read_only: bool) -> dict[str, Any]:
+    claim: dict[str, Any] = {"claimName": names.pvc_name(model["metadata"]["name"])}
+    if read_only:
+        claim["readOnly"] = True
+    return {"name": "cache", "persistentVolumeClaim": claim}
+
+
+def cache_mount(read_only: bool) -> dict[str, Any]:
+    return {"name": "cache", "mountPath": CACHE_MOUNT, "readOnly": read_only}
+
+
+# The root filesystem is read-only; HOME, caches and gunicorn's heartbeat files go here.
+TMP_VOLUME = {"name": "tmp", "emptyDir": {}}
+TMP_MOUNT = {"name": "tmp", "mountPath": "/tmp"}
+HOME_ENV = {"name": "HOME", "value": "/tmp"}

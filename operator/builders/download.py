@@ -1,0 +1,114 @@
+"""The cache PVC and the download Job that fills it with `modelyard fetch`."""
+from __future__ import annotations
+
+from typing import Any
+
+from .. import names
+from ..settings import CACHE_MOUNT, OperatorSettings
+from . import common
+
+FETCH_CONTAINER = "fetch"
+
+
+def source_hash(spec: dict[str, Any]) -> str:
+    """What decides whether the cache must be filled again.
+
+    The token Secret is left out: a new token does not make a new file.
+    """
+    source = {k: v for k, v in (spec.get("source") or {}).items() if k != "tokenSecretRef"}
+    hf = source.get("huggingface")
+    if hf is not None:
+        # An explicit `revision: main` is the same download as the default.
+        source["huggingface"] = {"revision": "main", **hf}
+    return names.stable_hash({"source": source, "sha256": spec.get("sha256"), "kind": spec.get("kind")})
+
+
+def fetch_command(name: str, spec: dict[str, Any]) -> list[str]:
+    """The `modelyard fetch` command line of the server's CLI contract."""
+    source = spec["source"]
+    hf = source.get("huggingface")
+    mmproj: str | None
+    if hf is not None:
+        main = f"hf://{hf['repo']}/{hf['file']}"
+        mmproj = f"hf://{hf['repo']}/{hf['mmprojFile']}" if hf.get("mmprojFile") else None
+    else:
+        main = source["url"]
+        mmproj = source.get("mmprojUrl")
+    command = ["modelyard", "fetch", main, "--store", CACHE_MOUNT, "--id", name, "--kind", spec["kind"]]
+    if mmproj:
+        command += ["--mmproj", mmproj]
+    if spec.get("sha256"):
+        command += ["--sha256", spec["sha256"].lower()]
+    if hf is not None:
+        command += ["--revision", hf.get("revision") or "main"]
+    if spec.get("version"):
+        command += ["--version", str(spec["version"])]
+    return command
+
+
+def build_pvc(model: dict[str, Any], settings: OperatorSettings) -> dict[str, Any]:
+    cache = model["spec"].get("cache") or {}
+    spec: dict[str, Any] = {
+        "accessModes": [cache.get("accessMode") or "ReadWriteOnce"],
+        "resources": {"requests": {"storage": str(cache.get("size") or settings.cache_size)}},
+    }
+    # Empty means "the cluster's default class": omitting the field asks for it, while
+    # an explicit "" would ask for no class at all.
+    if cache.get("storageClassName"):
+        spec["storageClassName"] = cache["storageClassName"]
+    pvc = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": names.pvc_name(model["metadata"]["name"]),
+            "labels": common.labels(model, "cache"),
+        },
+        "spec": spec,
+    }
+    return common.owned(pvc, model)
+
+
+def build_download_job(model: dict[str, Any], settings: OperatorSettings) -> dict[str, Any]:
+    name, spec = model["metadata"]["name"], model["spec"]
+    digest = source_hash(spec)
+    labels = {**common.labels(model, "download"), names.LABEL_SOURCE_HASH: digest}
+    env = [common.HOME_ENV, {"name": "HF_HOME", "value": "/tmp/hf"}]
+    token = (spec.get("source") or {}).get("tokenSecretRef")
+    if token:
+        env.append({
+            "name": "HF_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": token["name"], "key": token.get("key") or "token"}},
+        })
+    container = {
+        "name": FETCH_CONTAINER,
+        "image": settings.server_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": fetch_command(name, spec),
+        "env": env,
+        "resources": settings.job_resources,
+        "securityContext": common.container_security(),
+        "volumeMounts": [common.cache_mount(read_only=False), common.TMP_MOUNT],
+    }
+    pod_spec = {
+        "restartPolicy": "Never",
+        # Service links would inject MODELYARD_PORT-like variables that the CLI reads.
+        "enableServiceLinks": False,
+        "automountServiceAccountToken": False,
+        "securityContext": common.pod_security(settings),
+        "containers": [container],
+        "volumes": [common.cache_volume(model, read_only=False), common.TMP_VOLUME],
+        # Same nodes as the inference pods: a zonal or ReadWriteOnce volume binds where
+        # its first pod runs, and the inference pods must be able to mount it later.
+        **common.placement(spec, settings),
+    }
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": names.job_name(name, digest), "labels": labels},
+        "spec": {
+            "backoffLimit": settings.job_backoff_limit,
+            "activeDeadlineSeconds": settings.job_deadline_seconds,
+            "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
+        },
+    }
+    return common.owned(job, model)

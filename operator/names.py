@@ -1,0 +1,75 @@
+"""Names and hashes derived from a Model: deterministic, so a restarted operator finds its children."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+GROUP = "modelyard.dev"
+VERSION = "v1alpha1"
+PLURAL = "models"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "Model"
+
+# Labels every child carries. The model label holds the DNS-safe base name (a label value
+# is limited to 63 characters; the full name is in the ownerReference).
+LABEL_MODEL = "modelyard.dev/model"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_SOURCE_HASH = "modelyard.dev/source-hash"
+MANAGED_BY = "modelyard-operator"
+ANNOTATION_POD_SPEC_HASH = "modelyard.dev/pod-spec-hash"
+
+_DNS_LABEL_MAX = 63
+_NOT_DNS = re.compile(r"[^a-z0-9-]+")
+
+
+def stable_hash(value: Any, length: int = 10) -> str:
+    """A short hash of a JSON-able value that does not depend on key order."""
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:length]
+
+
+def base_name(model_name: str) -> str:
+    """The DNS-1035 label naming the Service (and the other children) of a Model.
+
+    `llama-3.2-1b` becomes `llama-3-2-1b`. A name that had to be cut to 63 characters
+    gets a hash of the full name, so two long names do not collide.
+    """
+    name = _NOT_DNS.sub("-", model_name.lower()).strip("-") or "model"
+    if not name[0].isalpha():
+        name = f"m-{name}"
+    if len(name) > _DNS_LABEL_MAX:
+        name = f"{name[:_DNS_LABEL_MAX - 7].rstrip('-')}-{stable_hash(model_name, 6)}"
+    return name
+
+
+def _fit(prefix: str, suffix: str, limit: int = _DNS_LABEL_MAX) -> str:
+    return f"{prefix[:limit - len(suffix)].rstrip('-')}{suffix}"
+
+
+def service_name(model_name: str) -> str:
+    return base_name(model_name)
+
+
+def deployment_name(model_name: str) -> str:
+    return base_name(model_name)
+
+
+def pvc_name(model_name: str) -> str:
+    return _fit(base_name(model_name), "-cache", 253)
+
+
+def api_key_secret_name(model_name: str) -> str:
+    return _fit(base_name(model_name), "-api-key", 253)
+
+
+def job_name(model_name: str, source_hash: str) -> str:
+    """One Job name per (model, source): a restart finds the Job instead of making another."""
+    # 63, not 253: the Job controller copies the name into a pod label value.
+    return _fit(base_name(model_name), f"-fetch-{source_hash}")
+
+
+def endpoint(model_name: str, namespace: str, port: int) -> str:
+    return f"http://{service_name(model_name)}.{namespace}.svc:{port}"

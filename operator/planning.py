@@ -1,0 +1,305 @@
+"""The reconciliation plan: what the children and the status of a Model should become.
+
+`plan()` is pure. It takes what the operator observed (the Model and its children)
+and returns the API calls to make and the whole status to write. The executor in
+`reconcile.py` does the I/O. Running the plan twice, or after a restart, makes the
+same calls or none: every name is deterministic.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import builders, names
+from .builders.serving import ANNOTATION_SOURCE_HASH, api_key_ref
+from .settings import SERVER_PORT, OperatorSettings
+from .validation import spec_problems
+
+
+@dataclass
+class Observed:
+    """The Model and its children, as read from the API (None when absent)."""
+
+    model: dict[str, Any]
+    pvc: dict[str, Any] | None = None
+    job: dict[str, Any] | None = None  # the Job of the wanted source
+    stale_jobs: list[dict[str, Any]] = field(default_factory=list)  # Jobs of earlier sources
+    deployment: dict[str, Any] | None = None
+    service: dict[str, Any] | None = None
+    job_error: str | None = None  # the fetch's own error line, when its Job failed
+
+
+@dataclass
+class Action:
+    verb: str  # create | patch | delete
+    resource: str  # plural of a kind in kube.RESOURCES
+    name: str
+    body: Any = None  # the manifest, or a JSON patch (a list) for `patch`
+    event: str = ""  # what to tell the user, as a Normal event
+
+    def __repr__(self) -> str:  # keeps test failures readable
+        return f"<{self.verb} {self.resource}/{self.name}>"
+
+
+@dataclass
+class Plan:
+    actions: list[Action]
+    status: dict[str, Any]
+    events: list[tuple[str, str, str]]  # (type, reason, message)
+
+
+def plan(observed: Observed, settings: OperatorSettings, *, now: str, api_key: str) -> Plan:
+    """What to do. `now` stamps changed conditions; `api_key` is used only for a new Secret."""
+    model = observed.model
+    name = model["metadata"]["name"]
+    spec = model.get("spec") or {}
+    status = _Status(model, now)
+
+    problems = spec_problems(name, spec)
+    if problems:
+        status.failed("InvalidSpec", "Fix the spec: " + "; ".join(problems) + ".")
+        return status.plan([])
+    conflict = _name_conflict(observed)
+    if conflict:
+        status.failed("NameConflict", conflict)
+        return status.plan([])
+
+    digest = builders.source_hash(spec)
+    actions: list[Action] = []
+    if observed.pvc is None:
+        actions.append(_create(builders.build_pvc(model, settings)))
+    if _is_downloaded(observed, digest):
+        _plan_serving(observed, settings, digest, api_key, actions, status)
+    else:
+        _plan_download(observed, settings, digest, actions, status)
+    return status.plan(actions)
+
+
+def _plan_download(
+    observed: Observed, settings: OperatorSettings, digest: str, actions: list[Action], status: "_Status"
+) -> None:
+    model, job = observed.model, observed.job
+    deployment = observed.deployment
+    if deployment is not None and (deployment.get("spec") or {}).get("replicas") != 0:
+        # The pods serve a file the Model no longer asks for, and a ReadWriteOnce cache
+        # must be free for the new download's pod.
+        actions.append(Action("patch", "deployments", deployment["metadata"]["name"],
+                              [{"op": "replace", "path": "/spec/replicas", "value": 0}],
+                              event="Scaled the inference pods to 0 while the new source downloads"))
+    status.serving(deployment, observed.service, digest)
+    if observed.stale_jobs:
+        for stale in observed.stale_jobs:
+            actions.append(Action("delete", "jobs", stale["metadata"]["name"],
+                                  event=f"Deleted Job {stale['metadata']['name']} of the previous source"))
+        # sourceHash stays the old one until they are gone, so the next pass lists again.
+        status.set("Pending", downloaded=("False", "SourceChanged",
+                   "Waiting for the previous source's download Job to stop."))
+        return
+    status.new_source(digest)
+    if job is None:
+        new = builders.build_download_job(model, settings)
+        actions.append(_create(new))
+        status.set("Pending", downloaded=("False", "JobCreated", f"Download Job {new['metadata']['name']} created."))
+        return
+    job_name = job["metadata"]["name"]
+    if _job_condition(job, "Failed"):
+        cause = observed.job_error or _job_condition(job, "Failed").get("message") or "the Job failed"
+        status.failed("DownloadFailed", f"Download Job {job_name} failed: {cause}. Fix spec.source "
+                      f"(or its token Secret), or delete Job {job_name} to retry.")
+        return
+    if (job.get("status") or {}).get("active"):
+        status.set("Downloading", downloaded=("False", "Downloading", f"Job {job_name} is downloading."))
+    else:
+        status.set("Pending", downloaded=("False", "JobPending", f"Job {job_name} is waiting for its pod."))
+
+
+def _plan_serving(
+    observed: Observed, settings: OperatorSettings, digest: str, api_key: str,
+    actions: list[Action], status: "_Status",
+) -> None:
+    model, deployment = observed.model, observed.deployment
+    spec = model.get("spec") or {}
+    status.downloaded(digest)
+    if deployment is None and not spec.get("apiKeySecretRef"):
+        # Created together with the Deployment; an existing one is kept (409 is fine).
+        actions.append(_create(builders.build_api_key_secret(model, api_key), quiet=True))
+    if observed.service is None:
+        actions.append(_create(builders.build_service(model)))
+    desired = builders.build_deployment(model, settings, source_hash=digest)
+    if deployment is None:
+        actions.append(_create(desired))
+    else:
+        patch = _deployment_patch(deployment, desired)
+        if patch:
+            actions.append(Action("patch", "deployments", desired["metadata"]["name"], patch,
+                                  event="Updated the inference pods; they roll"))
+    status.serving(deployment, observed.service or {}, digest)
+    ready = status.ready_replicas
+    if spec.get("replicas", 1) == 0:
+        status.set("Pending", ready=("False", "ScaledToZero", "spec.replicas is 0: nothing serves the model."))
+    elif ready and _serves(deployment, digest):
+        status.set("Ready", ready=("True", "Ready", f"{ready} pod(s) serve the model at {status.endpoint}."))
+    else:
+        status.set("Loading", ready=("False", "Loading", "Waiting for an inference pod to load the model."))
+
+
+def _deployment_patch(current: dict[str, Any], desired: dict[str, Any]) -> list[dict[str, Any]]:
+    """A JSON patch that replaces what differs, so removed fields go too (a merge patch keeps them)."""
+    key = names.ANNOTATION_POD_SPEC_HASH
+    ops: list[dict[str, Any]] = []
+    current_hash = ((current.get("metadata") or {}).get("annotations") or {}).get(key)
+    if current_hash != desired["metadata"]["annotations"][key]:
+        ops.append({"op": "replace", "path": "/spec/template", "value": desired["spec"]["template"]})
+        ops.append({"op": "add", "path": "/metadata/annotations", "value": {
+            **((current.get("metadata") or {}).get("annotations") or {}), key: desired["metadata"]["annotations"][key]}})
+        ops.append({"op": "replace", "path": "/spec/strategy", "value": desired["spec"]["strategy"]})
+    if (current.get("spec") or {}).get("replicas") != desired["spec"]["replicas"]:
+        ops.append({"op": "replace", "path": "/spec/replicas", "value": desired["spec"]["replicas"]})
+    return ops
+
+
+def _serves(deployment: dict[str, Any] | None, digest: str) -> bool:
+    """Whether the ready pods load the wanted file, as far as the Deployment tells."""
+    if deployment is None:
+        return False
+    annotations = ((deployment["spec"].get("template") or {}).get("metadata") or {}).get("annotations") or {}
+    generation = deployment["metadata"].get("generation")
+    observed_generation = (deployment.get("status") or {}).get("observedGeneration")
+    stale = generation is not None and observed_generation is not None and observed_generation < generation
+    return annotations.get(ANNOTATION_SOURCE_HASH) == digest and not stale
+
+
+def _is_downloaded(observed: Observed, digest: str) -> bool:
+    """The wanted source is complete in the cache, even if its Job has since been deleted."""
+    old = observed.model.get("status") or {}
+    if old.get("sourceHash") == digest and _condition(old, "Downloaded").get("status") == "True":
+        return True
+    return observed.job is not None and bool(_job_condition(observed.job, "Complete"))
+
+
+def _name_conflict(observed: Observed) -> str | None:
+    uid = observed.model["metadata"].get("uid")
+    for child in (observed.pvc, observed.deployment, observed.service):
+        if child is None:
+            continue
+        owners = (child.get("metadata") or {}).get("ownerReferences") or []
+        if not any(ref.get("uid") == uid for ref in owners):
+            kind, child_name = child.get("kind", "object"), child["metadata"]["name"]
+            return (f"{kind} {child_name} exists and belongs to something else. Rename this Model "
+                    f"or remove that {kind}: Models named alike share child names ('.' becomes '-').")
+    return None
+
+
+def _job_condition(job: dict[str, Any], kind: str) -> dict[str, Any]:
+    for condition in (job.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind and condition.get("status") == "True":
+            return condition
+    return {}
+
+
+def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == kind), {})
+
+
+def _create(body: dict[str, Any], quiet: bool = False) -> Action:
+    kind, child_name = body["kind"], body["metadata"]["name"]
+    return Action("create", f"{kind.lower()}s" if kind != "PersistentVolumeClaim" else "persistentvolumeclaims",
+                  child_name, body, event="" if quiet else f"Created {kind} {child_name}")
+
+
+class _Status:
+    """The status being planned, built from the old one so unchanged parts stay as they are."""
+
+    def __init__(self, model: dict[str, Any], now: str) -> None:
+        self.model = model
+        self.old = copy.deepcopy(model.get("status") or {})
+        self.new = copy.deepcopy(self.old)
+        self.now = now
+        self.events: list[tuple[str, str, str]] = []
+        generation = model["metadata"].get("generation")
+        self.generation = generation if generation is not None else self.old.get("observedGeneration", 0)
+        self.new["observedGeneration"] = self.generation
+        self.new.setdefault("readyReplicas", 0)
+
+    @property
+    def ready_replicas(self) -> int:
+        return self.new.get("readyReplicas", 0)
+
+    @property
+    def endpoint(self) -> str | None:
+        return self.new.get("endpoint")
+
+    def new_source(self, digest: str) -> None:
+        if self.old.get("sourceHash") != digest:
+            self.new["sourceHash"] = digest
+            self.new["download"] = {"size": 0}
+
+    def downloaded(self, digest: str) -> None:
+        self.new["sourceHash"] = digest
+        download = dict(self.new.get("download") or {})
+        download.pop("progress", None)  # PROGRESS shows only while downloading
+        if download.get("totalSize"):
+            download["size"] = download["totalSize"]
+        self.new["download"] = download
+        self._condition("Downloaded", "True", "Downloaded", "The model is complete in the cache.")
+
+    def serving(self, deployment: dict[str, Any] | None, service: dict[str, Any] | None, digest: str) -> None:
+        self.new["readyReplicas"] = int(((deployment or {}).get("status") or {}).get("readyReplicas") or 0)
+        if service is not None:
+            meta = self.model["metadata"]
+            self.new["endpoint"] = names.endpoint(meta["name"], meta.get("namespace", ""), SERVER_PORT)
+            self.new["apiKeySecretRef"] = api_key_ref(self.model)
+
+    def set(self, phase: str, *, downloaded: tuple[str, str, str] | None = None,
+            ready: tuple[str, str, str] | None = None) -> None:
+        if downloaded:
+            self._condition("Downloaded", *downloaded)
+        self._condition("Ready", *(ready or ("False", downloaded[1] if downloaded else phase,
+                                             "The model is not downloaded yet.")))
+        self._phase(phase, "Warning" if phase == "Failed" else "Normal", *(ready or downloaded or ("", "", "")))
+
+    def failed(self, reason: str, message: str) -> None:
+        if reason == "DownloadFailed":
+            self._condition("Downloaded", "False", reason, message)
+        self._condition("Ready", "False", reason, message)
+        self.new.get("download", {}).pop("progress", None)
+        self._phase("Failed", "Warning", "False", reason, message)
+
+    def _phase(self, phase: str, event_type: str, _status: str, reason: str, message: str) -> None:
+        old_reason = _condition(self.old, "Ready").get("reason")
+        self.new["phase"] = phase
+        if self.old.get("phase") != phase or (phase == "Failed" and old_reason != reason):
+            self.events.append((event_type, reason or phase, message))
+
+    def _condition(self, kind: str, status: str, reason: str, message: str) -> None:
+        old = _condition(self.old, kind)
+        condition = {
+            "type": kind,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": old.get("lastTransitionTime") if old.get("status") == status else self.now,
+            "observedGeneration": self.generation,
+        }
+        others = [c for c in self.new.get("conditions") or [] if c.get("type") != kind]
+        self.new["conditions"] = sorted(others + [condition], key=lambda c: c["type"])
+
+    def plan(self, actions: list[Action]) -> Plan:
+        return Plan(actions, self.new, self.events)
+
+
+def merge_patch(old: Any, new: Any) -> Any:
+    """The RFC 7386 merge patch that turns `old` into `new` (None when they are equal)."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return None if old == new else new
+    patch: dict[str, Any] = {}
+    for key in old.keys() - new.keys():
+        patch[key] = None
+    for key, value in new.items():
+        if key not in old:
+            patch[key] = value
+        elif old[key] != value:
+            sub = merge_patch(old[key], value)
+            patch[key] = sub if isinstance(value, dict) and isinstance(old[key], dict) else value
+    return patch or None

@@ -1,0 +1,164 @@
+"""Observe, plan, execute: the I/O around the pure plan, called by the kopf handlers."""
+from __future__ import annotations
+
+import datetime
+import logging
+import secrets
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from . import builders, names
+from .builders.download import FETCH_CONTAINER
+from .kube import Kube, KubeError
+from .planning import Observed, merge_patch, plan
+from .progress import download_status, last_events
+from .settings import OperatorSettings
+from .validation import spec_problems
+
+# (model body, type, reason, message) -> None; kopf.event in the operator.
+PostEvent = Callable[[dict[str, Any], str, str, str], None]
+_LOG_TAIL = 20
+_EVENT_REASONS = {"create": "Created", "patch": "Updated", "delete": "Deleted"}
+
+logger = logging.getLogger(__name__)
+
+
+class Locks:
+    """One lock per Model: a Model event, a child event and the progress timer can
+    fire together, and each of them reads, decides and writes."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+
+    def __call__(self, namespace: str, name: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault((namespace, name), threading.Lock())
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._guard:
+            self._locks.pop((namespace, name), None)
+
+
+def handle_reconcile(kube: Kube, settings: OperatorSettings, locks: Locks, post_event: PostEvent,
+                     namespace: str, name: str) -> None:
+    """Bring the children and the status of one Model to what its spec asks."""
+    with locks(namespace, name):
+        model = kube.get("models", namespace, name)
+        if model is None or model["metadata"].get("deletionTimestamp"):
+            return  # ownerReferences take the children away
+        observed = observe(kube, model)
+        result = plan(observed, settings, now=_now(), api_key=secrets.token_urlsafe(32))
+        for action in result.actions:
+            _execute(kube, namespace, action)
+            if action.event:
+                post_event(model, "Normal", _EVENT_REASONS[action.verb], action.event)
+        _write_status(kube, model, result.status)
+        for event_type, reason, message in result.events:
+            post_event(model, event_type, reason, message)
+
+
+def handle_child_event(kube: Kube, settings: OperatorSettings, locks: Locks, post_event: PostEvent,
+                       child: dict[str, Any]) -> None:
+    """A Job or a Deployment of a Model changed: reconcile its Model."""
+    meta = child.get("metadata") or {}
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("kind") == names.KIND and ref.get("apiVersion", "").startswith(names.GROUP + "/"):
+            handle_reconcile(kube, settings, locks, post_event, meta["namespace"], ref["name"])
+
+
+def handle_progress(kube: Kube, locks: Locks, namespace: str, name: str) -> None:
+    """Copy the download's progress from the fetch pod's log into status.download.
+
+    The fetch container prints one JSON line per progress step. Reading the tail of
+    its log every few seconds needs no sidecar, no port and no write access from the
+    Job to the API: the Job stays unprivileged and the operator stays the only writer
+    of the status.
+    """
+    with locks(namespace, name):
+        model = kube.get("models", namespace, name)
+        if model is None:
+            return
+        status = model.get("status") or {}
+        digest = builders.source_hash(model.get("spec") or {})
+        if status.get("phase") not in ("Pending", "Downloading") or status.get("sourceHash") != digest:
+            return
+        log = _newest_fetch_log(kube, model, digest)
+        progress = last_events(log).get("progress") if log else None
+        if progress is None:
+            return
+        download = download_status(progress)
+        if download != status.get("download"):
+            kube.patch("models", namespace, name, {"status": {"download": merge_patch(
+                status.get("download") or {}, download)}}, status=True)
+
+
+def observe(kube: Kube, model: dict[str, Any]) -> Observed:
+    namespace, name = model["metadata"]["namespace"], model["metadata"]["name"]
+    spec, status = model.get("spec") or {}, model.get("status") or {}
+    observed = Observed(
+        model=model,
+        pvc=kube.get("persistentvolumeclaims", namespace, names.pvc_name(name)),
+        deployment=kube.get("deployments", namespace, names.deployment_name(name)),
+        service=kube.get("services", namespace, names.service_name(name)),
+    )
+    if spec_problems(name, spec):
+        return observed  # the plan reports the problems; no Job to look at
+    digest = builders.source_hash(spec)
+    job_name = names.job_name(name, digest)
+    if status.get("sourceHash") == digest:
+        observed.job = kube.get("jobs", namespace, job_name)
+    else:
+        # A new Model or a new source: the only time other Jobs of this Model may exist.
+        jobs = kube.list("jobs", namespace, {names.LABEL_MODEL: names.base_name(name)})
+        mine = [job for job in jobs if _owned_by(job, model)]
+        observed.job = next((job for job in mine if job["metadata"]["name"] == job_name), None)
+        observed.stale_jobs = [job for job in mine if job["metadata"]["name"] != job_name]
+    if observed.job is not None and _failed(observed.job):
+        observed.job_error = last_events(_newest_fetch_log(kube, model, digest) or "").get("error")
+    return observed
+
+
+def _newest_fetch_log(kube: Kube, model: dict[str, Any], digest: str) -> str | None:
+    namespace, name = model["metadata"]["namespace"], model["metadata"]["name"]
+    pods = kube.list("pods", namespace, {names.LABEL_MODEL: names.base_name(name), names.LABEL_SOURCE_HASH: digest})
+    pods.sort(key=lambda pod: pod["metadata"].get("creationTimestamp") or "", reverse=True)
+    for pod in pods:  # the newest pod that has a log; retries make one pod each
+        try:
+            return kube.pod_log(namespace, pod["metadata"]["name"], FETCH_CONTAINER, _LOG_TAIL)
+        except KubeError as e:
+            logger.debug("No log for pod %s yet: %s", pod["metadata"]["name"], e)
+    return None
+
+
+def _execute(kube: Kube, namespace: str, action: Any) -> None:
+    if action.verb == "create":
+        kube.create(action.resource, namespace, action.body)
+    elif action.verb == "patch":
+        kube.patch(action.resource, namespace, action.name, action.body)
+    elif action.verb == "delete":
+        kube.delete(action.resource, namespace, action.name)
+    else:  # pragma: no cover - the planner makes only these three
+        raise ValueError(action.verb)
+
+
+def _write_status(kube: Kube, model: dict[str, Any], new: dict[str, Any]) -> None:
+    patch = merge_patch(model.get("status") or {}, new)
+    if patch:  # written only when something changed: no event storm, no write load
+        meta = model["metadata"]
+        kube.patch("models", meta["namespace"], meta["name"], {"status": patch}, status=True)
+
+
+def _owned_by(child: dict[str, Any], model: dict[str, Any]) -> bool:
+    uid = model["metadata"].get("uid")
+    return any(ref.get("uid") == uid for ref in child["metadata"].get("ownerReferences") or [])
+
+
+def _failed(job: dict[str, Any]) -> bool:
+    return any(c.get("type") == "Failed" and c.get("status") == "True"
+               for c in (job.get("status") or {}).get("conditions") or [])
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,81 @@
+"""One typed settings object for the operator, with MODELYARD_* environment overrides.
+
+The Helm chart sets these variables on the operator's Deployment from values.yaml.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+SERVER_PORT = 8083
+CACHE_MOUNT = "/cache"
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    """Everything the operator puts into the children it builds."""
+
+    server_image: str = field(
+        default="ghcr.io/modelyard/modelyard-server:0.1.0",
+        metadata={"help": "image of the download Job and the inference pods (runs `modelyard`)"},
+    )
+    image_pull_policy: str = field(default="IfNotPresent", metadata={"help": "pull policy of that image"})
+    job_backoff_limit: int = field(default=3, metadata={"help": "download retries before phase Failed"})
+    job_deadline_seconds: int = field(
+        default=6 * 3600, metadata={"help": "a download Job running longer than this fails"}
+    )
+    job_resources: dict = field(
+        default_factory=lambda: {
+            "requests": {"cpu": "250m", "memory": "256Mi"},
+            "limits": {"memory": "1Gi"},
+        },
+        metadata={"help": "resources of the download container (JSON)"},
+    )
+    gpu_node_selector: dict = field(
+        default_factory=dict,
+        metadata={"help": "nodeSelector of GPU pods whose Model sets none (JSON)"},
+    )
+    gpu_tolerations: list = field(
+        default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        metadata={"help": "tolerations of GPU pods whose Model sets none (JSON)"},
+    )
+    cache_size: str = field(default="20Gi", metadata={"help": "cache PVC size when spec.cache.size is unset"})
+    startup_seconds: int = field(
+        default=3600,
+        metadata={"help": "how long a pod may take to start serving before it is restarted"},
+    )
+    progress_interval: float = field(
+        default=5.0, metadata={"help": "seconds between two reads of a download's progress"}
+    )
+    resync_interval: float = field(
+        default=120.0, metadata={"help": "seconds between two full reconciliations of a Model"}
+    )
+    run_as_user: int = field(default=10001, metadata={"help": "uid and gid of the Job and the pods"})
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "OperatorSettings":
+        """Defaults, then MODELYARD_<FIELD> variables (JSON for dicts and lists)."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(f"MODELYARD_{f.name.upper()}")
+            if raw:
+                values[f.name] = _parse(f, raw)
+        return cls(**values)
+
+
+def _parse(f: dataclasses.Field, raw: str) -> Any:
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    if isinstance(default, (dict, list)):
+        value = json.loads(raw)
+        if not isinstance(value, type(default)):
+            raise ValueError(f"MODELYARD_{f.name.upper()} must be a JSON {type(default).__name__}")
+        return value
+    if isinstance(default, bool):
+        return raw.lower() in ("1", "true", "yes")
+    if isinstance(default, (int, float)):
+        return type(default)(raw)
+    return raw

@@ -1,0 +1,93 @@
+"""What is wrong with a Model's spec, in words that say what to fix.
+
+The CRD's schema says most of this to a real API server. The operator checks again
+because a CRD can be older than the operator, and a problem must end as phase Failed
+with a reason rather than as a crash loop.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+KINDS = ("llm", "vlm", "embed", "onnx")
+EXECUTION_PROVIDERS = ("cpu", "cuda", "coreml", "tensorrt")
+ACCESS_MODES = ("ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod")
+_ID = re.compile(r"^[a-zA-Z0-9._-]+$")
+_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SHA256 = re.compile(r"^[A-Fa-f0-9]{64}$")
+_HTTP = re.compile(r"^https?://.+")
+
+
+def name_problem(name: str) -> str | None:
+    """The seed's id rules (the server's own copy lives in modelyard.server.ids)."""
+    if not name or len(name) > 253:
+        return "metadata.name must be 1 to 253 characters"
+    if not _ID.match(name):
+        return "metadata.name may contain only letters, digits, '-', '_' and '.'"
+    if name[0] in ".-":
+        return "metadata.name cannot start with '.' or '-'"
+    if ".." in name:
+        return "metadata.name cannot contain '..'"
+    return None
+
+
+def spec_problems(name: str, spec: dict[str, Any]) -> list[str]:
+    """Every problem of the spec, empty when the Model can be served."""
+    problems = [p for p in [name_problem(name)] if p]
+    kind = spec.get("kind")
+    if kind not in KINDS:
+        problems.append(f"spec.kind must be one of {', '.join(KINDS)} (got {kind!r})")
+    problems += _source_problems(spec.get("source") or {}, kind)
+    sha = spec.get("sha256")
+    if sha is not None and not (isinstance(sha, str) and _SHA256.match(sha)):
+        problems.append("spec.sha256 must be 64 hexadecimal characters")
+    problems += _number_problems(spec)
+    provider = (spec.get("onnx") or {}).get("executionProvider")
+    if provider is not None and provider not in EXECUTION_PROVIDERS:
+        problems.append(f"spec.onnx.executionProvider must be one of {', '.join(EXECUTION_PROVIDERS)}")
+    mode = (spec.get("cache") or {}).get("accessMode")
+    if mode is not None and mode not in ACCESS_MODES:
+        problems.append(f"spec.cache.accessMode must be one of {', '.join(ACCESS_MODES)}")
+    return problems
+
+
+def _source_problems(source: dict[str, Any], kind: Any) -> list[str]:
+    hf, url = source.get("huggingface"), source.get("url")
+    if (hf is None) == (url is None):
+        return ["spec.source: set exactly one of huggingface or url"]
+    problems = []
+    if hf is not None:
+        if not _REPO.match(str(hf.get("repo") or "")):
+            problems.append("spec.source.huggingface.repo must look like org/name")
+        if not hf.get("file"):
+            problems.append("spec.source.huggingface.file is required (the file's path in the repo)")
+        if source.get("mmprojUrl"):
+            problems.append("spec.source.mmprojUrl goes with url; with huggingface use huggingface.mmprojFile")
+        has_mmproj = bool(hf.get("mmprojFile"))
+    else:
+        if not _HTTP.match(str(url)):
+            problems.append("spec.source.url must be an http(s) URL")
+        mmproj_url = source.get("mmprojUrl")
+        if mmproj_url is not None and not _HTTP.match(str(mmproj_url)):
+            problems.append("spec.source.mmprojUrl must be an http(s) URL")
+        has_mmproj = bool(mmproj_url)
+    if kind == "vlm" and not has_mmproj:
+        problems.append("a vlm needs its projector: set spec.source.huggingface.mmprojFile or spec.source.mmprojUrl")
+    token = source.get("tokenSecretRef")
+    if token is not None and not (isinstance(token, dict) and token.get("name")):
+        problems.append("spec.source.tokenSecretRef.name is required")
+    return problems
+
+
+def _number_problems(spec: dict[str, Any]) -> list[str]:
+    checks = [
+        ("spec.replicas", spec.get("replicas"), 0),
+        ("spec.resources.gpu", (spec.get("resources") or {}).get("gpu"), 0),
+        ("spec.gguf.initContextSize", (spec.get("gguf") or {}).get("initContextSize"), 1),
+        ("spec.gguf.initGpuLayerSize", (spec.get("gguf") or {}).get("initGpuLayerSize"), 0),
+    ]
+    return [
+        f"{field} must be an integer of at least {minimum}"
+        for field, value, minimum in checks
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum)
+    ]
