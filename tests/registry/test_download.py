@@ -190,6 +190,18 @@ def test_client_disconnect_cancels_and_removes_partials(dl_server, hub, gguf_byt
         assert resp.status_code == 200
 
 
+def test_silences_carry_ping_comments(dl_server, hub, gguf_bytes):
+    url = hub.add("stall.gguf", gguf_bytes[1], stall=6)  # longer than the 5 s ping interval
+    create(dl_server, "quiet")
+    with download(dl_server, "quiet", {"url": url}) as resp:
+        lines = [line for line in resp.iter_lines() if line]
+    assert ": ping" in lines
+    first_bytes = next(i for i, line in enumerate(lines) if '"size": ' in line and
+                       json.loads(line[len("data: "):])["size"] > 0)
+    assert lines.index(": ping") < first_bytes
+    assert json.loads(lines[-1][len("data: "):])["done"] is True
+
+
 def test_resumes_after_a_dropped_connection(dl_server, hub, gguf_bytes):
     data = gguf_bytes[0]
     url = hub.add("flaky.gguf", data, drop_after=2 * MB + 123)

@@ -28,6 +28,7 @@ class Served:
     drop_after: int | None = None  # close the connection once, after this many body bytes
     rate: float | None = None  # bytes per second
     ignore_range: bool = False
+    stall: float = 0  # seconds of silence between the headers and the body
     token: str | None = None  # gated: needs `Authorization: Bearer <token>`
 
     def __post_init__(self):
@@ -125,6 +126,8 @@ def _handler(hub: FileHub):
                 self._body(served, start)
 
         def _body(self, served: Served, start: int) -> None:
+            self.wfile.flush()
+            time.sleep(served.stall)
             sent, began = 0, time.monotonic()
             for offset in range(start, len(served.data), CHUNK):
                 chunk = served.data[offset:offset + CHUNK]
