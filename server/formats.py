@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# Imported here, not on first use: an upload's commit should not pay for it.
+from gguf import GGUFReader
+
 GGUF_MAGIC = b"GGUF"
 
 
@@ -27,8 +30,6 @@ def check_gguf(path: Path, role: str = "model") -> None:
         )
     # The header must parse and every tensor must lie inside the file: this catches a
     # truncated file, which the magic bytes alone would let through.
-    from gguf import GGUFReader
-
     try:
         reader = GGUFReader(path)
         size = path.stat().st_size

@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import json
 import os
+import queue
 import shutil
 import tempfile
 import threading
@@ -78,6 +79,12 @@ class Cancelled(StoreError):
     pass
 
 
+def _check_id(model_id: str) -> None:
+    problem = id_problem(model_id)
+    if problem:
+        raise InvalidId(f"Invalid model id {model_id!r}: it {problem}")
+
+
 def public_view(meta: dict, ready: bool) -> dict:
     """What the API shows of a model (the seed's Model object)."""
     out = {"id": meta["id"], "version": meta.get("version", ""), "kind": meta["kind"]}
@@ -100,6 +107,7 @@ class Store:
     def __init__(self, root: Path | str):
         self.root = Path(root)
         self.models_dir = self.root / "models"
+        self._models = str(self.models_dir)
         try:
             self.models_dir.mkdir(parents=True, exist_ok=True)
         except OSError:
@@ -112,13 +120,12 @@ class Store:
         # Parsed metadata keyed by the file's identity, so listing 1,000 models stats
         # files instead of parsing them.
         self._meta_cache: dict[str, tuple[tuple, dict]] = {}
+        self._view_cache: dict[str, tuple[tuple, dict, dict]] = {}
 
     # ---- paths -------------------------------------------------------------------------
 
     def model_dir(self, model_id: str) -> Path:
-        problem = id_problem(model_id)
-        if problem:
-            raise InvalidId(f"Invalid model id {model_id!r}: it {problem}")
+        _check_id(model_id)
         return self.models_dir / model_id
 
     def file_path(self, model_id: str, role: str = "model") -> Path:
@@ -128,37 +135,59 @@ class Store:
     # ---- reads -------------------------------------------------------------------------
 
     def get(self, model_id: str) -> dict:
-        meta = self._read_meta(model_id)
-        return public_view(meta, self._is_ready(model_id, meta))
+        return self._entry(model_id)[1]
 
     def list(self, kind: str | None = None, ready: bool | None = None) -> list[dict]:
         out = []
         try:
-            entries = sorted(os.scandir(self.models_dir), key=lambda e: e.name)
+            # Names on disk were ids when the store made them; odd ones are skipped.
+            names = sorted(n for n in os.listdir(self._models) if n[0] not in ".-")
         except FileNotFoundError:
             return []
-        for entry in entries:
-            if id_problem(entry.name):
-                continue
+        for name in names:
             try:
-                meta = self._read_meta(entry.name)
-            except ModelNotFound:
+                meta, view = self._entry(name, checked=True)
+            except (ModelNotFound, InvalidId):
                 continue
             if kind is not None and meta["kind"] != kind:
                 continue
-            is_ready = self._is_ready(entry.name, meta)
-            if ready is not None and is_ready != ready:
+            if ready is not None and view["readyToUse"] != ready:
                 continue
-            out.append(public_view(meta, is_ready))
+            out.append(view)
         return out
+
+    def _entry(self, model_id: str, checked: bool = False) -> tuple[dict, dict]:
+        """(metadata, public view), cached on the identity of the model's folder.
+
+        Every change the store makes to a model is a create, rename or unlink inside its
+        folder, and each of those changes the folder's mtime; so one stat per model is
+        enough to know the cached view still holds (a list of 1,000 models stays fast).
+        """
+        if not checked:
+            _check_id(model_id)
+        try:
+            st = os.stat(self._models + "/" + model_id)
+        except FileNotFoundError:
+            raise ModelNotFound(model_id) from None
+        key = (st.st_ino, st.st_mtime_ns, st.st_nlink, st.st_size)
+        cached = self._view_cache.get(model_id)
+        if cached and cached[0] == key:
+            return cached[1], cached[2]
+        meta = self._read_meta(model_id)
+        view = public_view(meta, self._is_ready(model_id, meta))
+        self._view_cache[model_id] = (key, meta, view)
+        return meta, view
 
     def exists(self, model_id: str) -> bool:
         return (self.model_dir(model_id) / META).exists()
 
     def _read_meta(self, model_id: str) -> dict:
-        path = self.model_dir(model_id) / META
+        # Plain string paths: this runs once per model on every list, and pathlib's
+        # overhead was most of a 1,000-model list.
+        _check_id(model_id)
+        path = os.path.join(self._models, model_id, META)
         try:
-            st = path.stat()
+            st = os.stat(path)
         except FileNotFoundError:
             raise ModelNotFound(model_id) from None
         key = (st.st_ino, st.st_mtime_ns, st.st_size)
@@ -166,7 +195,8 @@ class Store:
         if cached and cached[0] == key:
             return cached[1]
         try:
-            meta = json.loads(path.read_bytes())
+            with open(path, "rb") as f:
+                meta = json.loads(f.read())
         except FileNotFoundError:
             raise ModelNotFound(model_id) from None
         self._meta_cache[model_id] = (key, meta)
@@ -175,13 +205,12 @@ class Store:
     def _is_ready(self, model_id: str, meta: dict) -> bool:
         """Every file the kind needs was committed and is on disk at its verified size."""
         committed = meta.get("files", {})
-        folder = self.models_dir / model_id
         for role, name in files_for(meta["kind"]).items():
             record = committed.get(role)
             if not record or record.get("name") != name:
                 return False
             try:
-                if (folder / name).stat().st_size != record["size"]:
+                if os.stat(os.path.join(self._models, model_id, name)).st_size != record["size"]:
                     return False
             except FileNotFoundError:
                 return False
@@ -249,6 +278,7 @@ class Store:
             with self._id_locks[model_id]:
                 shutil.rmtree(folder, ignore_errors=True)
                 self._meta_cache.pop(model_id, None)
+                self._view_cache.pop(model_id, None)
 
     # ---- transfers ---------------------------------------------------------------------
 
@@ -378,39 +408,60 @@ class Transfer:
 
 
 class FileWriter:
-    """A `.partial` file with a running sha256. With `resume`, it continues an old one."""
+    """A `.partial` file with a running sha256. With `resume`, it continues an old one.
+
+    The hash runs on a thread of its own: hashlib releases the GIL on big buffers, so
+    hashing overlaps with reading the socket and parsing, which is what keeps an upload
+    near disk speed. The queue is short, so memory stays flat.
+    """
+
+    QUEUE_CHUNKS = 4
 
     def __init__(self, path: Path, cancel: threading.Event, resume: bool = False):
         self.path = path
         self.cancel = cancel
         self.keep = False  # set by callers that want a partial kept for a later resume
-        self._hash = hashlib.sha256()
+        hasher = hashlib.sha256()
         self.size = 0
         if resume and path.exists():
             self._file = open(path, "r+b")
             while chunk := self._file.read(1 << 20):
-                self._hash.update(chunk)
+                hasher.update(chunk)
                 self.size += len(chunk)
         else:
             self._file = open(path, "wb")
         self.sha256 = ""
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(self.QUEUE_CHUNKS)
+        self._hasher = threading.Thread(target=self._hash_loop, args=(hasher,), daemon=True)
+        self._hasher.start()
+
+    def _hash_loop(self, hasher) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            hasher.update(chunk)
+        self.sha256 = hasher.hexdigest()
 
     def write(self, data: bytes) -> None:
         if self.cancel.is_set():
             raise Cancelled("The transfer was cancelled")
         self._file.write(data)
-        self._hash.update(data)
+        self._chunks.put(data)
         self.size += len(data)
 
     def finish(self) -> None:
+        self._stop_hasher()
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
-        self.sha256 = self._hash.hexdigest()
 
     def close(self) -> None:
+        self._stop_hasher()
         if not self._file.closed:
             self._file.close()
+
+    def _stop_hasher(self) -> None:
+        if self._hasher.is_alive():
+            self._chunks.put(None)
+            self._hasher.join()
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

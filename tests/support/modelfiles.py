@@ -38,3 +38,22 @@ def make_onnx(path: Path) -> Path:
     model.ir_version = 8
     onnx.save(model, str(path))
     return Path(path)
+
+
+def make_big_gguf(path: Path, size_bytes: int, block: int = 1 << 20) -> Path:
+    """A valid GGUF of about `size_bytes`, written in blocks: memory stays flat."""
+    import gguf
+
+    n_bytes = (size_bytes // block) * block
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_tensor_info("blob", [n_bytes // 4], np.dtype(np.float32), n_bytes)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    f = writer.fout[0] if isinstance(writer.fout, list) else writer.fout
+    f.write(b"\0" * (-f.tell() % writer.data_alignment))
+    pattern = np.random.default_rng(0).bytes(block)
+    for _ in range(n_bytes // block):
+        f.write(pattern)
+    writer.close()
+    return Path(path)

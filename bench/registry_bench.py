@@ -1,0 +1,115 @@
+"""Registry benchmark: upload and ?alt=media of a big file against cp and cat, and list latency.
+
+    .venv/bin/python bench/registry_bench.py [--size-gib 2] [--models 1000]
+
+Everything runs in one go on the same disk (under .cache/bench), so the peers share the
+machine's state. Prints a Markdown table for docs/benchmarks.md.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from support.modelfiles import make_big_gguf  # noqa: E402
+from support.servers import Server  # noqa: E402
+
+AUTH = {"Authorization": "Bearer bench"}
+
+
+def timed(cmd: list[str] | str, shell: bool = False) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, shell=shell, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def worker_pid(master: int) -> int:
+    out = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout
+    return int(out.split()[0])
+
+
+def memory_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--size-gib", type=float, default=2.0)
+    parser.add_argument("--models", type=int, default=1000)
+    parser.add_argument("--list-requests", type=int, default=1000)
+    args = parser.parse_args()
+
+    work = ROOT / ".cache" / "bench"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    big = make_big_gguf(work / "big.gguf", int(args.size_gib * 1024**3))
+    size = big.stat().st_size
+    mib = size / 2**20
+    rows = []
+
+    server = Server(work / "store", api_key="bench", log_path=work / "server.log").start()
+    try:
+        worker = worker_pid(server.proc.pid)
+        httpx.post(f"{server.url}/store/v1/models", headers=AUTH,
+                   json={"id": "big", "version": "1", "kind": "llm"}).raise_for_status()
+
+        # Warm the page cache for both sides alike, then copy, then upload.
+        timed(["cat", str(big)], shell=False)
+        cp_s = timed(["cp", str(big), str(work / "copy.gguf")])
+        (work / "copy.gguf").unlink()
+        rss_before = memory_kib(worker, "VmRSS")
+        up_s = timed(["curl", "-sf", "-o", "/dev/null", "-H", "Authorization: Bearer bench",
+                      "-F", f"file=@{big}", f"{server.url}/store/v1/models/big/upload"])
+        rss_peak = memory_kib(worker, "VmHWM")
+        growth_mib = (rss_peak - rss_before) / 1024
+        rows.append(("upload (curl -F)", f"{mib / up_s:.0f} MiB/s", "cp", f"{mib / cp_s:.0f} MiB/s",
+                     f"{cp_s / up_s:.2f}x", ">= 0.5x"))
+        rows.append(("upload: server RSS growth", f"{growth_mib:.1f} MiB", "", "", "", "< 64 MiB"))
+
+        cat_s = timed(f"cat {big} > /dev/null", shell=True)
+        media_s = timed(["curl", "-sf", "-o", "/dev/null", f"{server.url}/store/v1/models/big?alt=media"])
+        rows.append(("?alt=media (curl)", f"{mib / media_s:.0f} MiB/s", "cat", f"{mib / cat_s:.0f} MiB/s",
+                     f"{cat_s / media_s:.2f}x", ""))
+
+        with httpx.Client(headers=AUTH) as client:
+            for i in range(args.models):
+                client.post(f"{server.url}/store/v1/models",
+                            json={"id": f"model-{i:04d}", "version": "1", "kind": "llm",
+                                  "gguf": {"initContextSize": 2048}}).raise_for_status()
+            latencies = []
+            for _ in range(args.list_requests):
+                start = time.perf_counter()
+                r = client.get(f"{server.url}/store/v1/models")
+                latencies.append((time.perf_counter() - start) * 1000)
+                assert len(r.json()["data"]) == args.models + 1
+        latencies.sort()
+        p50 = statistics.median(latencies)
+        p99 = latencies[int(len(latencies) * 0.99) - 1]
+        rows.append((f"list, {args.models + 1} models", f"p50 {p50:.1f} ms", "", "",
+                     f"p99 {p99:.1f} ms", "p99 < 10 ms"))
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(f"\nFile: {mib:.0f} MiB GGUF, machine: {os.cpu_count()} cores\n")
+    print("| measure | Modelyard | peer | peer result | ratio | target |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
