@@ -191,7 +191,7 @@ def test_client_disconnect_cancels_and_removes_partials(dl_server, hub, gguf_byt
 
 
 def test_silences_carry_ping_comments(dl_server, hub, gguf_bytes):
-    url = hub.add("stall.gguf", gguf_bytes[1], stall=6)  # longer than the 5 s ping interval
+    url = hub.add("stall.gguf", gguf_bytes[1], stall=7)  # longer than the 5 s ping interval
     create(dl_server, "quiet")
     with download(dl_server, "quiet", {"url": url}) as resp:
         lines = [line for line in resp.iter_lines() if line]
