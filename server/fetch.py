@@ -267,6 +267,8 @@ class _HttpDownload:
                     return True  # a kept partial that was already whole
                 self._save_sidecar(resp, total)
                 self.report(self.writer.size, total, force=True)
+                # Chunks as the socket delivers them (up to 64 KiB): memory stays flat, and
+                # a cancel is seen within one chunk even on a slow link.
                 for chunk in resp.iter_bytes():
                     self.check_cancel()
                     self.writer.write(chunk)
