@@ -63,6 +63,11 @@ class Source:
     def is_hf(self) -> bool:
         return self.repo_id is not None
 
+    @property
+    def identity(self) -> str:
+        """What the store records as this file's origin."""
+        return f"hf://{self.repo_id}/{self.filename}@{self.revision}" if self.is_hf else self.text
+
 
 def parse_source(text: str, revision: str | None = None, hf_endpoint: str | None = None) -> Source:
     """`hf://org/repo/path`, a `.../org/repo/resolve/rev/path` URL on the hub, or any http(s) URL.
@@ -189,7 +194,8 @@ def download_into(transfer: st.Transfer, sources: dict[str, Source], sha256: str
             done.append(writer)
         check_cancel()
         try:
-            model = transfer.commit(sha256={"model": sha256} if sha256 else None)
+            model = transfer.commit(sha256={"model": sha256} if sha256 else None,
+                                    sources={r: s.identity for r, s in sources.items()})
         except st.InvalidFile:
             keep = False  # complete but wrong: resuming it would only fail again
             raise

@@ -57,7 +57,7 @@ def run(argv: list[str]) -> int:
                                      labels=("SOURCE", "--mmproj"))
         store = st.Store(args.store)
         model = _ensure_model(store, args)
-        if _already_done(model, args):
+        if _already_done(store, model, sources, args):
             out.done(model)
             return 0
         projector = model["kind"] == "vlm" and store.file_path(args.model_id, "mmproj").exists()
@@ -98,8 +98,12 @@ def _ensure_model(store: st.Store, args) -> dict:
     return model
 
 
-def _already_done(model: dict, args) -> bool:
-    return model["readyToUse"] and (not args.sha256 or model.get("sha256") == args.sha256)
+def _already_done(store: st.Store, model: dict, sources: dict, args) -> bool:
+    """Ready with the same files from the same sources: a Job re-run has nothing to do."""
+    if not model["readyToUse"] or (args.sha256 and model.get("sha256") != args.sha256):
+        return False
+    return all(store.committed_source(model["id"], role) == source.identity
+               for role, source in sources.items())
 
 
 class JsonOutput:

@@ -178,6 +178,11 @@ class Store:
         self._view_cache[model_id] = (key, meta, view)
         return meta, view
 
+    def committed_source(self, model_id: str, role: str = "model") -> str | None:
+        """The source a committed file was fetched from (None for uploads)."""
+        record = self._read_meta(model_id).get("files", {}).get(role) or {}
+        return record.get("source")
+
     def exists(self, model_id: str) -> bool:
         return (self.model_dir(model_id) / META).exists()
 
@@ -367,7 +372,8 @@ class Transfer:
         self._writers[role] = writer
         return writer
 
-    def commit(self, sha256: dict[str, str] | None = None) -> dict:
+    def commit(self, sha256: dict[str, str] | None = None,
+               sources: dict[str, str] | None = None) -> dict:
         """Verify every written file, then move them into place and record them.
 
         The old records go first, so a crash between the renames and the final metadata
@@ -390,6 +396,8 @@ class Transfer:
                 "name": self.roles[role],
                 "size": writer.size,
                 "sha256": writer.sha256,
+                # Where the file came from, so a fetch of another source downloads again.
+                "source": (sources or {}).get(role),
             }
         self.store._record_files(self.model_id, records, pending=True)
         for role, writer in self._writers.items():

@@ -75,6 +75,19 @@ def test_fetch_prints_json_lines_and_makes_the_model_ready(hub, env, tmp_path, g
     assert len(hub.gets("m.gguf")) == gets
 
 
+def test_a_new_source_downloads_again(hub, env, tmp_path, gguf_bytes):
+    """The operator re-runs fetch when a Model's source changes: it must not be a no-op."""
+    old_url = hub.add("old.gguf", gguf_bytes[0])
+    new_url = hub.add("new.gguf", gguf_bytes[1])
+    store = tmp_path / "store"
+    assert fetch(env, old_url, "--store", str(store), "--id", "m", "--kind", "llm")[0] == 0
+    code, lines, stderr = fetch(env, new_url, "--store", str(store), "--id", "m")
+    assert code == 0, stderr
+    assert len(hub.gets("new.gguf")) >= 1
+    assert lines[-1]["model"]["sha256"] == sha(gguf_bytes[1])
+    assert sha((store / "models" / "m" / "model.gguf").read_bytes()) == sha(gguf_bytes[1])
+
+
 def test_sha256_mismatch_fails_and_leaves_nothing(hub, env, tmp_path, gguf_bytes):
     url = hub.add("m.gguf", gguf_bytes[0])
     store = tmp_path / "store"

@@ -208,7 +208,8 @@ def test_read_only_store_serves_and_refuses_mutations(server_factory, tmp_path):
         assert httpx.get(f"{ro.url}/store/v1/models/m1").json()["readyToUse"] is True
         assert httpx.get(f"{ro.url}/store/v1/models/m1?alt=media").status_code == 200
         for method, path, body in [("DELETE", "/m1", None), ("POST", "", LLM),
-                                   ("PUT", "", {"id": "m1", "action": "update"})]:
+                                   ("PUT", "", {"id": "m1", "action": "update"}),
+                                   ("POST", "/m1/download", {"url": "http://127.0.0.1:9/x"})]:
             r = httpx.request(method, f"{ro.url}/store/v1/models{path}", json=body, headers=AUTH)
             assert r.status_code == 409, (method, r.text)
             assert "managed by its Model resource" in r.json()["error"]["message"]
