@@ -20,6 +20,7 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "services": ("", "v1"),
     "secrets": ("", "v1"),
     "pods": ("", "v1"),
+    "events": ("", "v1"),
     "jobs": ("batch", "v1"),
     "deployments": ("apps", "v1"),
 }

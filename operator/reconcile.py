@@ -5,7 +5,7 @@ import datetime
 import logging
 import secrets
 import threading
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import builders, names
@@ -16,8 +16,8 @@ from .progress import download_status, last_events
 from .settings import OperatorSettings
 from .validation import spec_problems
 
-# (model body, type, reason, message) -> None; kopf.event in the operator.
-PostEvent = Callable[[dict[str, Any], str, str, str], None]
+DOWNLOADING = ("Pending", "Downloading")
+
 _LOG_TAIL = 20
 _EVENT_REASONS = {"create": "Created", "patch": "Updated", "delete": "Deleted"}
 
@@ -25,8 +25,8 @@ logger = logging.getLogger(__name__)
 
 
 class Locks:
-    """One lock per Model: a Model event, a child event and the progress timer can
-    fire together, and each of them reads, decides and writes."""
+    """One lock per Model: a Model event, a child event and the poller can fire
+    together, and each of them reads, decides and writes."""
 
     def __init__(self) -> None:
         self._guard = threading.Lock()
@@ -41,48 +41,65 @@ class Locks:
             self._locks.pop((namespace, name), None)
 
 
-def handle_reconcile(kube: Kube, settings: OperatorSettings, locks: Locks, post_event: PostEvent,
-                     namespace: str, name: str) -> None:
-    """Bring the children and the status of one Model to what its spec asks."""
-    with locks(namespace, name):
+@dataclass
+class Context:
+    """What every reconciliation needs: the API, the settings and the per-Model locks."""
+
+    kube: Kube
+    settings: OperatorSettings
+    locks: Locks = field(default_factory=Locks)
+
+    def post_event(self, model: dict[str, Any], event_type: str, reason: str, message: str) -> None:
+        meta = model["metadata"]
+        try:
+            self.kube.create("events", meta["namespace"], builders.build_event(model, event_type, reason, message, _now()))
+        except KubeError as e:  # an Event is a courtesy; the status already says it all
+            logger.warning("Could not post the event %s about %s: %s", reason, meta["name"], e)
+
+
+def reconcile_model(ctx: Context, namespace: str, name: str) -> str | None:
+    """Bring the children and the status of one Model to what its spec asks; return the phase."""
+    kube = ctx.kube
+    with ctx.locks(namespace, name):
         model = kube.get("models", namespace, name)
         if model is None or model["metadata"].get("deletionTimestamp"):
-            return  # ownerReferences take the children away
+            return None  # ownerReferences take the children away
         observed = observe(kube, model)
-        result = plan(observed, settings, now=_now(), api_key=secrets.token_urlsafe(32))
+        result = plan(observed, ctx.settings, now=_now(), api_key=secrets.token_urlsafe(32))
         for action in result.actions:
             _execute(kube, namespace, action)
             if action.event:
-                post_event(model, "Normal", _EVENT_REASONS[action.verb], action.event)
+                ctx.post_event(model, "Normal", _EVENT_REASONS[action.verb], action.event)
         _write_status(kube, model, result.status)
         for event_type, reason, message in result.events:
-            post_event(model, event_type, reason, message)
+            ctx.post_event(model, event_type, reason, message)
+        return result.status.get("phase")
 
 
-def handle_child_event(kube: Kube, settings: OperatorSettings, locks: Locks, post_event: PostEvent,
-                       child: dict[str, Any]) -> None:
-    """A Job or a Deployment of a Model changed: reconcile its Model."""
+def owner_of(child: dict[str, Any]) -> tuple[str, str] | None:
+    """The (namespace, name) of the Model that owns a Job, Deployment or Service."""
     meta = child.get("metadata") or {}
     for ref in meta.get("ownerReferences") or []:
         if ref.get("kind") == names.KIND and ref.get("apiVersion", "").startswith(names.GROUP + "/"):
-            handle_reconcile(kube, settings, locks, post_event, meta["namespace"], ref["name"])
+            return meta.get("namespace", ""), ref["name"]
+    return None
 
 
-def handle_progress(kube: Kube, locks: Locks, namespace: str, name: str) -> None:
+def update_progress(ctx: Context, namespace: str, name: str) -> None:
     """Copy the download's progress from the fetch pod's log into status.download.
 
     The fetch container prints one JSON line per progress step. Reading the tail of
-    its log every few seconds needs no sidecar, no port and no write access from the
-    Job to the API: the Job stays unprivileged and the operator stays the only writer
-    of the status.
+    its log every few seconds needs no sidecar, no port and no API access from the
+    Job: the Job stays unprivileged and the operator stays the only status writer.
     """
-    with locks(namespace, name):
+    kube = ctx.kube
+    with ctx.locks(namespace, name):
         model = kube.get("models", namespace, name)
         if model is None:
             return
         status = model.get("status") or {}
         digest = builders.source_hash(model.get("spec") or {})
-        if status.get("phase") not in ("Pending", "Downloading") or status.get("sourceHash") != digest:
+        if status.get("phase") not in DOWNLOADING or status.get("sourceHash") != digest:
             return
         log = _newest_fetch_log(kube, model, digest)
         progress = last_events(log).get("progress") if log else None

@@ -38,3 +38,25 @@ def model() -> dict[str, Any]:
 @pytest.fixture
 def settings() -> OperatorSettings:
     return OperatorSettings(server_image="example.com/modelyard-server:test")
+
+
+@pytest.fixture
+def kubectl(kmock, tmp_path):
+    """KMock (the `kmock` fixture of kmock's pytest plugin) with the resources the operator uses."""
+    from .kmock_cluster import Kubectl, declare
+
+    logs: dict[str, bytes] = {}
+    declare(kmock, logs)
+    return Kubectl(kmock, logs)
+
+
+@pytest.fixture
+def operator(kmock, kubectl, tmp_path):
+    """The real operator process against KMock; its log is printed when a test fails."""
+    from .kmock_cluster import OperatorProcess, kubeconfig
+
+    config = kubeconfig(tmp_path / "kubeconfig", kmock.servers[0].port)
+    process = OperatorProcess(config, tmp_path / "operator.log").start()
+    yield process
+    process.stop()
+    print(process.log()[-20000:])

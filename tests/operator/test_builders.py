@@ -59,7 +59,7 @@ def test_fetch_command_for_a_vlm_url():
     spec = make_model(kind="vlm", source={"url": "https://h/m.gguf", "mmprojUrl": "https://h/p.gguf"})["spec"]
     assert builders.fetch_command("v", spec) == [
         "modelyard", "fetch", "https://h/m.gguf", "--store", "/cache", "--id", "v", "--kind", "vlm",
-        "--mmproj", "https://h/p.gguf"]
+        "--mmproj", "https://h/p.gguf", "--version", "1.0.0"]
 
 
 def test_download_job(model, settings):

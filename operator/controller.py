@@ -1,0 +1,94 @@
+"""What the kopf handlers call, and the poller that stands in for kopf timers.
+
+kopf puts a finalizer on every object that has a timer or a daemon, and a finalizer
+can leave a deleted Model stuck (KubeAI#286). One poller task for all Models needs
+none: it reads the progress of downloading Models every few seconds, retries the
+reconciliations that failed, and reconciles every Model now and then.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .reconcile import DOWNLOADING, Context, owner_of, reconcile_model, update_progress
+
+logger = logging.getLogger(__name__)
+Key = tuple[str, str]  # (namespace, name)
+_PARALLEL = 8  # API calls in flight from the poller
+
+
+class Controller:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._guard = threading.Lock()
+        self._phases: dict[Key, str | None] = {}  # every Model seen, with its last phase
+        self._retries: set[Key] = set()
+
+    def handle_model_event(self, event_type: str | None, namespace: str, name: str, phase: str | None) -> None:
+        """A Model appeared or changed (its own status writes included)."""
+        if event_type == "DELETED":
+            with self._guard:
+                self._phases.pop((namespace, name), None)
+                self._retries.discard((namespace, name))
+            self.ctx.locks.forget(namespace, name)
+            return
+        self._remember((namespace, name), phase)
+        self._reconcile((namespace, name))
+
+    def handle_child_event(self, child: dict[str, Any]) -> None:
+        """A Job, Deployment or Service of a Model changed: reconcile that Model."""
+        owner = owner_of(child)
+        if owner is not None:
+            self._reconcile(owner)
+
+    async def run(self) -> None:
+        """Forever: progress every progress_interval, retries, and a full resync every resync_interval."""
+        settings = self.ctx.settings
+        last_resync = time.monotonic()
+        while True:
+            await asyncio.sleep(settings.progress_interval)
+            with self._guard:
+                downloading = [key for key, phase in self._phases.items() if phase in DOWNLOADING]
+                again = set(self._retries)
+                self._retries.clear()
+                if time.monotonic() - last_resync >= settings.resync_interval:
+                    again |= set(self._phases)
+                    last_resync = time.monotonic()
+            await _each(self._progress, downloading)
+            await _each(self._reconcile, again)
+
+    def _remember(self, key: Key, phase: str | None) -> None:
+        with self._guard:
+            self._phases[key] = phase
+
+    def _reconcile(self, key: Key) -> None:
+        try:
+            phase = reconcile_model(self.ctx, *key)
+        except Exception:  # an API hiccup: the poller tries again on its next round
+            logger.exception("Reconciling Model %s/%s failed; retrying soon", *key)
+            with self._guard:
+                self._retries.add(key)
+            return
+        if phase is not None:
+            self._remember(key, phase)
+
+    def _progress(self, key: Key) -> None:
+        try:
+            update_progress(self.ctx, *key)
+        except Exception:
+            logger.exception("Reading the download progress of %s/%s failed", *key)
+
+
+async def _each(function: Callable[[Key], None], keys: Iterable[Key]) -> None:
+    """Run a blocking function for each key in threads, a few at a time."""
+    semaphore = asyncio.Semaphore(_PARALLEL)
+
+    async def one(key: Key) -> None:
+        async with semaphore:
+            await asyncio.to_thread(function, key)
+
+    await asyncio.gather(*(one(key) for key in keys))
