@@ -418,9 +418,9 @@ class Transfer:
 class FileWriter:
     """A `.partial` file with a running sha256. With `resume`, it continues an old one.
 
-    The hash runs on a thread of its own: hashlib releases the GIL on big buffers, so
-    hashing overlaps with reading the socket and parsing, which is what keeps an upload
-    near disk speed. The queue is short, so memory stays flat.
+    Writing and hashing run on a thread of their own: both release the GIL on big
+    buffers, so they overlap with the request thread reading the socket and parsing,
+    which keeps an upload near disk speed. The queue is short, so memory stays flat.
     """
 
     QUEUE_CHUNKS = 4
@@ -439,37 +439,46 @@ class FileWriter:
         else:
             self._file = open(path, "wb")
         self.sha256 = ""
+        self._error: BaseException | None = None
         self._chunks: queue.Queue[bytes | None] = queue.Queue(self.QUEUE_CHUNKS)
-        self._hasher = threading.Thread(target=self._hash_loop, args=(hasher,), daemon=True)
-        self._hasher.start()
+        self._thread = threading.Thread(target=self._drain, args=(hasher,), daemon=True)
+        self._thread.start()
 
-    def _hash_loop(self, hasher) -> None:
+    def _drain(self, hasher) -> None:
         while (chunk := self._chunks.get()) is not None:
-            hasher.update(chunk)
+            if self._error is None:
+                try:
+                    self._file.write(chunk)
+                    hasher.update(chunk)
+                except BaseException as exc:  # a full disk: reported by the next write()
+                    self._error = exc
         self.sha256 = hasher.hexdigest()
 
     def write(self, data: bytes) -> None:
         if self.cancel.is_set():
             raise Cancelled("The transfer was cancelled")
-        self._file.write(data)
+        if self._error is not None:
+            raise self._error
         self._chunks.put(data)
         self.size += len(data)
 
     def finish(self) -> None:
-        self._stop_hasher()
+        self._stop()
+        if self._error is not None:
+            raise self._error
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
 
     def close(self) -> None:
-        self._stop_hasher()
+        self._stop()
         if not self._file.closed:
             self._file.close()
 
-    def _stop_hasher(self) -> None:
-        if self._hasher.is_alive():
+    def _stop(self) -> None:
+        if self._thread.is_alive():
             self._chunks.put(None)
-            self._hasher.join()
+            self._thread.join()
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
