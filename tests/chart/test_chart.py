@@ -1,0 +1,163 @@
+"""The Helm chart, with the real helm binary and the real Kubernetes schemas."""
+from __future__ import annotations
+
+import subprocess
+
+import kubernetes_validate
+import pytest
+
+from modelyard.operator.kube import RESOURCES
+
+from .binaries import ROOT
+from .conftest import CHART, RenderError
+
+K8S_VERSION = "1.33.0"
+
+
+def by_kind(docs, kind):
+    return [d for d in docs if d["kind"] == kind]
+
+
+def operator_container(docs):
+    [deployment] = by_kind(docs, "Deployment")
+    return deployment["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_the_crd_has_one_source():
+    assert (CHART / "crds" / "model.yaml").read_bytes() == (ROOT / "crds" / "model.yaml").read_bytes(), \
+        "charts/modelyard/crds/model.yaml drifted from crds/model.yaml: copy crds/model.yaml over it"
+
+
+def test_helm_lint_is_clean(helm):
+    done = subprocess.run([str(helm), "lint", "--strict", str(CHART)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[WARNING]" not in done.stdout and "[ERROR]" not in done.stdout
+
+
+@pytest.mark.parametrize("args", [
+    [],
+    ["--set", "watch.allNamespaces=true"],
+    ["--set", "watch.namespaces={team-a,team-b}", "--set", "operator.verbose=true"],
+    ["--set", "serviceAccount.create=false", "--set", "serviceAccount.name=existing"],
+])
+def test_rendered_manifests_are_valid_kubernetes(render, args):
+    docs = render("--include-crds", *args)
+    kinds = {d["kind"] for d in docs}
+    assert {"CustomResourceDefinition", "Deployment"} <= kinds
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_the_crd_is_the_one_from_crds(render):
+    [crd] = by_kind(render("--include-crds"), "CustomResourceDefinition")
+    assert crd["metadata"]["name"] == "models.modelyard.dev"
+    version = crd["spec"]["versions"][0]
+    assert version["subresources"] == {"status": {}}
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == \
+        ["Kind", "Phase", "Progress", "Ready", "Endpoint", "Age"]
+
+
+def test_namespaced_rbac_by_default(render):
+    docs = render()
+    assert by_kind(docs, "ClusterRole") == [] and by_kind(docs, "ClusterRoleBinding") == []
+    [role] = by_kind(docs, "Role")
+    assert role["metadata"]["namespace"] == "modelyard-system"
+    assert operator_container(docs)["args"][:3] == ["operator", "--namespace", "modelyard-system"]
+
+
+def test_one_role_per_watched_namespace(render):
+    docs = render("--set", "watch.namespaces={team-a,team-b}")
+    assert sorted(r["metadata"]["namespace"] for r in by_kind(docs, "Role")) == ["team-a", "team-b"]
+    bindings = by_kind(docs, "RoleBinding")
+    assert {b["subjects"][0]["namespace"] for b in bindings} == {"modelyard-system"}
+    args = operator_container(docs)["args"]
+    assert args[:5] == ["operator", "--namespace", "team-a", "--namespace", "team-b"]
+
+
+def test_all_namespaces_uses_a_cluster_role(render):
+    docs = render("--set", "watch.allNamespaces=true")
+    assert by_kind(docs, "Role") == []
+    [role] = by_kind(docs, "ClusterRole")
+    [binding] = by_kind(docs, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert "--all-namespaces" in operator_container(docs)["args"]
+
+
+def test_rbac_is_least_privilege(render):
+    [role] = by_kind(render(), "Role")
+    granted = {}
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                granted[(group, resource)] = set(rule["verbs"])
+    flat = [x for rule in role["rules"] for key in ("apiGroups", "resources", "verbs") for x in rule[key]]
+    assert "*" not in flat
+    # Exactly the operator's calls: operator/kube.py, plus kopf's list and watch.
+    assert granted == {
+        ("modelyard.dev", "models"): {"get", "list", "watch"},
+        ("modelyard.dev", "models/status"): {"patch"},
+        ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
+        ("apps", "deployments"): {"get", "list", "watch", "create", "patch"},
+        ("", "services"): {"get", "list", "watch", "create"},
+        ("", "persistentvolumeclaims"): {"get", "create"},
+        ("", "secrets"): {"create"},
+        ("", "pods"): {"list"},
+        ("", "pods/log"): {"get"},
+        ("", "events"): {"create"},
+    }
+    # Every resource the operator's client knows has a rule: none was forgotten.
+    for plural, (group, _) in RESOURCES.items():
+        assert (group, plural) in granted, plural
+
+
+def test_operator_deployment(render):
+    docs = render("--set", "image.server.tag=1.2.3", "--set", "gpu.nodeSelector.pool=gpu")
+    [deployment] = by_kind(docs, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    container = operator_container(docs)
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert container["image"] == "ghcr.io/modelyard/modelyard-operator:0.1.0"
+    assert container["command"] == ["modelyard"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["MODELYARD_SERVER_IMAGE"] == "ghcr.io/modelyard/modelyard-server:1.2.3"
+    assert env["MODELYARD_GPU_NODE_SELECTOR"] == '{"pool":"gpu"}'
+    assert env["MODELYARD_GPU_TOLERATIONS"] == '[{"effect":"NoSchedule","key":"nvidia.com/gpu","operator":"Exists"}]'
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert "http://0.0.0.0:8080/healthz" in container["args"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["serviceAccountName"] == "my-modelyard"
+
+
+def test_the_operator_reads_what_the_chart_sets(render):
+    """The chart's variables parse into the operator's settings."""
+    from modelyard.operator.settings import OperatorSettings
+
+    env = {e["name"]: e["value"] for e in operator_container(render())["env"]}
+    settings = OperatorSettings.from_env(env)
+    assert settings.gpu_tolerations[0]["key"] == "nvidia.com/gpu"
+    assert settings.job_resources["limits"] == {"memory": "1Gi"}
+    assert settings.startup_seconds == 3600
+    assert settings.cache_size == "20Gi"
+
+
+@pytest.mark.parametrize("args", [
+    ["--set", "watch.allNamespaces=yes-please"],
+    ["--set", "download.backoffLimit=many"],
+    ["--set", "watch.namespaces={Not_A_Namespace}"],
+    ["--set", "image.server.pullPolicy=Sometimes"],
+    ["--set", "unknownValue=1"],
+])
+def test_values_of_the_wrong_type_fail_to_render(render, args):
+    with pytest.raises(RenderError, match="values don't meet the specifications of the schema"):
+        render(*args)
+
+
+def test_notes_show_the_first_apply_and_the_first_call(helm):
+    done = subprocess.run([str(helm), "install", "my", str(CHART), "--dry-run=client", "--namespace", "ai"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    notes = done.stdout.split("NOTES:", 1)[1]
+    assert "kubectl apply -n ai" in notes
+    assert "/v1/chat/completions" in notes and "Authorization: Bearer" in notes
