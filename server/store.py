@@ -15,13 +15,9 @@ the old complete file or the new one, never a torn one under the final name.
 """
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import os
-import queue
 import shutil
-import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -30,7 +26,17 @@ from pathlib import Path
 from typing import Iterator
 
 from . import formats
+from .diskio import FileWriter, atomic_write, flock, fsync_dir
 from .ids import id_problem
+from .store_errors import (  # noqa: F401  (re-exported: callers use store.ModelNotFound)
+    Cancelled,
+    InvalidFile,
+    InvalidId,
+    ModelNotFound,
+    ReadOnlyStore,
+    StoreError,
+    TransferBusy,
+)
 
 KINDS = ("llm", "vlm", "embed", "onnx")
 PARTIAL = ".partial"
@@ -44,39 +50,6 @@ def files_for(kind: str) -> dict[str, str]:
     if kind == "vlm":
         return {"model": "model.gguf", "mmproj": "mmproj.gguf"}
     return {"model": "model.gguf"}
-
-
-class StoreError(Exception):
-    """A store operation that cannot be done; the message says why."""
-
-
-class ModelNotFound(StoreError, KeyError):
-    def __init__(self, model_id: str):
-        super().__init__(f"Model '{model_id}' not found")
-        self.model_id = model_id
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return self.args[0]
-
-
-class InvalidId(StoreError):
-    pass
-
-
-class TransferBusy(StoreError):
-    pass
-
-
-class ReadOnlyStore(StoreError):
-    pass
-
-
-class InvalidFile(StoreError):
-    pass
-
-
-class Cancelled(StoreError):
-    pass
 
 
 def _check_id(model_id: str) -> None:
@@ -250,7 +223,7 @@ class Store:
         return self.get(model_id)
 
     def _write_meta(self, model_id: str, meta: dict) -> None:
-        _atomic_write(self.model_dir(model_id) / META, json.dumps(meta, indent=1).encode())
+        atomic_write(self.model_dir(model_id) / META, json.dumps(meta, indent=1).encode())
 
     def _record_files(self, model_id: str, done: dict[str, dict], pending: bool) -> None:
         """Mark committed files; while `pending`, drop their old records first (see commit)."""
@@ -279,7 +252,7 @@ class Store:
         if cancel:
             cancel.set()
         # Wait (bounded) for the transfer to let go, so its clean-up cannot race ours.
-        with _flock(folder, blocking=True, timeout=30):
+        with flock(folder, blocking=True, timeout=30):
             with self._id_locks[model_id]:
                 shutil.rmtree(folder, ignore_errors=True)
                 self._meta_cache.pop(model_id, None)
@@ -297,7 +270,7 @@ class Store:
         meta = self._read_meta(model_id)
         folder = self.model_dir(model_id)
         try:
-            lock = _flock(folder, blocking=False)
+            lock = flock(folder, blocking=False)
             lock.__enter__()
         except BlockingIOError:
             raise TransferBusy(
@@ -328,7 +301,7 @@ class Store:
             if not folder.is_dir():
                 continue
             try:
-                with _flock(folder, blocking=False):
+                with flock(folder, blocking=False):
                     for path in folder.glob("*" + PARTIAL):
                         if path.is_dir():  # fetch's huggingface_hub download folder
                             shutil.rmtree(path, ignore_errors=True)
@@ -402,7 +375,7 @@ class Transfer:
         self.store._record_files(self.model_id, records, pending=True)
         for role, writer in self._writers.items():
             os.replace(writer.path, self.folder / self.roles[role])
-        _fsync_dir(self.folder)
+        fsync_dir(self.folder)
         self.store._record_files(self.model_id, records, pending=False)
         self._writers.clear()
         return self.store.get(self.model_id)
@@ -413,115 +386,3 @@ class Transfer:
             if not writer.keep:
                 writer.path.unlink(missing_ok=True)
         self._writers.clear()
-
-
-class FileWriter:
-    """A `.partial` file with a running sha256. With `resume`, it continues an old one.
-
-    Writing and hashing run on a thread of their own: both release the GIL on big
-    buffers, so they overlap with the request thread reading the socket and parsing,
-    which keeps an upload near disk speed. The queue is short, so memory stays flat.
-    """
-
-    QUEUE_CHUNKS = 4
-
-    def __init__(self, path: Path, cancel: threading.Event, resume: bool = False):
-        self.path = path
-        self.cancel = cancel
-        self.keep = False  # set by callers that want a partial kept for a later resume
-        hasher = hashlib.sha256()
-        self.size = 0
-        if resume and path.exists():
-            self._file = open(path, "r+b")
-            while chunk := self._file.read(1 << 20):
-                hasher.update(chunk)
-                self.size += len(chunk)
-        else:
-            self._file = open(path, "wb")
-        self.sha256 = ""
-        self._error: BaseException | None = None
-        self._chunks: queue.Queue[bytes | None] = queue.Queue(self.QUEUE_CHUNKS)
-        self._thread = threading.Thread(target=self._drain, args=(hasher,), daemon=True)
-        self._thread.start()
-
-    def _drain(self, hasher) -> None:
-        while (chunk := self._chunks.get()) is not None:
-            if self._error is None:
-                try:
-                    self._file.write(chunk)
-                    hasher.update(chunk)
-                except BaseException as exc:  # a full disk: reported by the next write()
-                    self._error = exc
-        self.sha256 = hasher.hexdigest()
-
-    def write(self, data: bytes) -> None:
-        if self.cancel.is_set():
-            raise Cancelled("The transfer was cancelled")
-        if self._error is not None:
-            raise self._error
-        self._chunks.put(data)
-        self.size += len(data)
-
-    def finish(self) -> None:
-        self._stop()
-        if self._error is not None:
-            raise self._error
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-
-    def close(self) -> None:
-        self._stop()
-        if not self._file.closed:
-            self._file.close()
-
-    def _stop(self) -> None:
-        if self._thread.is_alive():
-            self._chunks.put(None)
-            self._thread.join()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def _flock(folder: Path, blocking: bool, timeout: float = 0):
-    """An exclusive lock on `<folder>/.lock`; the kernel drops it if the process dies."""
-    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        if not blocking:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        else:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise TransferBusy(
-                            f"Timed out waiting for the transfer on {folder.name} to stop"
-                        ) from None
-                    time.sleep(0.05)
-        yield
-    finally:
-        os.close(fd)

@@ -1,0 +1,126 @@
+"""File primitives the store builds on: a hashing writer, atomic writes, folder locks."""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import queue
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from .store_errors import Cancelled, TransferBusy
+
+
+class FileWriter:
+    """A `.partial` file with a running sha256. With `resume`, it continues an old one.
+
+    Writing and hashing run on a thread of their own: both release the GIL on big
+    buffers, so they overlap with the request thread reading the socket and parsing,
+    which keeps an upload near disk speed. The queue is short, so memory stays flat.
+    """
+
+    QUEUE_CHUNKS = 4
+
+    def __init__(self, path: Path, cancel: threading.Event, resume: bool = False):
+        self.path = path
+        self.cancel = cancel
+        self.keep = False  # set by callers that want a partial kept for a later resume
+        hasher = hashlib.sha256()
+        self.size = 0
+        if resume and path.exists():
+            self._file = open(path, "r+b")
+            while chunk := self._file.read(1 << 20):
+                hasher.update(chunk)
+                self.size += len(chunk)
+        else:
+            self._file = open(path, "wb")
+        self.sha256 = ""
+        self._error: BaseException | None = None
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(self.QUEUE_CHUNKS)
+        self._thread = threading.Thread(target=self._drain, args=(hasher,), daemon=True)
+        self._thread.start()
+
+    def _drain(self, hasher) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            if self._error is None:
+                try:
+                    self._file.write(chunk)
+                    hasher.update(chunk)
+                except BaseException as exc:  # a full disk: reported by the next write()
+                    self._error = exc
+        self.sha256 = hasher.hexdigest()
+
+    def write(self, data: bytes) -> None:
+        if self.cancel.is_set():
+            raise Cancelled("The transfer was cancelled")
+        if self._error is not None:
+            raise self._error
+        self._chunks.put(data)
+        self.size += len(data)
+
+    def finish(self) -> None:
+        self._stop()
+        if self._error is not None:
+            raise self._error
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+
+    def close(self) -> None:
+        self._stop()
+        if not self._file.closed:
+            self._file.close()
+
+    def _stop(self) -> None:
+        if self._thread.is_alive():
+            self._chunks.put(None)
+            self._thread.join()
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def flock(folder: Path, blocking: bool, timeout: float = 0):
+    """An exclusive lock on `<folder>/.lock`; the kernel drops it if the process dies."""
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if not blocking:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise TransferBusy(
+                            f"Timed out waiting for the transfer on {folder.name} to stop"
+                        ) from None
+                    time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)
