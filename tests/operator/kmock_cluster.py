@@ -165,7 +165,7 @@ async def eventually(check: Callable[[], Any], timeout: float = 20.0, what: str 
 
 
 class OperatorProcess:
-    """`python -m modelyard.operator`, the same code as `modelyard operator`, in its own process."""
+    """`modelyard operator`, the installed command, in its own process."""
 
     def __init__(self, kubeconfig_path: Path, log_path: Path, env: dict[str, str] | None = None) -> None:
         self.kubeconfig = kubeconfig_path
@@ -178,8 +178,9 @@ class OperatorProcess:
                    MODELYARD_RESYNC_INTERVAL="3600", **self.env)
         env.pop("KUBERNETES_SERVICE_HOST", None)  # never the in-cluster config in a test
         log = open(self.log_path, "ab")
+        command = Path(sys.executable).with_name("modelyard")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "modelyard.operator", "--namespace", NAMESPACE, "--liveness", ""],
+            [str(command), "operator", "--namespace", NAMESPACE, "--liveness", ""],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )
         log.close()
