@@ -31,15 +31,20 @@ def _json_type(value) -> str:
             int: "a number", float: "a number"}.get(type(value), type(value).__name__)
 
 
+def _choice(section: dict, field: str, allowed: tuple, name: str):
+    """A string field that must be one of `allowed`; `name` is how errors call it."""
+    value = _expect(section, field, str, "a string")
+    if value is not None and value not in allowed:
+        raise SchemaError(
+            f"Field '{name}' has unknown value '{value}'; use one of: {', '.join(allowed)}"
+        )
+    return value
+
+
 def _gguf(section: dict, prefix: str = "gguf") -> dict:
     out = {}
-    hint = _expect(section, "chatTemplateHint", str, "a string")
+    hint = _choice(section, "chatTemplateHint", KNOWN_HINTS, f"{prefix}.chatTemplateHint")
     if hint is not None:
-        if hint not in KNOWN_HINTS:
-            raise SchemaError(
-                f"Field '{prefix}.chatTemplateHint' has unknown value '{hint}'; "
-                f"use one of: {', '.join(KNOWN_HINTS)}"
-            )
         out["chatTemplateHint"] = hint
     for field in ("initContextSize", "initGpuLayerSize"):
         value = _expect(section, field, int, "an integer")
@@ -53,13 +58,8 @@ def _gguf(section: dict, prefix: str = "gguf") -> dict:
 
 def _onnx(section: dict) -> dict:
     out = {}
-    provider = _expect(section, "executionProvider", str, "a string")
+    provider = _choice(section, "executionProvider", EXECUTION_PROVIDERS, "onnx.executionProvider")
     if provider is not None:
-        if provider not in EXECUTION_PROVIDERS:
-            raise SchemaError(
-                f"Field 'onnx.executionProvider' has unknown value '{provider}'; "
-                f"use one of: {', '.join(EXECUTION_PROVIDERS)}"
-            )
         out["executionProvider"] = provider
     _no_unknown(section, ("executionProvider",), "onnx")
     return out
@@ -100,9 +100,8 @@ def parse_create(body: dict) -> dict:
     """POST /models: id, version, kind, and the kind's section."""
     model_id = _model_id(body)
     version = _expect(body, "version", str, "a string", required=True)
-    kind = _expect(body, "kind", str, "a string", required=True)
-    if kind not in KINDS:
-        raise SchemaError(f"Field 'kind' has unknown value '{kind}'; use one of: {', '.join(KINDS)}")
+    _expect(body, "kind", str, "a string", required=True)
+    kind = _choice(body, "kind", KINDS, "kind")
     _no_unknown(body, ("id", "version", "kind", "gguf", "onnx"), "body")
     return {"id": model_id, "version": version, "kind": kind, **_sections(body, kind)}
 
