@@ -1,0 +1,200 @@
+"""Between the OpenAI routes and the engines: find the model, build the prompt, start generations.
+
+Every failure a client can cause becomes an ApiError here, with a message that says what
+to change; the routes only shape responses.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import grammar, tool_calls
+from .chat_templates import TemplateError, format_chat
+from .engines.generation import Generation
+from .errors import ApiError, bad_request, not_found
+from .openai_schema import ChatRequest, CompletionRequest, EmbeddingRequest
+
+GENERATIVE = ("llm", "vlm")
+
+
+def fit_tokens(n_prompt: int, max_tokens: int | None, n_ctx: int) -> int:
+    """How many tokens may be generated, or a 400 that gives the numbers."""
+    if n_prompt + (max_tokens or 1) > n_ctx:
+        if max_tokens:
+            raise bad_request(
+                f"This model's context is {n_ctx} tokens per request, but the prompt has {n_prompt} "
+                f"tokens and max_tokens asks for {max_tokens} more ({n_prompt + max_tokens} in all). "
+                "Shorten the prompt, lower max_tokens, or raise the model's gguf.initContextSize.")
+        raise bad_request(
+            f"This model's context is {n_ctx} tokens per request, but the prompt has {n_prompt} "
+            "tokens, which leaves no room for an answer. Shorten the prompt or raise the model's "
+            "gguf.initContextSize.")
+    return max_tokens or (n_ctx - n_prompt)
+
+
+@dataclass
+class ChatJob:
+    loaded: object
+    gens: list[Generation]
+    tool_names: frozenset = frozenset()
+    parse_tools: bool = False
+    forced_tool: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def close(self) -> None:
+        for g in self.gens:
+            g.close()
+
+
+class Inference:
+    def __init__(self, manager, settings, metrics=None):
+        self.manager = manager
+        self.settings = settings
+        self.metrics = metrics
+
+    # ---- models ----------------------------------------------------------------------
+
+    def model(self, model_id: str, kinds: tuple[str, ...]):
+        from .engines.manager import LoadFailed, NotFound, NotReady
+
+        try:
+            loaded = self.manager.get(model_id)
+        except NotFound:
+            raise not_found(model_id) from None
+        except NotReady as exc:
+            raise bad_request(str(exc)) from None
+        except LoadFailed as exc:
+            raise ApiError(500, str(exc)) from None
+        if loaded.kind not in kinds:
+            raise bad_request(f"Model '{model_id}' is of kind {loaded.kind}; this endpoint needs a "
+                              f"model of kind {' or '.join(kinds)}")
+        return loaded
+
+    # ---- chat ------------------------------------------------------------------------
+
+    def chat(self, req: ChatRequest) -> ChatJob:
+        loaded = self.model(req.model, GENERATIVE)
+        engine, model = loaded.engine, loaded.model
+        use_tools = bool(req.tools) and req.tool_choice != "none"
+        forced = None
+        if use_tools and req.tool_choice == "required":
+            forced = ""
+        elif use_tools and isinstance(req.tool_choice, dict):
+            forced = req.tool_choice["name"]
+        try:
+            prompt = format_chat(req.messages, hint=(loaded.meta.get("gguf") or {}).get("chatTemplateHint"),
+                                 gguf_template=model.chat_template,
+                                 bos_token=model.token_text(model.bos), eos_token=model.token_text(model.eos),
+                                 tools=req.tools if use_tools else None)
+        except TemplateError as exc:
+            raise bad_request(str(exc)) from None
+        try:
+            if forced is not None:
+                gbnf = grammar.for_tool_call(req.tools, forced or None)
+            else:
+                gbnf = grammar.for_response_format(req.response_format)
+        except grammar.SchemaError as exc:
+            raise bad_request(str(exc)) from None
+        if req.images:
+            if loaded.projector is None:
+                raise bad_request(f"Model '{req.model}' is of kind {loaded.kind} and takes no images; "
+                                  "use a vlm model with its mmproj")
+            tokens = loaded.projector.prompt_tokens(prompt, req.images, engine)
+        else:
+            tokens = model.tokenize(prompt.text, add_special=prompt.add_special, parse_special=True)
+        gens = self._start(engine, tokens, req, gbnf)
+        return ChatJob(loaded, gens, frozenset(t["function"]["name"] for t in req.tools or []),
+                       parse_tools=use_tools, forced_tool=forced is not None)
+
+    # ---- completions -----------------------------------------------------------------
+
+    def completion(self, req: CompletionRequest):
+        loaded = self.model(req.model, GENERATIVE)
+        model = loaded.model
+        gens, prompts = [], []
+        try:
+            for p in req.prompts:
+                if isinstance(p, str):
+                    tokens = model.tokenize(p, add_special=True, parse_special=True)
+                    text = p
+                else:
+                    bad = [t for t in p if not 0 <= t < model.n_vocab]
+                    if bad:
+                        raise bad_request(f"token id {bad[0]} is outside the vocabulary (0..{model.n_vocab - 1})")
+                    tokens, text = list(p), model.detokenize(p)
+                gens += self._start(loaded.engine, tokens, req, None)
+                prompts += [text] * req.n
+        except Exception:
+            for g in gens:
+                g.close()
+            raise
+        return loaded, gens, prompts
+
+    # ---- shared ----------------------------------------------------------------------
+
+    def _start(self, engine, tokens: list[int], req, gbnf: str | None) -> list[Generation]:
+        from dataclasses import replace
+
+        from .engines.generator import EngineClosed, GenRequest
+        from .engines.sampling import GrammarError, check_grammar
+
+        if not tokens:
+            raise bad_request("The prompt is empty")
+        max_tokens = fit_tokens(len(tokens), req.max_tokens, engine.n_ctx_slot)
+        params = req.sampling
+        if gbnf:
+            try:
+                check_grammar(engine.model.vocab, gbnf)
+            except GrammarError as exc:
+                raise bad_request(f"response_format: {exc}") from None
+            params = replace(params, grammar=gbnf)
+        gens = []
+        try:
+            for i in range(req.n):
+                p = params if i == 0 or params.seed is None else replace(params, seed=params.seed + i)
+                gens.append(Generation(engine, GenRequest(tokens, p, max_tokens, req.logprobs), req.stop))
+        except EngineClosed as exc:
+            for g in gens:
+                g.close()
+            raise ApiError(503, str(exc)) from None
+        return gens
+
+    def record(self, model_id: str, gen: Generation) -> None:
+        if self.metrics is not None:
+            self.metrics.record_generation(model_id, gen)
+
+    # ---- embeddings ------------------------------------------------------------------
+
+    def embed(self, req: EmbeddingRequest) -> tuple[np.ndarray, int]:
+        loaded = self.model(req.model, ("embed",))
+        engine = loaded.engine
+        batch = []
+        for i, x in enumerate(req.inputs):
+            tokens = engine.tokenize(x) if isinstance(x, str) else list(x)
+            if len(tokens) > engine.max_input:
+                raise bad_request(f"input[{i}] has {len(tokens)} tokens; this model takes at most "
+                                  f"{engine.max_input}")
+            if not isinstance(x, str) and any(not 0 <= t < engine.model.n_vocab for t in tokens):
+                raise bad_request(f"input[{i}] has a token id outside the vocabulary")
+            batch.append(tokens)
+        from .engines.generator import EngineClosed
+
+        try:
+            vectors = engine.embed(batch)
+        except EngineClosed as exc:
+            raise ApiError(503, str(exc)) from None
+        if req.dimensions and req.dimensions < vectors.shape[1]:
+            vectors = vectors[:, :req.dimensions]
+            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        n_tokens = sum(len(t) for t in batch)
+        if self.metrics is not None:
+            self.metrics.embedded_inputs.labels(req.model).inc(len(batch))
+            self.metrics.prompt_tokens.labels(req.model).inc(n_tokens)
+        return vectors, n_tokens
+
+    @staticmethod
+    def tool_parse(job: ChatJob, text: str) -> tuple[str | None, list[dict]]:
+        if not job.parse_tools:
+            return text, []
+        return tool_calls.parse(text, job.tool_names)

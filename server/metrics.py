@@ -1,0 +1,78 @@
+"""Prometheus metrics, on a registry of the app's own (so several apps can live in one test)."""
+from __future__ import annotations
+
+import falcon
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+RATE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+
+
+class Metrics:
+    def __init__(self):
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter("modelyard_requests_total", "HTTP requests by route and status",
+                                ["method", "route", "status"], registry=r)
+        self.prompt_tokens = Counter("modelyard_prompt_tokens_total", "Prompt tokens processed",
+                                     ["model"], registry=r)
+        self.cached_tokens = Counter("modelyard_prompt_cached_tokens_total",
+                                     "Prompt tokens reused from a slot's cache", ["model"], registry=r)
+        self.generated_tokens = Counter("modelyard_generated_tokens_total", "Tokens generated",
+                                        ["model"], registry=r)
+        self.ttft = Histogram("modelyard_time_to_first_token_seconds",
+                              "From request to the first generated token", ["model"],
+                              buckets=TTFT_BUCKETS, registry=r)
+        self.tokens_per_second = Histogram("modelyard_tokens_per_second",
+                                           "Decode rate of each finished request", ["model"],
+                                           buckets=RATE_BUCKETS, registry=r)
+        self.queue_depth = Gauge("modelyard_queue_depth", "Requests waiting for a slot",
+                                 ["model"], registry=r)
+        self.active_sequences = Gauge("modelyard_active_sequences", "Sequences being decoded",
+                                      ["model"], registry=r)
+        self.loaded_models = Gauge("modelyard_loaded_models", "Models in memory", registry=r)
+        self.embedded_inputs = Counter("modelyard_embedding_inputs_total", "Inputs embedded",
+                                       ["model"], registry=r)
+
+    def record_generation(self, model: str, gen) -> None:
+        """Token counts and timings of a finished Generation."""
+        self.prompt_tokens.labels(model).inc(gen.prompt_tokens)
+        self.cached_tokens.labels(model).inc(gen.cached_tokens)
+        self.generated_tokens.labels(model).inc(gen.completion_tokens)
+        if gen.t_first is not None:
+            self.ttft.labels(model).observe(gen.t_first - gen.t_submit)
+        rate = gen.tokens_per_second
+        if rate:
+            self.tokens_per_second.labels(model).observe(rate)
+
+    def forget_model(self, model: str) -> None:
+        for g in (self.queue_depth, self.active_sequences):
+            try:
+                g.remove(model)
+            except KeyError:
+                pass
+
+
+class MetricsMiddleware:
+    """Counts every request by its route template (not the raw path: ids would explode it)."""
+
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
+
+    def process_response(self, req, resp, resource, req_succeeded):
+        route = req.uri_template or "unmatched"
+        self.metrics.requests.labels(req.method, route, resp.status_code if hasattr(resp, "status_code")
+                                     else str(resp.status)[:3]).inc()
+
+
+class MetricsResource:
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
+
+    def on_get(self, req, resp):
+        resp.content_type = CONTENT_TYPE_LATEST
+        resp.data = generate_latest(self.metrics.registry)
+
+
+def add_routes(app: falcon.App, metrics: Metrics) -> None:
+    app.add_route("/metrics", MetricsResource(metrics))

@@ -1,0 +1,238 @@
+"""Generate small GGUF and ONNX models with real vocabularies, for tests and the benchmark.
+
+The weights are random, so the text is nonsense, but every code path of llama.cpp runs:
+real tokenizers (vocab-only GGUFs from llama-cpp-python's sdist), real chat templates,
+real attention. Nothing is fetched from a model hub.
+"""
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+SDIST = ROOT / ".cache" / "llama-cpp-python"
+VOCABS = SDIST / "vendor" / "llama.cpp" / "models"
+
+
+def sdist_dir() -> Path:
+    """llama-cpp-python's unpacked sdist, fetched on first use (tools/llama_sdist.sh)."""
+    if not (SDIST / ".version").exists():
+        subprocess.run(["sh", str(ROOT / "tools" / "llama_sdist.sh")], check=True)
+    return SDIST
+
+
+def vocab_path(name: str) -> Path:
+    sdist_dir()
+    return VOCABS / f"ggml-vocab-{name}.gguf"
+
+
+@dataclass(frozen=True)
+class LlamaShape:
+    n_embd: int = 64
+    n_layer: int = 2
+    n_head: int = 4
+    n_head_kv: int = 2
+    n_ff: int = 128
+    n_ctx_train: int = 2048
+    rope_theta: float = 10000.0
+    tied: bool = False
+
+# SmolLM2-135M's shape: the benchmark's model.
+SMOLLM2_135M = LlamaShape(n_embd=576, n_layer=30, n_head=9, n_head_kv=3, n_ff=1536,
+                          n_ctx_train=8192, rope_theta=100000.0, tied=True)
+
+
+def _copy_tokenizer(writer, vocab_file: Path, chat_template: str | None | bool) -> int:
+    """Copy every tokenizer.* field; returns the vocabulary size."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(vocab_file))
+    n_vocab = 0
+    for key, field in reader.fields.items():
+        if not key.startswith("tokenizer."):
+            continue
+        if key == "tokenizer.chat_template" and chat_template is not True:
+            continue
+        vtype = field.types[0]
+        sub = field.types[1] if vtype == gguf.GGUFValueType.ARRAY else None
+        value = field.contents()
+        if key == "tokenizer.ggml.tokens":
+            n_vocab = len(value)
+        writer.add_key_value(key, value, vtype, sub)
+    if isinstance(chat_template, str):
+        writer.add_chat_template(chat_template)
+    return n_vocab
+
+
+def make_llama_gguf(path: Path, vocab: str = "qwen2", shape: LlamaShape = LlamaShape(),
+                    seed: int = 0, chat_template: str | None | bool = True,
+                    qtype: str = "F32") -> Path:
+    """A llama-architecture model with random weights and a real vocabulary.
+
+    chat_template: True keeps the vocab's own template, None drops it, a string sets it.
+    qtype: "F32", "F16" or "Q8_0" for the 2-D weights.
+    """
+    import gguf
+
+    rng = np.random.default_rng(seed)
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name(f"tiny-{vocab}-{seed}")
+    n_vocab = _copy_tokenizer(writer, vocab_path(vocab), chat_template)
+    s = shape
+    writer.add_context_length(s.n_ctx_train)
+    writer.add_embedding_length(s.n_embd)
+    writer.add_block_count(s.n_layer)
+    writer.add_feed_forward_length(s.n_ff)
+    writer.add_head_count(s.n_head)
+    writer.add_head_count_kv(s.n_head_kv)
+    writer.add_rope_dimension_count(s.n_embd // s.n_head)
+    writer.add_rope_freq_base(s.rope_theta)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_vocab_size(n_vocab)
+    ftype = {"F32": gguf.LlamaFileType.ALL_F32, "F16": gguf.LlamaFileType.MOSTLY_F16,
+             "Q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[qtype]
+    writer.add_file_type(ftype)
+
+    head_dim = s.n_embd // s.n_head
+
+    def add(name: str, *dims: int, scale: float = 0.0, matrix: bool = True):
+        # numpy shape is (rows, cols) = reversed GGUF dims
+        if scale:
+            data = (rng.standard_normal(dims, dtype=np.float32) * scale).astype(np.float32)
+        else:
+            data = np.ones(dims, dtype=np.float32)
+        if not matrix or qtype == "F32":
+            writer.add_tensor(name, data)
+        elif qtype == "F16":
+            writer.add_tensor(name, data.astype(np.float16))
+        else:
+            q = gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q8_0)
+            writer.add_tensor(name, q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+
+    std = 1.0 / np.sqrt(s.n_embd)
+    add("token_embd.weight", n_vocab, s.n_embd, scale=1.0)
+    add("output_norm.weight", s.n_embd, matrix=False)
+    if not s.tied:
+        add("output.weight", n_vocab, s.n_embd, scale=std)
+    for i in range(s.n_layer):
+        p = f"blk.{i}."
+        add(p + "attn_norm.weight", s.n_embd, matrix=False)
+        add(p + "attn_q.weight", s.n_head * head_dim, s.n_embd, scale=std)
+        add(p + "attn_k.weight", s.n_head_kv * head_dim, s.n_embd, scale=std)
+        add(p + "attn_v.weight", s.n_head_kv * head_dim, s.n_embd, scale=std)
+        add(p + "attn_output.weight", s.n_embd, s.n_head * head_dim, scale=std)
+        add(p + "ffn_norm.weight", s.n_embd, matrix=False)
+        add(p + "ffn_gate.weight", s.n_ff, s.n_embd, scale=std)
+        add(p + "ffn_up.weight", s.n_ff, s.n_embd, scale=std)
+        add(p + "ffn_down.weight", s.n_embd, s.n_ff, scale=1.0 / np.sqrt(s.n_ff))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return Path(path)
+
+
+def make_bert_gguf(path: Path, vocab: str = "bert-bge", n_embd: int = 64, n_layer: int = 2,
+                   n_head: int = 4, n_ff: int = 128, n_ctx_train: int = 512, seed: int = 0) -> Path:
+    """A BERT-architecture embedding model (mean pooling) with random weights."""
+    import gguf
+
+    rng = np.random.default_rng(seed)
+    writer = gguf.GGUFWriter(str(path), "bert")
+    writer.add_name(f"tiny-bert-{seed}")
+    n_vocab = _copy_tokenizer(writer, vocab_path(vocab), chat_template=None)
+    writer.add_context_length(n_ctx_train)
+    writer.add_embedding_length(n_embd)
+    writer.add_block_count(n_layer)
+    writer.add_feed_forward_length(n_ff)
+    writer.add_head_count(n_head)
+    writer.add_layer_norm_eps(1e-12)
+    writer.add_causal_attention(False)
+    writer.add_pooling_type(gguf.PoolingType.MEAN)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+
+    def add(name, *dims, scale=0.02, ones=False, zeros=False):
+        if ones:
+            data = np.ones(dims, dtype=np.float32)
+        elif zeros:
+            data = np.zeros(dims, dtype=np.float32)
+        else:
+            data = (rng.standard_normal(dims) * scale).astype(np.float32)
+        writer.add_tensor(name, data)
+
+    add("token_embd.weight", n_vocab, n_embd, scale=1.0)
+    add("token_types.weight", 2, n_embd)
+    add("position_embd.weight", n_ctx_train, n_embd)
+    add("token_embd_norm.weight", n_embd, ones=True)
+    add("token_embd_norm.bias", n_embd, zeros=True)
+    for i in range(n_layer):
+        p = f"blk.{i}."
+        for t in ("attn_q", "attn_k", "attn_v"):
+            add(p + t + ".weight", n_embd, n_embd, scale=1 / np.sqrt(n_embd))
+            add(p + t + ".bias", n_embd, zeros=True)
+        add(p + "attn_output.weight", n_embd, n_embd, scale=1 / np.sqrt(n_embd))
+        add(p + "attn_output.bias", n_embd, zeros=True)
+        add(p + "attn_output_norm.weight", n_embd, ones=True)
+        add(p + "attn_output_norm.bias", n_embd, zeros=True)
+        add(p + "ffn_up.weight", n_ff, n_embd, scale=1 / np.sqrt(n_embd))
+        add(p + "ffn_up.bias", n_ff, zeros=True)
+        add(p + "ffn_down.weight", n_embd, n_ff, scale=1 / np.sqrt(n_ff))
+        add(p + "ffn_down.bias", n_embd, zeros=True)
+        add(p + "layer_output_norm.weight", n_embd, ones=True)
+        add(p + "layer_output_norm.bias", n_embd, zeros=True)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return Path(path)
+
+
+def make_onnx_classifier(path: Path) -> Path:
+    """Two inputs (float32 x [-1, 4], int64 k [1]) -> y = softmax(x @ W + b) and z = x * k."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((4, 3)).astype(np.float32)
+    b = rng.standard_normal(3).astype(np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["xw"]),
+        helper.make_node("Add", ["xw", "b"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["y"], axis=-1),
+        helper.make_node("Cast", ["k"], ["kf"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["x", "kf"], ["z"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "classifier",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4]),
+         helper.make_tensor_value_info("k", TensorProto.INT64, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3]),
+         helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", 4])],
+        initializer=[helper.make_tensor("W", TensorProto.FLOAT, w.shape, w.flatten()),
+                     helper.make_tensor("b", TensorProto.FLOAT, b.shape, b)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return Path(path)
+
+
+def make_onnx_strings(path: Path) -> Path:
+    """A string input: y = (s == "yes"), shape [-1]; exercises BYTES tensors."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Equal", ["s", "yes"], ["y"])],
+        "strings",
+        [helper.make_tensor_value_info("s", TensorProto.STRING, ["n"])],
+        [helper.make_tensor_value_info("y", TensorProto.BOOL, ["n"])],
+        initializer=[helper.make_tensor("yes", TensorProto.STRING, [1], [b"yes"])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    model.ir_version = 9
+    onnx.save(model, str(path))
+    return Path(path)
