@@ -97,9 +97,12 @@ class Inference:
         except grammar.SchemaError as exc:
             raise bad_request(str(exc)) from None
         if req.images:
-            if loaded.projector is None:
+            if loaded.kind != "vlm":
                 raise bad_request(f"Model '{req.model}' is of kind {loaded.kind} and takes no images; "
                                   "use a vlm model with its mmproj")
+            if loaded.projector is None:
+                raise bad_request("Image input is not supported by this server yet; "
+                                  "send text content only")
             tokens = loaded.projector.prompt_tokens(prompt, req.images, engine)
         else:
             tokens = model.tokenize(prompt.text, add_special=prompt.add_special, parse_special=True)

@@ -136,11 +136,9 @@ class ModelManager:
                 return Loaded(model_id, kind, meta, engine, model)
             from .generator import Generator
 
+            # A vlm's text side runs like an llm; its projector (images) is not wired in
+            # yet, and image parts get a clear 400 instead.
             projector = None
-            if kind == "vlm":
-                from .vision import Projector
-
-                projector = Projector(self.store.file_path(model_id, "mmproj"), model, s.threads)
             engine = Generator(model, parallel=s.parallel, threads=s.threads,
                                context_per_slot=gguf.get("initContextSize"),
                                metrics=self.metrics, name=model_id)

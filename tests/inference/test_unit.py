@@ -1,0 +1,122 @@
+"""Pure pieces, tested directly: slot choice, stop strings, tool-call parsing, OIP, validation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from modelyard.server import chat_templates, grammar, oip, tool_calls
+from modelyard.server.engines.embedder import pack
+from modelyard.server.engines.generation import TextAssembler
+from modelyard.server.engines.slots import choose_slot, common_prefix, plan_batch
+from modelyard.server.errors import ApiError
+from modelyard.server.inference import fit_tokens
+from modelyard.server.openai_schema import RequestError, parse_chat, parse_completion, parse_embeddings
+
+
+def test_slot_choice_prefers_longest_prefix_then_lru():
+    free = [(0, [1, 2, 3], 5.0), (1, [1, 2, 3, 4, 5], 9.0), (2, [], 1.0)]
+    assert choose_slot(free, [1, 2, 3, 4, 9]) == (1, 4)
+    assert choose_slot(free, [7, 8]) == (2, 0)  # nothing shared: least recently used
+    # a prompt entirely cached still leaves its last token to decode
+    assert choose_slot(free, [1, 2, 3]) == (0, 2) or choose_slot(free, [1, 2, 3])[1] == 2
+    assert common_prefix([1, 2], [1, 2, 3]) == 2
+
+
+def test_plan_batch_gives_generating_slots_priority():
+    assert plan_batch([0, 1], [(2, 100), (3, 5)], 50) == [(0, 1), (1, 1), (2, 48)]
+    assert plan_batch([], [(2, 10), (3, 5)], 50) == [(2, 10), (3, 5)]
+
+
+def test_text_assembler_holds_back_possible_stops():
+    pieces = {1: b"Hel", 2: b"lo ST", 3: b"OP now", 4: "é".encode()[:1], 5: "é".encode()[1:]}
+    t = TextAssembler(pieces.__getitem__, ["STOP"])
+    assert t.feed(1) == "Hel"
+    assert t.feed(2) == "lo "  # "ST" may start STOP
+    assert t.feed(3) == "" and t.stopped and t.text == "Hello "
+    u = TextAssembler(pieces.__getitem__)
+    assert u.feed(4) == "" and u.feed(5) == "é"
+
+
+def test_tool_call_parsing():
+    content, calls = tool_calls.parse('Sure.<tool_call>\n{"name": "f", "arguments": {"a": 1}}\n</tool_call>', {"f"})
+    assert content == "Sure." and calls[0]["function"] == {"name": "f", "arguments": '{"a": 1}'}
+    content, calls = tool_calls.parse('{"name": "f", "arguments": {"a": 2}}', {"f"})
+    assert content is None and len(calls) == 1
+    assert tool_calls.parse('{"name": "g", "arguments": {}}', {"f"}) == ('{"name": "g", "arguments": {}}', [])
+    assert tool_calls.parse("plain text", {"f"}) == ("plain text", [])
+    assert tool_calls.may_become_call("<tool") and not tool_calls.may_become_call("Hello")
+
+
+def test_every_hint_renders_with_llama_cpp():
+    msgs = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]
+    for hint in chat_templates.KNOWN_HINTS:
+        p = chat_templates.format_chat(msgs, hint=hint, gguf_template=None)
+        assert "U" in p.text and p.add_special
+    with pytest.raises(chat_templates.TemplateError):
+        chat_templates.format_chat(msgs, hint=None, gguf_template=None)
+    with pytest.raises(chat_templates.TemplateError):
+        chat_templates.format_chat(msgs, hint="nope", gguf_template=None)
+
+
+def test_jinja_template_and_tools_fallback():
+    tmpl = "{{ bos_token }}{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}"
+    tools = [{"type": "function", "function": {"name": "f"}}]
+    p = chat_templates.format_chat([{"role": "user", "content": "hi"}], hint=None, gguf_template=tmpl,
+                                   bos_token="<s>", tools=tools)
+    assert p.text.startswith("<s>[system]") and '"name": "f"' in p.text and p.text.endswith("[user]hi")
+    assert not p.add_special
+
+
+def test_fit_tokens():
+    assert fit_tokens(10, None, 100) == 90
+    assert fit_tokens(10, 5, 100) == 5
+    with pytest.raises(ApiError) as e:
+        fit_tokens(90, 20, 100)
+    assert "100 tokens" in e.value.message and "90" in e.value.message and "110" in e.value.message
+
+
+def test_request_validation():
+    r = parse_chat({"model": "m", "messages": [{"role": "user", "content": "x"}], "stop": "END",
+                    "max_completion_tokens": 5, "logprobs": True, "top_logprobs": 2,
+                    "stream_options": {"include_usage": True}})
+    assert r.stop == ["END"] and r.max_tokens == 5 and r.logprobs == 2 and r.include_usage
+    for bad in ({"model": "m", "messages": "x"}, {"model": "m", "messages": [{"role": "user"}]},
+                {"model": "m", "messages": [{"role": "user", "content": "x"}], "top_p": 2},
+                {"model": "m", "messages": [{"role": "user", "content": "x"}], "logit_bias": {"a": 1}}):
+        with pytest.raises(RequestError):
+            parse_chat(bad)
+    assert parse_completion({"model": "m", "prompt": ["a", "b"]}).prompts == ["a", "b"]
+    assert parse_completion({"model": "m", "prompt": [1, 2]}).prompts == [[1, 2]]
+    assert parse_embeddings({"model": "m", "input": [[1, 2], [3]]}).inputs == [[1, 2], [3]]
+    with pytest.raises(RequestError):
+        parse_embeddings({"model": "m", "input": ""})
+
+
+def test_grammars():
+    assert "root" in grammar.for_response_format({"type": "json_object"})
+    assert grammar.for_response_format({"type": "text"}) is None
+    with pytest.raises(grammar.SchemaError):
+        grammar.for_response_format({"type": "json_schema"})
+    assert '"\\"get\\""' in grammar.for_tool_call([{"type": "function", "function": {"name": "get"}}])
+
+
+def test_embedding_packing():
+    assert pack([5, 5, 5, 5], 10, 64) == [[0, 1], [2, 3]]
+    assert pack([1] * 5, 100, 2) == [[0, 1], [2, 3], [4]]
+
+
+def test_oip_decode_and_encode():
+    spec = [oip.TensorSpec("x", "FP32", (-1, 2))]
+    feeds = oip.decode_inputs({"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32",
+                                           "data": [[1, 2], [3, 4]]}]}, spec)
+    assert feeds["x"].dtype == np.float32 and feeds["x"].shape == (2, 2)
+    for bad, word in (({"name": "x", "shape": [2, 3], "datatype": "FP32", "data": [0] * 6}, "shape"),
+                      ({"name": "x", "shape": [1, 2], "datatype": "INT64", "data": [1, 2]}, "datatype"),
+                      ({"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1]}, "elements"),
+                      ({"name": "y", "shape": [1], "datatype": "FP32", "data": [1]}, "not an input")):
+        with pytest.raises(oip.OipError) as e:
+            oip.decode_inputs({"inputs": [bad]}, spec)
+        assert word in str(e.value) and "'" in str(e.value)
+    out = oip.encode_tensor("y", np.array([[1, 2]], dtype=np.int8))
+    assert out == {"name": "y", "shape": [1, 2], "datatype": "INT8", "data": [1, 2]}
+    assert oip.encode_tensor("s", np.array(["a"], dtype=object))["datatype"] == "BYTES"
