@@ -19,7 +19,9 @@ from .llama_model import LlamaModel
 log = logging.getLogger(__name__)
 
 MAX_SEQS = 64
-BATCH_TOKENS = 2048
+# Encoders attend across the whole micro-batch (masked), so the attention cost per token
+# grows with the batch: 512 keeps it small next to the feed-forward work.
+BATCH_TOKENS = 512
 
 
 @dataclass
