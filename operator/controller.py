@@ -28,19 +28,30 @@ class Controller:
         self._phases: dict[Key, str | None] = {}  # every Model seen, with its last phase
         self._retries: set[Key] = set()
 
-    def handle_model_event(self, event_type: str | None, namespace: str, name: str, phase: str | None) -> None:
-        """A Model appeared or changed (its own status writes included)."""
+    def handle_model_event(self, event_type: str | None, model: dict[str, Any]) -> None:
+        """A Model was listed, appeared or changed (its own status writes included)."""
+        meta, status = model["metadata"], model.get("status") or {}
+        key = (meta["namespace"], meta["name"])
         if event_type == "DELETED":
             with self._guard:
-                self._phases.pop((namespace, name), None)
-                self._retries.discard((namespace, name))
-            self.ctx.locks.forget(namespace, name)
+                self._phases.pop(key, None)
+                self._retries.discard(key)
+            self.ctx.locks.forget(*key)
             return
-        self._remember((namespace, name), phase)
-        self._reconcile((namespace, name))
+        self._remember(key, status.get("phase"))
+        # A change that leaves the generation as handled is the operator's own status
+        # write: reconciling again would only re-read. Listings and new Models always go.
+        handled = meta.get("generation") is not None and meta.get("generation") == status.get("observedGeneration")
+        if event_type == "MODIFIED" and handled and not meta.get("deletionTimestamp"):
+            return
+        self._reconcile(key)
 
-    def handle_child_event(self, child: dict[str, Any]) -> None:
-        """A Job, Deployment or Service of a Model changed: reconcile that Model."""
+    def handle_child_event(self, event_type: str | None, child: dict[str, Any]) -> None:
+        """A Job, Deployment or Service of a Model changed or went away: reconcile that Model."""
+        # Its appearance is the operator's own doing (or, at start, the Model's listing
+        # covers it): only changes and deletions carry news.
+        if event_type not in ("MODIFIED", "DELETED"):
+            return
         owner = owner_of(child)
         if owner is not None:
             self._reconcile(owner)

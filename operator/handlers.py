@@ -56,24 +56,23 @@ def build_registry(ours: OperatorSettings) -> kopf.OperatorRegistry:
         return kopf.login_via_client(**kwargs)
 
     @kopf.on.event(*MODELS, registry=registry)
-    def model_event(type: str | None, name: str, namespace: str, status: kopf.Status, memo: kopf.Memo,
-                    **_: Any) -> None:
+    def model_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         """A Model appeared or changed: reconcile it."""
-        memo.controller.handle_model_event(type, namespace, name, status.get("phase"))
+        memo.controller.handle_model_event(type, dict(body))
 
     @kopf.on.event("batch", "v1", "jobs", labels=MANAGED, registry=registry)
-    def job_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    def job_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         """A download Job changed: reconcile its Model."""
-        memo.controller.handle_child_event(dict(body))
+        memo.controller.handle_child_event(type, dict(body))
 
     @kopf.on.event("apps", "v1", "deployments", labels=MANAGED, registry=registry)
-    def deployment_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    def deployment_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         """Inference pods became ready or not, or the Deployment went away: reconcile its Model."""
-        memo.controller.handle_child_event(dict(body))
+        memo.controller.handle_child_event(type, dict(body))
 
     @kopf.on.event("", "v1", "services", labels=MANAGED, registry=registry)
-    def service_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    def service_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         """A Service of a Model changed or went away: reconcile its Model."""
-        memo.controller.handle_child_event(dict(body))
+        memo.controller.handle_child_event(type, dict(body))
 
     return registry

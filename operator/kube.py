@@ -8,6 +8,8 @@ avoids converting hundreds of objects to and from pydantic models.
 from __future__ import annotations
 
 import json
+import logging
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -25,6 +27,9 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "deployments": ("apps", "v1"),
 }
 _TIMEOUT = (5, 30)  # connect, read (seconds): a hung API call must not hang a worker
+_SLOW = 2.0  # seconds; slower calls are logged, as a sign of an overloaded API server
+
+logger = logging.getLogger(__name__)
 
 
 class KubeError(Exception):
@@ -67,8 +72,12 @@ class Kube:
             method, path, query_params=query or [], header_params=headers, body=body,
             auth_settings=["BearerToken"],
         )
+        started = time.monotonic()
         response = self.api.call_api(*serialized, _request_timeout=_TIMEOUT)
         data = response.read()
+        elapsed = time.monotonic() - started
+        if elapsed > _SLOW:
+            logger.warning("Slow API call: %s %s took %.1f s", method, path, elapsed)
         if response.status >= 400:
             try:
                 message = json.loads(data).get("message") or response.reason

@@ -123,7 +123,7 @@ def _plan_serving(
     status.downloaded(digest)
     if deployment is None and not spec.get("apiKeySecretRef"):
         # Created together with the Deployment; an existing one is kept (409 is fine).
-        actions.append(_create(builders.build_api_key_secret(model, api_key), quiet=True))
+        actions.append(_create(builders.build_api_key_secret(model, api_key)))
     if observed.service is None:
         actions.append(_create(builders.build_service(model)))
     desired = builders.build_deployment(model, settings, source_hash=digest)
@@ -202,10 +202,12 @@ def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
     return next((c for c in status.get("conditions") or [] if c.get("type") == kind), {})
 
 
-def _create(body: dict[str, Any], quiet: bool = False) -> Action:
-    kind, child_name = body["kind"], body["metadata"]["name"]
+def _create(body: dict[str, Any]) -> Action:
+    # No Event per created child: the phase's Event says it (JobCreated, Loading), and
+    # at a few hundred Models every Event is one more write to the API server.
+    kind = body["kind"]
     return Action("create", f"{kind.lower()}s" if kind != "PersistentVolumeClaim" else "persistentvolumeclaims",
-                  child_name, body, event="" if quiet else f"Created {kind} {child_name}")
+                  body["metadata"]["name"], body)
 
 
 class _Status:

@@ -50,10 +50,12 @@ _versions = itertools.count(1)
 
 
 class Emulator(kmock.KubernetesEmulator):
-    """KMock plus one API-server duty the operator relies on: naming from generateName.
+    """KMock plus two API-server duties: names from generateName, and label selectors.
 
-    kopf posts Events with `metadata.generateName`; without a generated name, KMock
+    Events are posted with `metadata.generateName`; without a generated name, KMock
     would store every Event under the same empty name and refuse the second one.
+    Equality label selectors keep a list of one Model's Jobs from returning every
+    Job in the namespace (the operator checks the labels again anyway).
     """
 
     async def _handle(self, request):  # type: ignore[no-untyped-def]
@@ -61,6 +63,15 @@ class Emulator(kmock.KubernetesEmulator):
         if request.action == kmock.action.CREATE and meta and not meta.get("name") and meta.get("generateName"):
             meta["name"] = meta["generateName"] + uuid.uuid4().hex[:8]
         return await super()._handle(request)
+
+    async def _serve_list(self, request):  # type: ignore[no-untyped-def]
+        result = await super()._serve_list(request)
+        selector = request.params.get("labelSelector")
+        if selector:
+            wanted = dict(term.split("=", 1) for term in selector.split(","))
+            result["items"] = [item for item in result["items"] if wanted.items() <= (
+                (item.get("metadata") or {}).get("labels") or {}).items()]
+        return result
 
 
 def declare(server: kmock.KubernetesEmulator, logs: dict[str, bytes]) -> None:
@@ -174,8 +185,8 @@ class OperatorProcess:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "OperatorProcess":
-        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), MODELYARD_PROGRESS_INTERVAL="0.5",
-                   MODELYARD_RESYNC_INTERVAL="3600", **self.env)
+        env = {**os.environ, "MODELYARD_PROGRESS_INTERVAL": "0.5", "MODELYARD_RESYNC_INTERVAL": "3600",
+               **self.env, "KUBECONFIG": str(self.kubeconfig)}
         env.pop("KUBERNETES_SERVICE_HOST", None)  # never the in-cluster config in a test
         log = open(self.log_path, "ab")
         command = Path(sys.executable).with_name("modelyard")

@@ -98,7 +98,7 @@ async def test_the_life_of_a_model(operator, kubectl):
     assert ready["observedGeneration"] == 1
     assert condition({"status": ready}, "Ready")["status"] == "True"
     reasons = {e["reason"] for e in await kubectl.events() if e["involvedObject"]["name"] == NAME}
-    assert {"Created", "Ready"} <= reasons
+    assert {"JobCreated", "Loading", "Ready"} <= reasons
 
     # 4a. A serving field changes: the pod-spec hash changes and the Deployment rolls.
     old_hash = deployment["metadata"]["annotations"][names.ANNOTATION_POD_SPEC_HASH]
