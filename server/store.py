@@ -23,7 +23,7 @@ import time
 from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 from . import formats
 from .diskio import FileWriter, atomic_write, flock, fsync_dir
@@ -50,6 +50,13 @@ def files_for(kind: str) -> dict[str, str]:
     if kind == "vlm":
         return {"model": "model.gguf", "mmproj": "mmproj.gguf"}
     return {"model": "model.gguf"}
+
+
+class _Entry(NamedTuple):
+    key: tuple
+    meta: dict
+    view: dict
+    json: bytes
 
 
 def _check_id(model_id: str) -> None:
@@ -93,7 +100,7 @@ class Store:
         # Parsed metadata keyed by the file's identity, so listing 1,000 models stats
         # files instead of parsing them.
         self._meta_cache: dict[str, tuple[tuple, dict]] = {}
-        self._view_cache: dict[str, tuple[tuple, dict, dict]] = {}
+        self._view_cache: dict[str, _Entry] = {}
 
     # ---- paths -------------------------------------------------------------------------
 
@@ -108,29 +115,34 @@ class Store:
     # ---- reads -------------------------------------------------------------------------
 
     def get(self, model_id: str) -> dict:
-        return self._entry(model_id)[1]
+        return self._entry(model_id).view
 
     def list(self, kind: str | None = None, ready: bool | None = None) -> list[dict]:
-        out = []
+        return [entry.view for entry in self._entries(kind, ready)]
+
+    def list_json(self, kind: str | None = None, ready: bool | None = None) -> bytes:
+        """The registry's list response, `{"data": [...]}`, from per-model cached JSON."""
+        return b'{"data": [' + b", ".join(e.json for e in self._entries(kind, ready)) + b"]}"
+
+    def _entries(self, kind: str | None, ready: bool | None) -> Iterator["_Entry"]:
         try:
             # Names on disk were ids when the store made them; odd ones are skipped.
             names = sorted(n for n in os.listdir(self._models) if n[0] not in ".-")
         except FileNotFoundError:
-            return []
+            return
         for name in names:
             try:
-                meta, view = self._entry(name, checked=True)
+                entry = self._entry(name, checked=True)
             except (ModelNotFound, InvalidId):
                 continue
-            if kind is not None and meta["kind"] != kind:
+            if kind is not None and entry.meta["kind"] != kind:
                 continue
-            if ready is not None and view["readyToUse"] != ready:
+            if ready is not None and entry.view["readyToUse"] != ready:
                 continue
-            out.append(view)
-        return out
+            yield entry
 
-    def _entry(self, model_id: str, checked: bool = False) -> tuple[dict, dict]:
-        """(metadata, public view), cached on the identity of the model's folder.
+    def _entry(self, model_id: str, checked: bool = False) -> "_Entry":
+        """A model's metadata and public view, cached on the identity of its folder.
 
         Every change the store makes to a model is a create, rename or unlink inside its
         folder, and each of those changes the folder's mtime; so one stat per model is
@@ -144,12 +156,13 @@ class Store:
             raise ModelNotFound(model_id) from None
         key = (st.st_ino, st.st_mtime_ns, st.st_nlink, st.st_size)
         cached = self._view_cache.get(model_id)
-        if cached and cached[0] == key:
-            return cached[1], cached[2]
+        if cached and cached.key == key:
+            return cached
         meta = self._read_meta(model_id)
         view = public_view(meta, self._is_ready(model_id, meta))
-        self._view_cache[model_id] = (key, meta, view)
-        return meta, view
+        entry = _Entry(key, meta, view, json.dumps(view).encode())
+        self._view_cache[model_id] = entry
+        return entry
 
     def committed_source(self, model_id: str, role: str = "model") -> str | None:
         """The source a committed file was fetched from (None for uploads)."""

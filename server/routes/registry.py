@@ -35,7 +35,8 @@ class Models:
     def on_get(self, req, resp):
         kind = parse_kind(req.get_param("kind"))
         ready = parse_bool("ready", req.get_param("ready"))
-        resp.media = {"data": self.store.list(kind=kind, ready=ready)}
+        resp.content_type = falcon.MEDIA_JSON
+        resp.data = self.store.list_json(kind=kind, ready=ready)
 
     def on_post(self, req, resp):
         fields = parse_create(read_json_object(req, self.settings.max_body_size))
