@@ -66,8 +66,8 @@ class Kube:
         return "/".join(parts)
 
     def request(self, method: str, path: str, *, body: Any = None, query: list[tuple[str, Any]] | None = None,
-                content_type: str = "application/json") -> Any:
-        headers = {"Accept": "application/json", "Content-Type": content_type}
+                content_type: str = "application/json", accept: str = "application/json") -> Any:
+        headers = {"Accept": accept, "Content-Type": content_type}
         serialized = self.api.param_serialize(
             method, path, query_params=query or [], header_params=headers, body=body,
             auth_settings=["BearerToken"],
@@ -84,13 +84,10 @@ class Kube:
             except (ValueError, AttributeError):
                 message = data.decode(errors="replace")[:500]
             raise KubeError(response.status, str(message))
-        text = data.decode()
-        if not text:
-            return None
-        try:
-            return json.loads(text)
-        except ValueError:
-            return text  # pod logs are plain text
+        text = data.decode(errors="replace")
+        if accept != "application/json":
+            return text
+        return json.loads(text) if text else None
 
     def get(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
@@ -139,5 +136,4 @@ class Kube:
     def pod_log(self, namespace: str, pod: str, container: str, tail_lines: int) -> str:
         path = self.path("pods", namespace, pod, "log")
         query = [("container", container), ("tailLines", tail_lines)]
-        text = self.request("GET", path, query=query)
-        return text if isinstance(text, str) else json.dumps(text)
+        return self.request("GET", path, query=query, accept="*/*")  # logs are text/plain
