@@ -121,19 +121,21 @@ def _plan_serving(
     model, deployment = observed.model, observed.deployment
     spec = model.get("spec") or {}
     status.downloaded(digest)
-    if deployment is None and not spec.get("apiKeySecretRef"):
-        # Created together with the Deployment; an existing one is kept (409 is fine).
+    desired = builders.build_deployment(model, settings, source_hash=digest)
+    patch = _deployment_patch(deployment, desired) if deployment is not None else []
+    rolls = any(op["path"] == "/spec/template" for op in patch)
+    if not spec.get("apiKeySecretRef") and (deployment is None or rolls):
+        # With each new pod template: the pods may be about to use the generated key for
+        # the first time (the Model's own Secret was just dropped). 409 keeps the old key.
         actions.append(_create(builders.build_api_key_secret(model, api_key)))
     if observed.service is None:
         actions.append(_create(builders.build_service(model)))
-    desired = builders.build_deployment(model, settings, source_hash=digest)
     if deployment is None:
         actions.append(_create(desired))
-    else:
-        patch = _deployment_patch(deployment, desired)
-        if patch:
-            actions.append(Action("patch", "deployments", desired["metadata"]["name"], patch,
-                                  event="Updated the inference pods; they roll"))
+    elif patch:
+        event = "Rolling the inference pods to a new pod spec" if rolls else \
+            f"Scaled the inference pods to {desired['spec']['replicas']}"
+        actions.append(Action("patch", "deployments", desired["metadata"]["name"], patch, event=event))
     status.serving(deployment, observed.service or {}, digest)
     ready = status.ready_replicas
     if spec.get("replicas", 1) == 0:

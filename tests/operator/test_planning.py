@@ -93,12 +93,22 @@ def test_serving_fields_roll_the_deployment(model, settings):
     model["spec"]["gguf"]["initContextSize"] = 8192
     model["spec"]["replicas"] = 2
     result = run(observed, settings)
-    [action] = result.actions
+    secret, action = result.actions  # the generated key is ensured with each new template
+    assert (secret.verb, secret.resource) == ("create", "secrets")
     assert (action.verb, action.resource) == ("patch", "deployments")
+    assert action.event == "Rolling the inference pods to a new pod spec"
     paths = {op["path"]: op["value"] for op in action.body}
     assert paths["/spec/replicas"] == 2
     env = paths["/spec/template"]["spec"]["containers"][0]["env"]
     assert {"name": "MODELYARD_INIT_CONTEXT_SIZE", "value": "8192"} in env
+
+
+def test_scaling_does_not_roll(model, settings):
+    observed = serving(model, settings)
+    model["spec"]["replicas"] = 3
+    [action] = run(observed, settings).actions
+    assert action.body == [{"op": "replace", "path": "/spec/replicas", "value": 3}]
+    assert action.event == "Scaled the inference pods to 3"
 
 
 def test_a_new_source_stops_the_pods_and_the_old_job(model, settings):
