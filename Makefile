@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 PYTEST_ARGS ?=
 
-.PHONY: run test bench e2e clean
+.PHONY: run test bench bench-registry bench-inference bench-operator e2e clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,23 @@ run: $(VENV)/.run-deps
 test: $(VENV)/.test-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: $(VENV)/.test-deps
+# Each benchmark compares Modelyard with its peers in one run; results go into
+# docs/benchmarks.md with the command that produced them.
+bench: bench-registry bench-inference bench-operator
+
+bench-registry: $(VENV)/.test-deps
 	$(PY) bench/registry_bench.py
+
+bench-inference: $(VENV)/.test-deps
+	$(PY) bench/inference_bench.py
+
+bench-operator: $(VENV)/.test-deps
+	$(PY) bench/operator_bench.py --models 200
+
+# kind: a cluster, the images, the chart, a Model, one chat completion. Skips (and
+# passes) with a message where there is no Docker engine.
+e2e: $(VENV)/.test-deps
+	bash tests/e2e/run.sh
 
 clean:
 	rm -rf $(VENV) .cache
