@@ -9,26 +9,23 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from modelyard.server.ids import id_problem
+
 KINDS = ("llm", "vlm", "embed", "onnx")
 EXECUTION_PROVIDERS = ("cpu", "cuda", "coreml", "tensorrt")
 ACCESS_MODES = ("ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod")
-_ID = re.compile(r"^[a-zA-Z0-9._-]+$")
 _REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SHA256 = re.compile(r"^[A-Fa-f0-9]{64}$")
 _HTTP = re.compile(r"^https?://.+")
 
 
 def name_problem(name: str) -> str | None:
-    """The seed's id rules (the server's own copy lives in modelyard.server.ids)."""
-    if not name or len(name) > 253:
-        return "metadata.name must be 1 to 253 characters"
-    if not _ID.match(name):
-        return "metadata.name may contain only letters, digits, '-', '_' and '.'"
-    if name[0] in ".-":
-        return "metadata.name cannot start with '.' or '-'"
-    if ".." in name:
-        return "metadata.name cannot contain '..'"
-    return None
+    """The registry's id rules (one definition, in modelyard.server.ids), within
+    Kubernetes' 253-character limit on names."""
+    if len(name) > 253:
+        return "metadata.name must be at most 253 characters"
+    problem = id_problem(name)
+    return f"metadata.name {problem}" if problem else None
 
 
 def spec_problems(name: str, spec: dict[str, Any]) -> list[str]:
