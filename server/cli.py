@@ -5,6 +5,7 @@ import argparse
 import dataclasses
 import sys
 
+from .chat_templates import KNOWN_HINTS
 from .config import Settings
 
 
@@ -26,11 +27,19 @@ def _serve_parser(sub) -> None:
     p.add_argument("--http-threads", type=int, help=f"{helps['http_threads']} (MODELYARD_HTTP_THREADS)")
     p.add_argument("--max-body-size", type=int, help=f"{helps['max_body_size']} (MODELYARD_MAX_BODY_SIZE)")
     p.add_argument("--max-upload-size", type=int, help=f"{helps['max_upload_size']} (MODELYARD_MAX_UPLOAD_SIZE)")
+    p.add_argument("--init-context-size", type=int, help=f"{helps['init_context_size']} (MODELYARD_INIT_CONTEXT_SIZE)")
+    p.add_argument("--init-gpu-layer-size", type=int, help=f"{helps['init_gpu_layer_size']} (MODELYARD_INIT_GPU_LAYER_SIZE)")
+    p.add_argument("--chat-template-hint", help=f"{helps['chat_template_hint']} (MODELYARD_CHAT_TEMPLATE_HINT)")
+    p.add_argument("--execution-provider", help=f"{helps['execution_provider']} (MODELYARD_EXECUTION_PROVIDER)")
 
 
 def serve(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in vars(args).items() if k not in ("command",)}
     settings = Settings.from_env(**overrides)
+    if settings.chat_template_hint and settings.chat_template_hint not in KNOWN_HINTS:
+        print(f"modelyard: unknown --chat-template-hint '{settings.chat_template_hint}'; "
+              f"use one of: {', '.join(KNOWN_HINTS)}", file=sys.stderr)
+        return 2
     if not settings.api_key and not settings.loopback_only():
         print(
             f"modelyard: refusing to serve on {settings.host} without an API key: anyone who can "

@@ -51,6 +51,21 @@ class Settings:
     max_upload_size: int = field(
         default=DEFAULT_MAX_UPLOAD_SIZE, metadata={"help": "largest upload, in bytes (413 above)"}
     )
+    # Serving fields of the preloaded models. In a cluster the store is a read-only
+    # cache, so the operator passes a Model's serving fields this way: they override
+    # the registry's gguf/onnx values without rewriting the store.
+    init_context_size: int | None = field(
+        default=None, metadata={"help": "context size for the preloaded models (overrides gguf.initContextSize)"}
+    )
+    init_gpu_layer_size: int | None = field(
+        default=None, metadata={"help": "GPU layers for the preloaded models (overrides gguf.initGpuLayerSize)"}
+    )
+    chat_template_hint: str | None = field(
+        default=None, metadata={"help": "chat template for the preloaded models (overrides gguf.chatTemplateHint)"}
+    )
+    execution_provider: str | None = field(
+        default=None, metadata={"help": "ONNX provider for the preloaded models (overrides onnx.executionProvider)"}
+    )
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> "Settings":
@@ -69,9 +84,20 @@ class Settings:
     def loopback_only(self) -> bool:
         return is_loopback(self.host)
 
+    def overrides_for(self, model_id: str) -> dict:
+        """{"gguf": {...}, "onnx": {...}} to lay over a preloaded model's metadata."""
+        if model_id not in self.preload:
+            return {}
+        gguf = {k: v for k, v in (("initContextSize", self.init_context_size),
+                                  ("initGpuLayerSize", self.init_gpu_layer_size),
+                                  ("chatTemplateHint", self.chat_template_hint)) if v is not None}
+        onnx = {"executionProvider": self.execution_provider} if self.execution_provider else {}
+        return {k: v for k, v in (("gguf", gguf), ("onnx", onnx)) if v}
+
 
 def _parse(name: str, raw: str):
-    if name in ("port", "parallel", "threads", "http_threads", "max_body_size", "max_upload_size"):
+    if name in ("port", "parallel", "threads", "http_threads", "max_body_size", "max_upload_size",
+                "init_context_size", "init_gpu_layer_size"):
         return int(raw)
     if name == "preload":
         return [p for p in raw.replace(",", " ").split() if p]

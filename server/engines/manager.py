@@ -64,9 +64,17 @@ class ModelManager:
             return item
         return self.load(model_id)
 
+    def _meta(self, model_id: str) -> dict:
+        """The registry's metadata, with the serve-time overrides of a preloaded model."""
+        meta = self.store.get(model_id)
+        overrides = self.settings.overrides_for(model_id)
+        if not overrides:
+            return meta
+        return {**meta, **{k: {**(meta.get(k) or {}), **v} for k, v in overrides.items()}}
+
     def _fresh(self, item: Loaded) -> bool:
         try:
-            meta = self.store.get(item.id)
+            meta = self._meta(item.id)
             return _file_key(self.store.file_path(item.id), meta) == item.file_key
         except Exception:  # deleted or changed underneath: let load() say what is wrong
             return False
@@ -83,7 +91,7 @@ class ModelManager:
     def load(self, model_id: str) -> Loaded:
         with self._lock(model_id):
             try:
-                meta = self.store.get(model_id)
+                meta = self._meta(model_id)
             except KeyError:
                 raise NotFound(model_id) from None
             if not meta.get("readyToUse"):

@@ -121,3 +121,17 @@ def test_preload_of_unknown_model_never_ready(start_server):
     server = start_server("--preload", "missing")
     assert httpx.get(server.url + "/healthz").status_code == 200
     assert httpx.get(server.url + "/readyz").status_code == 503
+
+
+def test_serve_time_overrides_apply_to_preloaded_models(start_server):
+    """In a cluster the store is read-only; the operator passes serving fields as flags."""
+    server = start_server("--preload", "chat", env={"MODELYARD_INIT_CONTEXT_SIZE": "256"})
+    server.wait_up("/readyz", 60)
+    c = openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0)
+    long_prompt = [{"role": "user", "content": "count " * 300}]
+    with pytest.raises(openai.BadRequestError) as e:
+        c.chat.completions.create(model="chat", messages=long_prompt, max_tokens=4)
+    assert "context is 256 tokens" in e.value.message
+    # A model that is not preloaded keeps the registry's own value.
+    r = c.chat.completions.create(model="chat-hint", messages=long_prompt, max_tokens=1)
+    assert 256 < r.usage.prompt_tokens < CTX
