@@ -150,7 +150,8 @@ def one_stream(url: str, model: str, tokens: int, bias: dict, i: int) -> dict:
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
             chunk = json.loads(line[6:])
-            if chunk.get("choices") and chunk["choices"][0]["delta"].get("content"):
+            choice = (chunk.get("choices") or [{}])[0] or {}
+            if (choice.get("delta") or {}).get("content"):
                 n += 1  # one token per chunk on all three servers
                 if first is None:
                     first = time.perf_counter()
@@ -209,6 +210,18 @@ def main() -> int:
         if name in args.skip:
             continue
         print(f"== {name}", file=sys.stderr, flush=True)
+        try:
+            run_one(name, llm, emb, bias, args, results)
+        except Exception as exc:  # one server failing must not lose the others' numbers
+            print(f"{name} failed: {exc}", file=sys.stderr)
+            results.setdefault(name, {})["error"] = str(exc)
+    print(json.dumps(results, indent=2))
+    print(table(results, args))
+    return 0
+
+
+def run_one(name, llm, emb, bias, args, results) -> None:
+    if True:
         if name == "modelyard":
             p = start_modelyard(llm, emb, args.threads, args.parallel)
             try:
@@ -216,7 +229,7 @@ def main() -> int:
                 results[name]["embed_per_s"] = embeddings(p.url, "bench-embed")
             finally:
                 p.stop()
-            continue
+            return
         start = {"llama-server": lambda e: start_llama_server(emb if e else llm, args.threads, args.parallel, e),
                  "llama-cpp-python": lambda e: start_llama_cpp_python(emb if e else llm, args.threads, e)}[name]
         p = start(False)
@@ -229,9 +242,6 @@ def main() -> int:
             results[name]["embed_per_s"] = embeddings(p.url, "bench-embed")
         finally:
             p.stop()
-    print(json.dumps(results, indent=2))
-    print(table(results, args))
-    return 0
 
 
 def table(results: dict, args) -> str:
