@@ -24,10 +24,19 @@ $(VENV)/.test-deps: pyproject.toml | $(VENV)/bin/python
 	$(PIP) install --quiet -e '.[engines,operator,test]'
 	touch $@
 
+$(VENV)/.bench-deps: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install --quiet -e '.[engines,operator,test,bench]'
+	touch $@
+
+# llama-cpp-python's source: real tokenizer vocabularies for the test models, and the
+# llama.cpp that the benchmark builds llama-server from. The tests fetch it on first use too.
+.cache/llama-cpp-python/.version: tools/llama_sdist.sh | $(VENV)/bin/python
+	sh tools/llama_sdist.sh
+
 run: $(VENV)/.run-deps
 	$(VENV)/bin/modelyard serve
 
-test: $(VENV)/.test-deps
+test: $(VENV)/.test-deps .cache/llama-cpp-python/.version
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Each benchmark compares Modelyard with its peers in one run; results go into
@@ -37,8 +46,10 @@ bench: bench-registry bench-inference bench-operator
 bench-registry: $(VENV)/.test-deps
 	$(PY) bench/registry_bench.py
 
-bench-inference: $(VENV)/.test-deps
-	$(PY) bench/inference_bench.py
+# Builds llama-server from the sdist's llama.cpp first (about 25 minutes on 2 cores, once).
+bench-inference: $(VENV)/.bench-deps .cache/llama-cpp-python/.version
+	sh tools/build_llama_server.sh
+	$(PY) bench/inference_bench.py --threads $$(nproc) --tokens 128
 
 bench-operator: $(VENV)/.test-deps
 	$(PY) bench/operator_bench.py --models 200
