@@ -99,8 +99,7 @@ class Store:
         self._cancels: dict[str, threading.Event] = {}
         # Parsed metadata keyed by the file's identity, so listing 1,000 models stats
         # files instead of parsing them.
-        self._meta_cache: dict[str, tuple[tuple, dict]] = {}
-        self._view_cache: dict[str, _Entry] = {}
+        self._cache: dict[str, _Entry] = {}
 
     # ---- paths -------------------------------------------------------------------------
 
@@ -142,27 +141,34 @@ class Store:
             yield entry
 
     def _entry(self, model_id: str, checked: bool = False) -> "_Entry":
-        """A model's metadata and public view, cached on the identity of its folder.
+        """A model's metadata, public view and view JSON, cached on its model.json.
 
-        Every change the store makes to a model is a create, rename or unlink inside its
-        folder, and each of those changes the folder's mtime; so one stat per model is
-        enough to know the cached view still holds (a list of 1,000 models stays fast).
+        Every change the store makes rewrites model.json through a new file and a rename,
+        so the file's inode differs from one version to the next, whatever the clock's
+        granularity; data files are only renamed between two such writes. One stat per
+        model therefore tells whether the cached view still holds, which keeps a list of
+        1,000 models fast. (String paths: pathlib's overhead was most of such a list.)
         """
         if not checked:
             _check_id(model_id)
+        path = self._models + "/" + model_id + "/" + META
         try:
-            st = os.stat(self._models + "/" + model_id)
+            st = os.stat(path)
+            key = (st.st_ino, st.st_mtime_ns, st.st_size)
+            cached = self._cache.get(model_id)
+            if cached and cached.key == key:
+                return cached
+            with open(path, "rb") as f:
+                meta = json.loads(f.read())
         except FileNotFoundError:
             raise ModelNotFound(model_id) from None
-        key = (st.st_ino, st.st_mtime_ns, st.st_nlink, st.st_size)
-        cached = self._view_cache.get(model_id)
-        if cached and cached.key == key:
-            return cached
-        meta = self._read_meta(model_id)
         view = public_view(meta, self._is_ready(model_id, meta))
         entry = _Entry(key, meta, view, json.dumps(view).encode())
-        self._view_cache[model_id] = entry
+        self._cache[model_id] = entry
         return entry
+
+    def _read_meta(self, model_id: str) -> dict:
+        return self._entry(model_id).meta
 
     def committed_source(self, model_id: str, role: str = "model") -> str | None:
         """The source a committed file was fetched from (None for uploads)."""
@@ -171,27 +177,6 @@ class Store:
 
     def exists(self, model_id: str) -> bool:
         return (self.model_dir(model_id) / META).exists()
-
-    def _read_meta(self, model_id: str) -> dict:
-        # Plain string paths: this runs once per model on every list, and pathlib's
-        # overhead was most of a 1,000-model list.
-        _check_id(model_id)
-        path = os.path.join(self._models, model_id, META)
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            raise ModelNotFound(model_id) from None
-        key = (st.st_ino, st.st_mtime_ns, st.st_size)
-        cached = self._meta_cache.get(model_id)
-        if cached and cached[0] == key:
-            return cached[1]
-        try:
-            with open(path, "rb") as f:
-                meta = json.loads(f.read())
-        except FileNotFoundError:
-            raise ModelNotFound(model_id) from None
-        self._meta_cache[model_id] = (key, meta)
-        return meta
 
     def _is_ready(self, model_id: str, meta: dict) -> bool:
         """Every file the kind needs was committed and is on disk at its verified size."""
@@ -268,8 +253,7 @@ class Store:
         with flock(folder, blocking=True, timeout=30):
             with self._id_locks[model_id]:
                 shutil.rmtree(folder, ignore_errors=True)
-                self._meta_cache.pop(model_id, None)
-                self._view_cache.pop(model_id, None)
+                self._cache.pop(model_id, None)
 
     # ---- transfers ---------------------------------------------------------------------
 
