@@ -123,7 +123,10 @@ def start_llama_cpp_python(path: Path, threads: int, embedding: bool) -> Proc:
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--host", "127.0.0.1",
            "--port", str(port), "--n_threads", str(threads), "--n_threads_batch", str(threads),
            "--n_ctx", str(CTX if not embedding else 512), "--api_key", KEY, "--model_alias",
-           "bench-embed" if embedding else "bench-llm"]
+           "bench-embed" if embedding else "bench-llm",
+           # By default a new request interrupts the one streaming (it serves one at a time),
+           # which cut the concurrent streams short; queueing them measures its throughput.
+           "--interrupt_requests", "false"]
     cmd += ["--embedding", "true", "--n_batch", "512"] if embedding else ["--chat_format", "chatml"]
     return Proc("llama-cpp-python", cmd, f"http://127.0.0.1:{port}", "/v1/models")
 
@@ -165,15 +168,26 @@ def generation(url: str, model: str, tokens: int, bias: dict) -> dict:
     out = {"ttft_ms": statistics.median(s["ttft"] for s in singles) * 1000,
            "single_tps": statistics.median(s["decode_tps"] for s in singles)}
     for conc in (1, 4, 8):
-        results = [None] * conc
-        threads = [threading.Thread(target=lambda k: results.__setitem__(k, one_stream(url, model, tokens, bias, 100 + k)),
-                                    args=(k,)) for k in range(conc)]
+        results: list = [None] * conc
+
+        def worker(k):
+            # Keep the exception: a thread that died would otherwise show up later as a
+            # confusing "'NoneType' object is not subscriptable".
+            try:
+                results[k] = one_stream(url, model, tokens, bias, 100 + k)
+            except Exception as exc:
+                results[k] = exc
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(conc)]
         t0 = time.perf_counter()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         wall = time.perf_counter() - t0
+        failed = [r for r in results if isinstance(r, Exception)]
+        if failed:
+            raise RuntimeError(f"{len(failed)} of {conc} streams failed: {failed[0]!r}")
         out[f"agg_tps_{conc}"] = sum(r["tokens"] for r in results) / wall
         out[f"all_tokens_{conc}"] = all(r["tokens"] == tokens for r in results)
     return out

@@ -1,10 +1,12 @@
 """Pure pieces, tested directly: slot choice, stop strings, tool-call parsing, OIP, validation."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
-from modelyard.server import chat_templates, grammar, oip, tool_calls
+from modelyard.server import chat_templates, grammar, oip, openai_format, tool_calls
 from modelyard.server.engines.embedder import pack
 from modelyard.server.engines.generation import TextAssembler
 from modelyard.server.engines.slots import choose_slot, common_prefix, plan_batch
@@ -103,6 +105,17 @@ def test_grammars():
 def test_embedding_packing():
     assert pack([5, 5, 5, 5], 10, 64) == [[0, 1], [2, 3]]
     assert pack([1] * 5, 100, 2) == [[0, 1], [2, 3], [4]]
+
+
+def test_embedding_floats_are_short_and_exact():
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal((4, 384)).astype(np.float32)
+    v[0, :6] = [0.0, -0.0, 1e-40, 3.4e38, np.float32(0.1), np.float32(1 / 3)]
+    body = json.dumps(openai_format.embedding_list("m", v, "float", 1))
+    back = np.array([d["embedding"] for d in json.loads(body)["data"]], dtype=np.float32)
+    assert np.array_equal(back, v)  # every value reads back as the same float32
+    assert max(len(repr(x)) for x in json.loads(body)["data"][0]["embedding"]) <= 16
+    assert '"embedding": [0.0, -0.0, ' in body and ", 0.1, 0.33333334," in body
 
 
 def test_oip_decode_and_encode():
