@@ -175,9 +175,6 @@ class Store:
         record = self._read_meta(model_id).get("files", {}).get(role) or {}
         return record.get("source")
 
-    def exists(self, model_id: str) -> bool:
-        return (self.model_dir(model_id) / META).exists()
-
     def _is_ready(self, model_id: str, meta: dict) -> bool:
         """Every file the kind needs was committed and is on disk at its verified size."""
         committed = meta.get("files", {})

@@ -21,6 +21,7 @@ from ..config import Settings
 from ..errors import bad_request
 from ..registry_schema import parse_download
 from .registry import PREFIXES
+from .sse import stream_events
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +49,8 @@ class Download:
         problem = fetch.vlm_problem(model_id, model["kind"], "mmproj" in sources, projector)
         if problem:
             raise bad_request(problem)
-        stream = DownloadStream(self.store, model_id, sources)  # 409 when busy or read-only
-        resp.content_type = "text/event-stream"
-        resp.set_header("Cache-Control", "no-cache")
-        resp.set_header("X-Accel-Buffering", "no")  # proxies must not hold events back
-        resp.stream = stream
+        # Built before the response starts: 409 as JSON when busy or read-only.
+        stream_events(resp, DownloadStream(self.store, model_id, sources))
 
 
 class DownloadStream:

@@ -10,7 +10,9 @@ from ..bodies import read_json_object
 from ..errors import ApiError, bad_request, not_found
 from ..inference import ChatJob, Inference
 from ..openai_schema import RequestError, parse_chat, parse_completion, parse_embeddings
+from ..store import KINDS, InvalidId, ModelNotFound
 from ..tool_calls import may_become_call
+from .sse import stream_events
 
 PREFIXES = ("/v1", "/mimik-ai/openai/v1")
 # A client that went away is noticed only when a write fails; during long silences
@@ -25,13 +27,6 @@ def _parse(parser, body):
         raise bad_request(str(exc)) from None
 
 
-def _sse(resp, chunks):
-    resp.content_type = "text/event-stream"
-    resp.set_header("Cache-Control", "no-cache")
-    resp.set_header("X-Accel-Buffering", "no")
-    resp.stream = chunks
-
-
 class ChatCompletions:
     def __init__(self, inference: Inference, settings):
         self.inference = inference
@@ -42,7 +37,7 @@ class ChatCompletions:
         creq = _parse(parse_chat, body)
         job = self.inference.chat(creq)
         if creq.stream:
-            _sse(resp, self._stream(creq, job))
+            stream_events(resp, self._stream(creq, job))
         else:
             resp.media = self._whole(creq, job)
 
@@ -127,7 +122,7 @@ class Completions:
         creq = _parse(parse_completion, body)
         loaded, gens, prompts = self.inference.completion(creq)
         if creq.stream:
-            _sse(resp, self._stream(creq, loaded, gens[0], prompts[0]))
+            stream_events(resp, self._stream(creq, loaded, gens[0], prompts[0]))
             return
         choices, completion, prompt_tokens = [], 0, 0
         try:
@@ -212,7 +207,7 @@ class Models:
         model_id = body.get("model")
         if not isinstance(model_id, str) or not model_id:
             raise bad_request("'model' is required: the id of a model in the registry")
-        loaded = self.inference.model(model_id, ("llm", "vlm", "embed", "onnx"))
+        loaded = self.inference.model(model_id, KINDS)
         resp.media = fmt.model_entry(loaded.id, loaded.meta.get("createdAt"))
 
 
@@ -234,9 +229,7 @@ class ModelItem:
         if not manager.unload(model_id):
             try:
                 manager.store.get(model_id)
-            except KeyError:
-                raise not_found(model_id) from None
-            except Exception:  # an invalid id
+            except (ModelNotFound, InvalidId):
                 raise not_found(model_id) from None
             raise ApiError(404, f"Model '{model_id}' is not loaded")
         resp.media = {"id": model_id, "object": "model", "deleted": True}
