@@ -38,12 +38,15 @@ def upload(port: int, path: Path, model_id: str, key: str) -> int:
     """POST a multipart upload with the file sent by sendfile(): the client costs nothing,
     so the time is the server's (curl -F alone tops out near 650 MiB/s here)."""
     size = path.stat().st_size
-    head = (b'--bnd\r\nContent-Disposition: form-data; name="file"; filename="m.gguf"\r\n'
-            b"Content-Type: application/octet-stream\r\n\r\n")
-    tail = b"\r\n--bnd--\r\n"
+    # A boundary like curl's: 24 dashes and 16 hex digits. Its length matters, because the
+    # server searches the data for it (a long one is found about 5x faster than "bnd").
+    boundary = "-" * 24 + os.urandom(8).hex()
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="m.gguf"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n").encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
     request = (f"POST /store/v1/models/{model_id}/upload HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                f"Authorization: Bearer {key}\r\nConnection: close\r\n"
-               f"Content-Type: multipart/form-data; boundary=bnd\r\n"
+               f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
                f"Content-Length: {len(head) + size + len(tail)}\r\n\r\n").encode()
     with socket.create_connection(("127.0.0.1", port)) as sock, open(path, "rb") as f:
         sock.sendall(request + head)

@@ -10,6 +10,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 from .store_errors import Cancelled, TransferBusy
 
@@ -17,9 +18,11 @@ from .store_errors import Cancelled, TransferBusy
 class FileWriter:
     """A `.partial` file with a running sha256. With `resume`, it continues an old one.
 
-    Writing and hashing run on a thread of their own: both release the GIL on big
-    buffers, so they overlap with the request thread reading the socket and parsing,
-    which keeps an upload near disk speed. The queue is short, so memory stays flat.
+    Writing and hashing each run on a thread of their own, in a pipeline: chunk N is
+    hashed while chunk N+1 goes to the page cache and the request thread reads the
+    socket. All three release the GIL on big buffers, so an upload runs at the speed
+    of the slowest of them (sha256, about 1.8 GB/s here) instead of their sum. The
+    queues are short, so memory stays flat.
     """
 
     QUEUE_CHUNKS = 4
@@ -39,26 +42,46 @@ class FileWriter:
             self._file = open(path, "wb")
         self.sha256 = ""
         self._error: BaseException | None = None
-        self._chunks: queue.Queue[bytes | None] = queue.Queue(self.QUEUE_CHUNKS)
-        self._thread = threading.Thread(target=self._drain, args=(hasher,), daemon=True)
-        self._thread.start()
+        self._to_disk: queue.Queue = queue.Queue(self.QUEUE_CHUNKS)
+        self._to_hash: queue.Queue = queue.Queue(self.QUEUE_CHUNKS)
+        self._threads = [threading.Thread(target=self._write_loop, daemon=True),
+                         threading.Thread(target=self._hash_loop, args=(hasher,), daemon=True)]
+        for t in self._threads:
+            t.start()
 
-    def _drain(self, hasher) -> None:
-        while (chunk := self._chunks.get()) is not None:
+    def _write_loop(self) -> None:
+        while (item := self._to_disk.get()) is not None:
             if self._error is None:
                 try:
-                    self._file.write(chunk)
-                    hasher.update(chunk)
+                    self._file.write(item[0])
                 except BaseException as exc:  # a full disk: reported by the next write()
                     self._error = exc
+            self._to_hash.put(item)
+        self._to_hash.put(None)
+
+    def _hash_loop(self, hasher) -> None:
+        while (item := self._to_hash.get()) is not None:
+            data, done = item
+            try:
+                if self._error is None:
+                    hasher.update(data)
+            finally:
+                if done is not None:
+                    done()
         self.sha256 = hasher.hexdigest()
 
-    def write(self, data: bytes) -> None:
-        if self.cancel.is_set():
-            raise Cancelled("The transfer was cancelled")
-        if self._error is not None:
-            raise self._error
-        self._chunks.put(data)
+    def write(self, data, done: Callable[[], None] | None = None) -> None:
+        """Queue `data` (bytes, or a memoryview the caller keeps intact until `done()`)."""
+        try:
+            if self.cancel.is_set():
+                raise Cancelled("The transfer was cancelled")
+            if self._error is not None:
+                raise self._error
+        except BaseException:
+            if done is not None:
+                done()
+            raise
+        self._to_disk.put((data, done))
         self.size += len(data)
 
     def finish(self) -> None:
@@ -75,9 +98,10 @@ class FileWriter:
             self._file.close()
 
     def _stop(self) -> None:
-        if self._thread.is_alive():
-            self._chunks.put(None)
-            self._thread.join()
+        if self._threads[0].is_alive():
+            self._to_disk.put(None)
+        for t in self._threads:
+            t.join()
 
 
 def atomic_write(path: Path, data: bytes) -> None:

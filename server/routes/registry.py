@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import falcon
 
+from .. import multipart, uploads
 from .. import store as st
-from ..bodies import read_json_object, too_large
+from ..bodies import RawBody, read_json_object, too_large
 from ..config import Settings
 from ..errors import ApiError, bad_request
 from ..registry_schema import SchemaError, parse_bool, parse_create, parse_kind, parse_update
 
 PREFIXES = ("/store/v1", "/mimik-ai/store/v1")
-UPLOAD_CHUNK = 4 * 1024 * 1024
 # Form fields of an upload, and the store role each one fills.
 UPLOAD_FIELDS = {"file": "model", "mmproj": "mmproj"}
 
@@ -117,36 +117,19 @@ class Upload:
                 415, "Upload with Content-Type multipart/form-data and the file in field 'file'"
             )
         if req.content_length is None:
-            # Falcon's multipart parser needs the length; curl -F and every form client send it.
+            # The body is read to its length; curl -F and every form client send one.
             raise ApiError(411, "Send the upload with a Content-Length header (not chunked)")
         self.store.get(model_id)  # 404 before reading any of the body
-        with self.store.transfer(model_id) as transfer:
-            received = _receive_parts(req.get_media(), transfer, limit)
-            if "model" not in received and "mmproj" not in received:
-                raise bad_request("Missing form field 'file' with the model file")
-            resp.media = transfer.commit()
-
-
-def _receive_parts(form, transfer: st.Transfer, limit: int) -> set[str]:
-    received, total = set(), 0
-    try:
-        for part in form:
-            role = UPLOAD_FIELDS.get(part.name)
-            if role is None:
-                raise bad_request(
-                    f"Unknown form field '{part.name}': send the model in 'file'"
-                    " (and a vlm's projector in 'mmproj')"
-                )
-            writer = transfer.writer(role)
-            while chunk := part.stream.read(UPLOAD_CHUNK):
-                total += len(chunk)
-                if total > limit:
-                    raise too_large(None, limit)
-                writer.write(chunk)
-            received.add(role)
-    except falcon.MediaMalformedError as exc:
-        raise bad_request(f"Malformed or truncated multipart body: {exc.description}") from None
-    return received
+        try:
+            boundary = multipart.boundary_of(req.content_type)
+            with self.store.transfer(model_id) as transfer:
+                body = RawBody(req.env, req.content_length)
+                received = uploads.receive(body, boundary, transfer, UPLOAD_FIELDS)
+                if "model" not in received and "mmproj" not in received:
+                    raise bad_request("Missing form field 'file' with the model file")
+                resp.media = transfer.commit()
+        except multipart.MultipartError as exc:
+            raise bad_request(f"Malformed or truncated upload: {exc}") from None
 
 
 class BadModelPath:
