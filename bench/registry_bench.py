@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/registry_bench.py [--size-gib 2] [--models 1000]
 
-Everything runs in one go on the same disk (under .cache/bench), so the peers share the
+Everything runs in one go on the same disk (under .cache/bench-registry), so the peers share the
 machine's state. Prints a Markdown table for docs/benchmarks.md.
 """
 from __future__ import annotations
@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--list-requests", type=int, default=1000)
     args = parser.parse_args()
 
-    work = ROOT / ".cache" / "bench"
+    work = ROOT / ".cache" / "bench-registry"  # removed and remade on each run
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     big = make_big_gguf(work / "big.gguf", int(args.size_gib * 1024**3))
