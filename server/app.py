@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import falcon
 
+from . import jsonio
 from .auth import AuthMiddleware
 from .config import Settings
 from .errors import handle_unexpected, serialize_error
@@ -19,6 +20,7 @@ def create_app(settings: Settings, store: Store | None = None) -> falcon.App:
     metrics = Metrics()
     app = falcon.App(middleware=[MetricsMiddleware(metrics), AuthMiddleware(settings.api_key)])
     app.req_options.strip_url_path_trailing_slash = True
+    jsonio.use_for_responses(app)
     app.set_error_serializer(serialize_error)
     app.add_error_handler(Exception, handle_unexpected)
     registry.add_routes(app, store, settings)

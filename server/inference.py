@@ -11,8 +11,9 @@ import numpy as np
 
 from . import grammar, tool_calls
 from .chat_templates import TemplateError, format_chat
-from .engines.generation import Generation
+from .engines.generation import Generation, Group
 from .errors import ApiError, bad_request, not_found
+from .images import ImageError
 from .openai_schema import ChatRequest, CompletionRequest, EmbeddingRequest
 
 GENERATIVE = ("llm", "vlm")
@@ -36,15 +37,18 @@ def fit_tokens(n_prompt: int, max_tokens: int | None, n_ctx: int) -> int:
 @dataclass
 class ChatJob:
     loaded: object
-    gens: list[Generation]
+    group: Group
     tool_names: frozenset = frozenset()
     parse_tools: bool = False
     forced_tool: bool = False
     extra: dict = field(default_factory=dict)
 
+    @property
+    def gens(self) -> list[Generation]:
+        return self.group.gens
+
     def close(self) -> None:
-        for g in self.gens:
-            g.close()
+        self.group.close()
 
 
 class Inference:
@@ -101,13 +105,22 @@ class Inference:
                 raise bad_request(f"Model '{req.model}' is of kind {loaded.kind} and takes no images; "
                                   "use a vlm model with its mmproj")
             if loaded.projector is None:
-                raise bad_request("Image input is not supported by this server yet; "
-                                  "send text content only")
-            tokens = loaded.projector.prompt_tokens(prompt, req.images, engine)
+                raise bad_request(f"Model '{req.model}' has no projector loaded; send text content only")
+            from .engines.generator import EngineClosed
+
+            try:
+                mm = loaded.projector.prompt(prompt.text, prompt.add_special, req.images)
+            except ImageError as exc:
+                raise bad_request(str(exc)) from None
+            except EngineClosed as exc:
+                raise ApiError(503, str(exc)) from None
+            tokens, media = mm.tokens, mm.media
         else:
             tokens = model.tokenize(prompt.text, add_special=prompt.add_special, parse_special=True)
-        gens = self._start(engine, tokens, req, gbnf)
-        return ChatJob(loaded, gens, frozenset(t["function"]["name"] for t in req.tools or []),
+            media = ()
+        group = Group()
+        self._start(engine, tokens, req, gbnf, group, media)
+        return ChatJob(loaded, group, frozenset(t["function"]["name"] for t in req.tools or []),
                        parse_tools=use_tools, forced_tool=forced is not None)
 
     # ---- completions -----------------------------------------------------------------
@@ -115,7 +128,7 @@ class Inference:
     def completion(self, req: CompletionRequest):
         loaded = self.model(req.model, GENERATIVE)
         model = loaded.model
-        gens, prompts = [], []
+        group, prompts = Group(), []
         try:
             for p in req.prompts:
                 if isinstance(p, str):
@@ -126,17 +139,18 @@ class Inference:
                     if bad:
                         raise bad_request(f"token id {bad[0]} is outside the vocabulary (0..{model.n_vocab - 1})")
                     tokens, text = list(p), model.detokenize(p)
-                gens += self._start(loaded.engine, tokens, req, None)
+                self._start(loaded.engine, tokens, req, None, group)
                 prompts += [text] * req.n
         except Exception:
-            for g in gens:
-                g.close()
+            group.close()
             raise
-        return loaded, gens, prompts
+        return loaded, group, prompts
 
     # ---- shared ----------------------------------------------------------------------
 
-    def _start(self, engine, tokens: list[int], req, gbnf: str | None) -> list[Generation]:
+    def _start(self, engine, tokens: list[int], req, gbnf: str | None, group: Group,
+               media: tuple = ()) -> None:
+        """Start req.n generations of `tokens` in `group`; the caller closes it on failure."""
         from dataclasses import replace
 
         from .engines.generator import EngineClosed, GenRequest
@@ -152,16 +166,13 @@ class Inference:
             except GrammarError as exc:
                 raise bad_request(f"response_format: {exc}") from None
             params = replace(params, grammar=gbnf)
-        gens = []
         try:
             for i in range(req.n):
                 p = params if i == 0 or params.seed is None else replace(params, seed=params.seed + i)
-                gens.append(Generation(engine, GenRequest(tokens, p, max_tokens, req.logprobs), req.stop))
+                group.start(engine, GenRequest(tokens, p, max_tokens, req.logprobs, media=media), req.stop)
         except EngineClosed as exc:
-            for g in gens:
-                g.close()
+            group.close()
             raise ApiError(503, str(exc)) from None
-        return gens
 
     def record(self, model_id: str, gen: Generation) -> None:
         if self.metrics is not None:

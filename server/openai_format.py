@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import base64
-import json
 import time
 import uuid
 
 import numpy as np
+
+from .jsonio import dumps
 
 
 def new_id(prefix: str) -> str:
@@ -20,7 +21,7 @@ def usage(prompt: int, completion: int, cached: int = 0) -> dict:
 
 
 def sse(obj) -> bytes:
-    return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + dumps(obj) + b"\n\n"
 
 
 SSE_DONE = b"data: [DONE]\n\n"
@@ -49,8 +50,9 @@ def chat_chunk(cid: str, model: str, created: int, delta: dict, finish: str | No
             "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]}
 
 
-def usage_chunk(cid: str, model: str, created: int, use: dict) -> dict:
-    return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+def usage_chunk(cid: str, model: str, created: int, use: dict, obj: str = "chat.completion.chunk") -> dict:
+    """The last chunk before [DONE] when stream_options.include_usage is set."""
+    return {"id": cid, "object": obj, "created": created, "model": model,
             "system_fingerprint": None, "choices": [], "usage": use}
 
 
@@ -79,6 +81,12 @@ def completion_choice(index: int, text: str, finish: str | None, logprobs=None) 
     return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
 
 
+def completion_chunk(cid: str, model: str, created: int, index: int, text: str, finish: str | None = None,
+                     logprobs=None) -> dict:
+    return {"id": cid, "object": "text_completion", "created": created, "model": model,
+            "system_fingerprint": None, "choices": [completion_choice(index, text, finish, logprobs)]}
+
+
 def completion_logprobs(entries: list[tuple[bytes, tuple]], piece_of, offset: int = 0) -> dict:
     """The legacy completions logprobs object."""
     tokens, lps, tops, offsets = [], [], [], []
@@ -95,41 +103,14 @@ def completion_logprobs(entries: list[tuple[bytes, tuple]], piece_of, offset: in
 
 # ---- embeddings and models ------------------------------------------------------------
 
-def short_float32(v: np.ndarray) -> np.ndarray:
-    """float64 values that print short and read back as exactly the given float32 values.
-
-    A float32 widened to float64 prints with up to 17 digits (0.012345678918552399);
-    the shortest decimal that rounds to the same float32 needs at most 9. For 256
-    embeddings of 384 floats, json.dumps took 45 ms with the long form and 32 ms with
-    this one (rounding included), and the body is 40% smaller, so clients parse it in
-    about a third of the time. llama-server's JSON writer prints floats short too.
-    """
-    v = np.asarray(v, dtype=np.float32)
-    x = v.astype(np.float64)
-    out = x.copy()
-    todo = np.isfinite(x) & (x != 0)
-    with np.errstate(all="ignore"):
-        exp = np.floor(np.log10(np.abs(np.where(todo, x, 1.0))))
-        for digits in (7, 8, 9):
-            scale = 10.0 ** (digits - 1 - exp)
-            r = np.rint(x * scale) / scale
-            ok = todo & (r.astype(np.float32) == v)
-            out[ok] = r[ok]
-            todo &= ~ok
-    return out  # anything still in todo keeps its exact (long) value
-
-
 def embedding_list(model: str, vectors: np.ndarray, encoding: str, prompt_tokens: int) -> dict:
+    """Rows stay numpy arrays: the JSON writer (jsonio) prints float32 values short and exact."""
     data = []
-    # Only float32 values can be shortened without changing them; wider ones go as they are.
-    short = None
-    if encoding != "base64":
-        short = short_float32(vectors) if np.asarray(vectors).dtype == np.float32 else np.asarray(vectors)
     for i, v in enumerate(vectors):
         if encoding == "base64":
             emb = base64.b64encode(np.ascontiguousarray(v, dtype="<f4").tobytes()).decode()
         else:
-            emb = short[i].tolist()
+            emb = np.ascontiguousarray(v)
         data.append({"object": "embedding", "index": i, "embedding": emb})
     return {"object": "list", "data": data, "model": model,
             "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}}

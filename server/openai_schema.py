@@ -33,10 +33,16 @@ class Generate:
     n: int = 1
 
 
+@dataclass(frozen=True)
+class ImagePart:
+    data: bytes
+    where: str  # the request part it came from, e.g. messages[0].content[1], for messages
+
+
 @dataclass
 class ChatRequest(Generate):
     messages: list[dict] = field(default_factory=list)
-    images: list[bytes] = field(default_factory=list)
+    images: list[ImagePart] = field(default_factory=list)
     tools: list[dict] | None = None
     tool_choice: str | dict | None = None  # "none" | "auto" | "required" | function name
     response_format: dict | None = None
@@ -114,8 +120,6 @@ def _generate_fields(body: dict) -> dict:
     if not isinstance(opts, dict):
         raise RequestError("'stream_options' must be an object")
     n = _num(body, "n", 1, 16, 1, int)
-    if n != 1 and stream:
-        raise RequestError("'n' greater than 1 is not supported with stream: true; send n requests")
     return dict(model=_model(body), sampling=sampling, max_tokens=max_tokens, stop=stops,
                 stream=stream, include_usage=bool(opts.get("include_usage", False)), n=n,
                 logprobs=None)
@@ -154,8 +158,6 @@ def parse_completion(body: dict) -> CompletionRequest:
         raise RequestError("'prompt' must be a string, a list of strings, or token arrays")
     if len(prompts) * fields["n"] > 16:
         raise RequestError("at most 16 completions per request (prompts times n)")
-    if len(prompts) > 1 and fields["stream"]:
-        raise RequestError("stream: true takes one prompt; send one request per prompt")
     return CompletionRequest(**fields, prompts=prompts, echo=bool(body.get("echo", False)))
 
 
@@ -209,20 +211,21 @@ def _messages(raw) -> tuple[list[dict], list[bytes]]:
     return out, images
 
 
-def _content(c, i) -> tuple[str | None, list[bytes]]:
+def _content(c, i) -> tuple[str | None, list[ImagePart]]:
     if c is None or isinstance(c, str):
         return c, []
     if not isinstance(c, list):
         raise RequestError(f"messages[{i}].content must be a string or a list of parts")
     texts, images = [], []
-    for part in c:
+    for j, part in enumerate(c):
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text" and isinstance(part.get("text"), str):
             texts.append(part["text"])
         elif kind == "image_url":
             url = part.get("image_url")
             url = url.get("url") if isinstance(url, dict) else url
-            images.append(decode_data_uri(url, i))
+            where = f"messages[{i}].content[{j}]"
+            images.append(ImagePart(decode_data_uri(url, where), where))
             texts.append(IMAGE_MARKER)
         else:
             raise RequestError(f"messages[{i}].content has a part of unknown type {kind!r}")
@@ -233,17 +236,17 @@ def _content(c, i) -> tuple[str | None, list[bytes]]:
 IMAGE_MARKER = "<__media__>"
 
 
-def decode_data_uri(url, i) -> bytes:
+def decode_data_uri(url, where: str) -> bytes:
     if not isinstance(url, str) or not url.startswith("data:") or "," not in url:
-        raise RequestError(f"messages[{i}]: images must be data URIs (data:image/png;base64,...); "
+        raise RequestError(f"{where}: images must be data URIs (data:image/png;base64,...); "
                            "this server does not fetch URLs")
     header, data = url.split(",", 1)
     if not header.endswith(";base64"):
-        raise RequestError(f"messages[{i}]: image data URIs must be base64")
+        raise RequestError(f"{where}: image data URIs must be base64")
     try:
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
-        raise RequestError(f"messages[{i}]: the image's base64 does not decode") from None
+        raise RequestError(f"{where}: the image's base64 does not decode") from None
 
 
 def _tools(raw) -> list[dict] | None:

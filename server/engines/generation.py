@@ -76,18 +76,41 @@ class Step:
     logprob: tuple | None = None
 
 
-class Generation:
-    """Iterate a submitted request's output. close() (or leaving a `with`) cancels it."""
+class _Tagged:
+    """The `out` queue the scheduler puts a request's events on.
 
-    def __init__(self, engine: Generator, req: GenRequest, stops: list[str]):
+    It tags each event with its generation's index and puts it on a queue that all the
+    generations of one HTTP request share, so the thread serving that request waits on
+    one queue for all n of them, and takes their steps in the order they were made.
+    """
+
+    __slots__ = ("events", "index")
+
+    def __init__(self, events: queue.SimpleQueue, index: int):
+        self.events = events
+        self.index = index
+
+    def put(self, event) -> None:
+        self.events.put((self.index, event))
+
+
+class Generation:
+    """One submitted sequence: its text, counts and end. close() (or leaving a `with`)
+    cancels it. Started and read through a Group (Group.start, Group.steps)."""
+
+    def __init__(self, engine: Generator, req: GenRequest, stops: list[str],
+                 events: queue.SimpleQueue, index: int):
         self.engine = engine
         self.req = req
+        self.index = index  # the choice's index in the response
+        req.out = _Tagged(events, index)
         self.text = TextAssembler(engine.model.piece, stops)
         self.prompt_tokens = len(req.prompt)
         self.completion_tokens = 0
         self.cached_tokens = 0
         self.finish_reason: str | None = None
         self.error: str | None = None
+        self.done = False  # the scheduler has released the slot: counts are final
         self.t_submit = req.submitted
         self.t_first: float | None = None
         self.t_end: float | None = None
@@ -103,54 +126,34 @@ class Generation:
         # The scheduler notices within one decode step and frees the slot.
         self.req.cancel.set()
 
-    def steps(self, ping_every: float | None = None) -> Iterator[Step | None]:
-        """Yield Steps until the end; None when `ping_every` seconds pass with nothing."""
-        out = self.req.out
-        while True:
-            try:
-                event = out.get(timeout=ping_every)
-            except queue.Empty:
-                yield None
-                continue
-            kind = event[0]
-            if kind == "tok":
-                if self.t_first is None:
-                    self.t_first = time.monotonic()
-                self.completion_tokens += 1
-                delta = self.text.feed(event[1])
-                yield Step(delta, event[1], event[2])
-                if self.text.stopped:
-                    self.finish_reason = "stop"
-                    self.close()
-                    self._drain()
-                    return
-            elif kind == "start":
-                self.cached_tokens = event[1]
-            elif kind == "end":
-                self.t_end = time.monotonic()
-                self.finish_reason = self.finish_reason or ("length" if event[1] == "length" else "stop")
-                tail = self.text.finish()
-                if tail:
-                    yield Step(tail)
-                return
-            else:
-                self.error = event[1]
-                self.t_end = time.monotonic()
-                return
-
-    def _drain(self) -> None:
-        """Wait for the scheduler to release the slot, so `usage` and metrics are final."""
-        while True:
-            event = self.req.out.get()
-            if event[0] in ("end", "err"):
-                self.t_end = time.monotonic()
-                return
-
-    def run(self) -> str:
-        """Generate to the end; the whole text."""
-        for _ in self.steps():
-            pass
-        return self.text.text
+    def take(self, event) -> Step | None:
+        """Apply one event from the scheduler; the Step it makes, if any."""
+        kind = event[0]
+        if kind == "tok":
+            if self.text.stopped:
+                # A stop string ended the text and the slot is being released; tokens
+                # decoded meanwhile are not part of the answer.
+                return None
+            if self.t_first is None:
+                self.t_first = time.monotonic()
+            self.completion_tokens += 1
+            step = Step(self.text.feed(event[1]), event[1], event[2])
+            if self.text.stopped:
+                self.finish_reason = "stop"
+                self.close()
+            return step
+        if kind == "start":
+            self.cached_tokens = event[1]
+            return None
+        self.t_end = time.monotonic()
+        self.done = True
+        if kind == "end":
+            self.finish_reason = self.finish_reason or ("length" if event[1] == "length" else "stop")
+            tail = self.text.finish()
+            return Step(tail) if tail else None
+        if not self.text.stopped:  # after a stop string the answer is already whole
+            self.error = event[1]
+        return None
 
     @property
     def tokens_per_second(self) -> float | None:
@@ -158,3 +161,43 @@ class Generation:
             return None
         span = self.t_end - self.t_first
         return (self.completion_tokens - 1) / span if span > 0 else None
+
+
+class Group:
+    """The generations of one request (n choices of each prompt), read together; one
+    alone is a group of one.
+
+    They share one event queue, so their steps come out as the scheduler makes them,
+    interleaved, and the reader blocks on that one queue instead of polling each.
+    """
+
+    def __init__(self):
+        self.events: queue.SimpleQueue = queue.SimpleQueue()
+        self.gens: list[Generation] = []
+
+    def start(self, engine: Generator, req: GenRequest, stops: list[str]) -> Generation:
+        gen = Generation(engine, req, stops, self.events, len(self.gens))
+        self.gens.append(gen)
+        return gen
+
+    def steps(self, wait: float | None = None) -> Iterator[tuple[Generation, Step | None] | None]:
+        """(gen, step) as they come, then (gen, None) once when gen has ended; None
+        whenever `wait` seconds pass with no event, so the reader can look around."""
+        left = sum(not g.done for g in self.gens)
+        while left:
+            try:
+                index, event = self.events.get(timeout=wait)
+            except queue.Empty:
+                yield None
+                continue
+            gen = self.gens[index]
+            step = gen.take(event)
+            if step is not None:
+                yield gen, step
+            if gen.done:
+                left -= 1
+                yield gen, None
+
+    def close(self) -> None:
+        for g in self.gens:
+            g.close()

@@ -41,12 +41,16 @@ class GenRequest:
 
     ("tok", token, logprobs | None), then exactly one of ("end", reason, n_cached)
     with reason "stop", "length" or "cancelled", or ("err", message).
+
+    With images (a vlm), `prompt` holds a key where each image position goes, and
+    `media` the images' spans and embeddings (projector.ImageSpan), in prompt order.
     """
 
     prompt: list[int]
     params: SamplingParams
     max_tokens: int
     logprobs: int | None = None  # None: none; k: the chosen token's and the top k
+    media: tuple = ()
     cancel: threading.Event = field(default_factory=threading.Event)
     out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     submitted: float = field(default_factory=time.monotonic)
@@ -110,8 +114,10 @@ class Generator:
     done by its scheduler thread."""
 
     def __init__(self, model: LlamaModel, parallel: int = 4, threads: int = 1,
-                 context_per_slot: int | None = None, metrics=None, name: str = ""):
+                 context_per_slot: int | None = None, metrics=None, name: str = "",
+                 projector=None):
         self.model = model
+        self.projector = projector  # a vlm's projector.Projector: decodes image embeddings
         self.name = name or model.path.stem
         self.metrics = metrics
         self.parallel = max(1, parallel)
@@ -195,8 +201,10 @@ class Generator:
         generating = [s for s in self.slots if s.req is not None and not s.pending]
         prompting = sorted((s for s in self.slots if s.req is not None and s.pending),
                            key=lambda s: s.req.submitted)
+        if any(s.req.media for s in prompting):
+            prompting = self._decode_images(prompting)
         plan = plan_batch([s.seq for s in generating],
-                          [(s.seq, len(s.pending)) for s in prompting], self.batch.capacity)
+                          [(s.seq, self._text_run(s)) for s in prompting], self.batch.capacity)
         if not plan:
             return
         self.batch.clear()
@@ -221,6 +229,50 @@ class Generator:
             slot.cached.extend(chunk)
             if slot.out_index >= 0:
                 self._sample(slot)
+
+    # ---- images (vlm) ----------------------------------------------------------------
+    #
+    # A llama_batch carries token ids or embeddings, not both, so an image is decoded on
+    # its own, between the steps' batches: at most one per step, the oldest prompt's,
+    # so that streams already generating wait for one image at a time.
+
+    def _decode_images(self, prompting: list[_Slot]) -> list[_Slot]:
+        """Decode one waiting image; the prompting slots whose next piece is text."""
+        text, decoded = [], False
+        for slot in prompting:
+            if not slot.req.media or isinstance(slot.pending[0], int):
+                text.append(slot)
+            elif not decoded:
+                decoded = True
+                if self._decode_image(slot) and isinstance(slot.pending[0], int):
+                    text.append(slot)
+        return text
+
+    def _decode_image(self, slot: _Slot) -> bool:
+        pos = len(slot.cached)  # the prompt's index of the next position to decode
+        span = next((m for m in slot.req.media if m.start == pos), None)
+        if span is None or self.projector is None:
+            self._fail_batch({slot.seq: []}, "the prompt's image positions are inconsistent")
+            return False
+        rc = self.projector.decode(self.ctx, span, pos, slot.seq, self.batch.capacity)
+        if rc != 0:
+            self._fail_batch({slot.seq: []}, f"decoding an image failed with code {rc}")
+            return False
+        slot.cached.extend(slot.pending[:span.n_tokens])
+        del slot.pending[:span.n_tokens]
+        if not slot.pending:  # the projector refuses such prompts: sampling needs logits
+            self._fail_batch({slot.seq: []}, "the prompt ends with an image")
+            return False
+        return True
+
+    @staticmethod
+    def _text_run(slot: _Slot) -> int:
+        """How many prompt tokens the slot can put in a batch: up to its next image."""
+        if not slot.req.media:
+            return len(slot.pending)
+        pos = len(slot.cached)
+        start = min((m.start for m in slot.req.media if m.start >= pos), default=None)
+        return len(slot.pending) if start is None else start - pos
 
     def _sample(self, slot: _Slot) -> None:
         req = slot.req
@@ -260,6 +312,8 @@ class Generator:
                 req.out.put(("end", "cancelled", 0))
                 continue
             seq, keep = choose_slot(free, req.prompt)
+            # An image is decoded whole: a prefix that ends inside one keeps none of it.
+            keep = next((m.start for m in req.media if m.start < keep < m.end), keep)
             slot = self.slots[seq]
             try:
                 slot.sampler = build_chain(self.model.vocab, self.model.n_vocab, req.params)

@@ -41,7 +41,13 @@ class Loaded:
 
 def _file_key(path: Path, meta: dict) -> tuple:
     st = path.stat()
-    return (st.st_ino, st.st_mtime_ns, st.st_size, repr(meta.get("gguf")), repr(meta.get("onnx")))
+    key = (st.st_ino, st.st_mtime_ns, st.st_size, repr(meta.get("gguf")), repr(meta.get("onnx")))
+    if meta.get("kind") == "vlm":  # a new projector alone reloads the model too
+        from ..store import files_for
+
+        mm = path.with_name(files_for("vlm")["mmproj"]).stat()
+        key += (mm.st_ino, mm.st_mtime_ns, mm.st_size)
+    return key
 
 
 class ModelManager:
@@ -135,6 +141,7 @@ class ModelManager:
             model = LlamaModel(path, gpu_layers=int(gguf.get("initGpuLayerSize") or 0))
         except ModelLoadError as exc:
             raise LoadFailed(f"Model '{model_id}' could not be loaded: {exc}") from None
+        projector = None
         try:
             if kind == "embed":
                 from .embedder import Embedder
@@ -144,14 +151,23 @@ class ModelManager:
                 return Loaded(model_id, kind, meta, engine, model)
             from .generator import Generator
 
-            # A vlm's text side runs like an llm; its projector (images) is not wired in
-            # yet, and image parts get a clear 400 instead.
-            projector = None
+            if kind == "vlm":
+                # The text side runs as an llm's; the projector turns images into embeddings.
+                from .projector import Projector
+
+                try:
+                    projector = Projector(self.store.file_path(model_id, "mmproj"), model,
+                                          threads=s.threads,
+                                          use_gpu=int(gguf.get("initGpuLayerSize") or 0) > 0)
+                except ModelLoadError as exc:
+                    raise LoadFailed(f"Model '{model_id}' could not be loaded: {exc}") from None
             engine = Generator(model, parallel=s.parallel, threads=s.threads,
                                context_per_slot=gguf.get("initContextSize"),
-                               metrics=self.metrics, name=model_id)
+                               metrics=self.metrics, name=model_id, projector=projector)
             return Loaded(model_id, kind, meta, engine, model, projector=projector)
         except Exception:
+            if projector is not None:
+                projector.close()
             model.close()
             raise
 

@@ -2,21 +2,25 @@
 from __future__ import annotations
 
 import time
+from typing import Iterator
 
 import falcon
 
 from .. import openai_format as fmt
 from ..bodies import read_json_object
 from ..errors import ApiError, bad_request, not_found
+from ..engines.generation import Generation, Group
 from ..inference import ChatJob, Inference
 from ..openai_schema import RequestError, parse_chat, parse_completion, parse_embeddings
 from ..store import KINDS, InvalidId, ModelNotFound
 from ..tool_calls import may_become_call
+from .disconnect import ClientWatch
 from .sse import stream_events
 
 PREFIXES = ("/v1", "/mimik-ai/openai/v1")
-# A client that went away is noticed only when a write fails; during long silences
-# (a request queued behind busy slots) a comment line makes that write happen.
+# A stream notices a client that went away only when a write fails; during long
+# silences (a request queued behind busy slots) a comment line makes that write happen.
+# (A non-streamed request watches its socket instead: see disconnect.py.)
 PING_SECONDS = 10
 
 
@@ -27,156 +31,186 @@ def _parse(parser, body):
         raise bad_request(str(exc)) from None
 
 
-class ChatCompletions:
+def usage_of(gens: list[Generation], n: int) -> dict:
+    """Usage summed over a request's choices; each prompt counts once, not once per choice."""
+    firsts = [g for g in gens if g.index % n == 0]  # the first choice of each prompt
+    return fmt.usage(sum(g.prompt_tokens for g in firsts), sum(g.completion_tokens for g in gens),
+                     sum(g.cached_tokens for g in firsts))
+
+
+class _Generating:
+    """What the chat and completion routes share: running a request's generations to
+    the end, or streaming them, and closing every one of them whatever happens."""
+
     def __init__(self, inference: Inference, settings):
         self.inference = inference
         self.settings = settings
 
+    def _finish(self, req, creq, group: Group) -> list[list[tuple[bytes, tuple]]]:
+        """Generate every choice to the end: each one's (piece, logprobs) entries.
+
+        The client is watched meanwhile; if it hangs up, the generations are cancelled
+        at once rather than run to max_tokens for nobody."""
+        piece = group.gens[0].engine.model.piece
+        entries: list[list] = [[] for _ in group.gens]
+        watch = ClientWatch(req)
+        try:
+            for item in group.steps(wait=watch.interval):
+                if watch.gone():
+                    raise ApiError(499, "The client closed the connection before the answer was ready")
+                gen, step = item or (None, None)
+                if step is not None and step.logprob is not None:
+                    entries[gen.index].append((piece(step.token), step.logprob))
+        finally:
+            self._close(creq, group)
+        failed = next((g.error for g in group.gens if g.error), None)
+        if failed:
+            raise ApiError(503, failed)
+        return entries
+
+    def _stream(self, creq, group: Group, chunks) -> Iterator[bytes]:
+        """The SSE stream of a generate route; `chunks` (per route) turns events into chunks.
+
+        Steps of the n choices are sent as they come, each chunk naming its choice."""
+        try:
+            for gen in group.gens:
+                yield from chunks.opening(gen)
+            for item in group.steps(wait=PING_SECONDS):
+                if item is None:
+                    yield fmt.SSE_PING
+                    continue
+                gen, step = item
+                if step is not None:
+                    yield from chunks.step(gen, step)
+                elif gen.error:
+                    yield fmt.sse({"error": {"code": 503, "message": gen.error, "type": "server_error"}})
+                    return
+                else:
+                    yield from chunks.closing(gen)
+            if creq.include_usage:
+                yield fmt.sse(chunks.usage(usage_of(group.gens, creq.n)))
+            yield fmt.SSE_DONE
+        finally:
+            # Runs when the stream ends and when gunicorn closes it after a disconnect.
+            self._close(creq, group)
+
+    def _close(self, creq, group: Group) -> None:
+        # The scheduler frees each slot within one decode step.
+        group.close()
+        for gen in group.gens:
+            self.inference.record(creq.model, gen)
+
+
+class ChatCompletions(_Generating):
     def on_post(self, req, resp):
         body = read_json_object(req, self.settings.max_body_size)
         creq = _parse(parse_chat, body)
         job = self.inference.chat(creq)
         if creq.stream:
-            stream_events(resp, self._stream(creq, job))
-        else:
-            resp.media = self._whole(creq, job)
+            stream_events(resp, self._stream(creq, job.group, _ChatChunks(creq, job, self.inference)))
+            return
+        entries = self._finish(req, creq, job.group)
+        piece = job.loaded.model.piece
+        choices = []
+        for gen, lps in zip(job.gens, entries):
+            content, calls = self.inference.tool_parse(job, gen.text.text)
+            lp = None
+            if creq.logprobs is not None:
+                lp = {"content": [fmt.chat_logprob_entry(p, v, piece) for p, v in lps]}
+            choices.append(fmt.chat_choice(gen.index, content, calls, gen.finish_reason, lp))
+        resp.media = fmt.chat_completion(fmt.new_id("chatcmpl"), creq.model, choices, usage_of(job.gens, creq.n))
 
-    def _whole(self, creq, job: ChatJob) -> dict:
-        model = job.loaded.model
-        choices, completion = [], 0
-        try:
-            for i, gen in enumerate(job.gens):
-                lps = []
-                for step in gen.steps():
-                    if step.logprob is not None:
-                        lps.append(fmt.chat_logprob_entry(model.piece(step.token), step.logprob, model.piece))
-                if gen.error:
-                    raise ApiError(503, gen.error)
-                content, calls = self.inference.tool_parse(job, gen.text.text)
-                choices.append(fmt.chat_choice(i, content, calls, gen.finish_reason,
-                                               {"content": lps} if creq.logprobs is not None else None))
-                completion += gen.completion_tokens
-                self.inference.record(creq.model, gen)
-        finally:
-            job.close()
-        g0 = job.gens[0]
-        return fmt.chat_completion(fmt.new_id("chatcmpl"), creq.model, choices,
-                                   fmt.usage(g0.prompt_tokens, completion, g0.cached_tokens))
 
-    def _stream(self, creq, job: ChatJob):
-        gen, model = job.gens[0], job.loaded.model
-        cid, created, name = fmt.new_id("chatcmpl"), int(time.time()), creq.model
-        chunk = lambda delta, finish=None, lp=None: fmt.sse(  # noqa: E731
-            fmt.chat_chunk(cid, name, created, delta, finish, lp))
-        held = ""  # text kept back while it may still turn out to be a tool call
-        deciding = job.parse_tools
-        try:
-            yield chunk({"role": "assistant", "content": ""})
-            for step in gen.steps(ping_every=PING_SECONDS):
-                if step is None:
-                    yield fmt.SSE_PING
-                    continue
-                lp = None
-                if step.logprob is not None:
-                    lp = {"content": [fmt.chat_logprob_entry(model.piece(step.token), step.logprob, model.piece)]}
-                text = step.text
-                if deciding:
-                    if job.forced_tool or may_become_call(held + text):
-                        held += text
-                        continue
-                    text, held, deciding = held + text, "", False
-                if text or lp:
-                    yield chunk({"content": text}, None, lp)
-            if gen.error:
-                yield fmt.sse({"error": {"code": 503, "message": gen.error, "type": "server_error"}})
+class _ChatChunks:
+    """Chat stream chunks, one choice at a time. While a choice's text may still turn
+    out to be a tool call it is held back, and sent as tool_calls or text at its end."""
+
+    def __init__(self, creq, job: ChatJob, inference: Inference):
+        self.cid, self.created, self.name = fmt.new_id("chatcmpl"), int(time.time()), creq.model
+        self.job, self.inference, self.piece = job, inference, job.loaded.model.piece
+        self.held = {g.index: "" for g in job.gens}
+        self.deciding = {g.index: job.parse_tools for g in job.gens}
+
+    def _chunk(self, i, delta, finish=None, lp=None) -> bytes:
+        return fmt.sse(fmt.chat_chunk(self.cid, self.name, self.created, delta, finish, lp, index=i))
+
+    def opening(self, gen):
+        yield self._chunk(gen.index, {"role": "assistant", "content": ""})
+
+    def step(self, gen, step):
+        i, text, lp = gen.index, step.text, None
+        if step.logprob is not None:
+            lp = {"content": [fmt.chat_logprob_entry(self.piece(step.token), step.logprob, self.piece)]}
+        if self.deciding[i]:
+            if self.job.forced_tool or may_become_call(self.held[i] + text):
+                self.held[i] += text
                 return
-            finish = gen.finish_reason
-            if held:
-                content, calls = self.inference.tool_parse(job, held)
-                if calls:
-                    if content:
-                        yield chunk({"content": content})
-                    yield chunk({"tool_calls": fmt.tool_call_deltas(calls)})
-                    finish = "tool_calls"
-                else:
-                    yield chunk({"content": held})
-            yield chunk({}, finish)
-            if creq.include_usage:
-                yield fmt.sse(fmt.usage_chunk(cid, name, created, fmt.usage(
-                    gen.prompt_tokens, gen.completion_tokens, gen.cached_tokens)))
-            yield fmt.SSE_DONE
-        finally:
-            # Runs when the stream ends and when gunicorn closes it after a disconnect:
-            # the scheduler frees the slot within one decode step.
-            job.close()
-            self.inference.record(creq.model, gen)
+            text, self.held[i], self.deciding[i] = self.held[i] + text, "", False
+        if text or lp:
+            yield self._chunk(i, {"content": text}, None, lp)
+
+    def closing(self, gen):
+        i, finish, held = gen.index, gen.finish_reason, self.held[gen.index]
+        if held:
+            content, calls = self.inference.tool_parse(self.job, held)
+            if calls:
+                if content:
+                    yield self._chunk(i, {"content": content})
+                yield self._chunk(i, {"tool_calls": fmt.tool_call_deltas(calls)})
+                finish = "tool_calls"
+            else:
+                yield self._chunk(i, {"content": held})
+        yield self._chunk(i, {}, finish)
+
+    def usage(self, use: dict) -> dict:
+        return fmt.usage_chunk(self.cid, self.name, self.created, use)
 
 
-class Completions:
-    def __init__(self, inference: Inference, settings):
-        self.inference = inference
-        self.settings = settings
-
+class Completions(_Generating):
     def on_post(self, req, resp):
         body = read_json_object(req, self.settings.max_body_size)
         creq = _parse(parse_completion, body)
-        loaded, gens, prompts = self.inference.completion(creq)
+        loaded, group, prompts = self.inference.completion(creq)
         if creq.stream:
-            stream_events(resp, self._stream(creq, loaded, gens[0], prompts[0]))
+            stream_events(resp, self._stream(creq, group, _CompletionChunks(creq, loaded, prompts)))
             return
-        choices, completion, prompt_tokens = [], 0, 0
-        try:
-            for i, (gen, prompt) in enumerate(zip(gens, prompts)):
-                entries = [(loaded.model.piece(s.token), s.logprob) for s in gen.steps()
-                           if s.logprob is not None]
-                if gen.error:
-                    raise ApiError(503, gen.error)
-                text = (prompt if creq.echo else "") + gen.text.text
-                lp = (fmt.completion_logprobs(entries, loaded.model.piece, len(prompt) if creq.echo else 0)
-                      if creq.logprobs is not None else None)
-                choices.append(fmt.completion_choice(i, text, gen.finish_reason, lp))
-                completion += gen.completion_tokens
-                if i % creq.n == 0:
-                    prompt_tokens += gen.prompt_tokens
-                self.inference.record(creq.model, gen)
-        finally:
-            for g in gens:
-                g.close()
-        resp.media = fmt.completion(fmt.new_id("cmpl"), creq.model, choices,
-                                    fmt.usage(prompt_tokens, completion, gens[0].cached_tokens))
+        entries = self._finish(req, creq, group)
+        piece = loaded.model.piece
+        choices = []
+        for gen, lps, prompt in zip(group.gens, entries, prompts):
+            text = (prompt if creq.echo else "") + gen.text.text
+            lp = (fmt.completion_logprobs(lps, piece, len(prompt) if creq.echo else 0)
+                  if creq.logprobs is not None else None)
+            choices.append(fmt.completion_choice(gen.index, text, gen.finish_reason, lp))
+        resp.media = fmt.completion(fmt.new_id("cmpl"), creq.model, choices, usage_of(group.gens, creq.n))
 
-    def _stream(self, creq, loaded, gen, prompt):
-        cid, name = fmt.new_id("cmpl"), creq.model
 
-        def chunk(text, finish=None, lp=None):
-            return fmt.sse({"id": cid, "object": "text_completion", "created": int(time.time()),
-                            "model": name, "choices": [fmt.completion_choice(0, text, finish, lp)]})
+class _CompletionChunks:
+    """Legacy completion stream chunks: the prompt first when echo is set, then text."""
 
-        try:
-            if creq.echo:
-                yield chunk(prompt)
-            for step in gen.steps(ping_every=PING_SECONDS):
-                if step is None:
-                    yield fmt.SSE_PING
-                    continue
-                lp = None
-                if step.logprob is not None:
-                    lp = fmt.completion_logprobs([(loaded.model.piece(step.token), step.logprob)],
-                                                 loaded.model.piece)
-                if step.text or lp:
-                    yield chunk(step.text, None, lp)
-            if gen.error:
-                yield fmt.sse({"error": {"code": 503, "message": gen.error, "type": "server_error"}})
-                return
-            yield chunk("", gen.finish_reason)
-            if creq.include_usage:
-                yield fmt.sse({"id": cid, "object": "text_completion", "created": int(time.time()),
-                               "model": name, "choices": [],
-                               "usage": fmt.usage(gen.prompt_tokens, gen.completion_tokens, gen.cached_tokens)})
-            yield fmt.SSE_DONE
-        finally:
-            gen.close()
-            self.inference.record(creq.model, gen)
+    def __init__(self, creq, loaded, prompts: list[str]):
+        self.cid, self.created, self.name = fmt.new_id("cmpl"), int(time.time()), creq.model
+        self.echo, self.prompts, self.piece = creq.echo, prompts, loaded.model.piece
+
+    def _chunk(self, i, text, finish=None, lp=None) -> bytes:
+        return fmt.sse(fmt.completion_chunk(self.cid, self.name, self.created, i, text, finish, lp))
+
+    def opening(self, gen):
+        if self.echo:
+            yield self._chunk(gen.index, self.prompts[gen.index])
+
+    def step(self, gen, step):
+        lp = None
+        if step.logprob is not None:
+            lp = fmt.completion_logprobs([(self.piece(step.token), step.logprob)], self.piece)
+        if step.text or lp:
+            yield self._chunk(gen.index, step.text, None, lp)
+
+    def closing(self, gen):
+        yield self._chunk(gen.index, "", gen.finish_reason)
+
+    def usage(self, use: dict) -> dict:
+        return fmt.usage_chunk(self.cid, self.name, self.created, use, obj="text_completion")
 
 
 class Embeddings:

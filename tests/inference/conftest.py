@@ -5,6 +5,7 @@ sdist) and provisioned through the registry's own HTTP API, as a user would.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -32,11 +33,21 @@ def model_files(tmp_path_factory) -> dict[str, Path]:
         "embed": modelgen.make_bert_gguf(d / "embed.gguf"),
         "clf": modelgen.make_onnx_classifier(d / "clf.onnx"),
         "strings": modelgen.make_onnx_strings(d / "strings.onnx"),
+        # a vlm's text model: phi-3's vocabulary and template (a small vocabulary keeps the
+        # upload's GGUF check short), and a LLaVA-style projector whose output width is its
+        # n_embd (64)
+        "vlm-text": modelgen.make_llama_gguf(d / "vlm-text.gguf", vocab="phi-3", qtype="F16", seed=2),
+        "mmproj": modelgen.make_mmproj_gguf(d / "mmproj.gguf", n_embd_text=modelgen.LlamaShape().n_embd),
+        # one whose output width is not, which libmtmd refuses to pair with it
+        "mmproj-32": modelgen.make_mmproj_gguf(d / "mmproj-32.gguf", n_embd_text=32),
     }
 
 
 # id -> (kind, file, extra metadata)
 CATALOGUE = {
+    # a text model with a vision projector (the upload's second part, 'mmproj')
+    "vlm": ("vlm", ("vlm-text", "mmproj"), {"gguf": {"initContextSize": CTX}}),
+    "vlm-mismatch": ("vlm", ("vlm-text", "mmproj-32"), {"gguf": {"initContextSize": CTX}}),
     "chat": ("llm", "chat", {"gguf": {"initContextSize": CTX}}),
     "chat-hint": ("llm", "chat", {"gguf": {"chatTemplateHint": "chatml", "initContextSize": CTX}}),
     "plain": ("llm", "plain", {"gguf": {"initContextSize": CTX}}),
@@ -53,11 +64,15 @@ def provision(server: Server, model_files: dict, ids=None) -> None:
         r = httpx.post(f"{server.url}/store/v1/models", headers=AUTH,
                        json={"id": model_id, "version": "1.0.0", "kind": kind, **extra})
         assert r.status_code in (200, 201), r.text
-        path = model_files[file]
-        with open(path, "rb") as f:
+        # a vlm uploads its projector in the same multipart body, in field 'mmproj'
+        names = dict(zip(("file", "mmproj"), (file,) if isinstance(file, str) else file))
+        with contextlib.ExitStack() as stack:
+            parts = {field: (model_files[name].name, stack.enter_context(open(model_files[name], "rb")))
+                     for field, name in names.items()}
             r = httpx.post(f"{server.url}/store/v1/models/{model_id}/upload", headers=AUTH,
-                           files={"file": (path.name, f)}, timeout=120)
+                           files=parts, timeout=120)
         assert r.status_code == 200, r.text
+        assert r.json()["readyToUse"] is True, r.text
     r = httpx.post(f"{server.url}/store/v1/models", headers=AUTH,
                    json={"id": "pending", "version": "1.0.0", "kind": "llm"})
     assert r.status_code in (200, 201), r.text

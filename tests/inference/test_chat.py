@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import httpx
+import jsonschema
 import openai
 import pytest
 
@@ -86,7 +87,7 @@ def test_stop_strings_cut_the_answer(client):
     r = client.chat.completions.create(model="chat", messages=MESSAGES, max_tokens=30, temperature=0,
                                        stop=[stop, "never-there"])
     assert r.choices[0].message.content == text[:text.index(stop)]
-    assert r.choices[0].finish_reason == "stop"
+    assert r.choices[0].finish_reason == "stop", r.choices[0].message.content
     s = client.chat.completions.create(model="chat", messages=MESSAGES, max_tokens=30, temperature=0,
                                        stop=stop, stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in s if c.choices) == text[:text.index(stop)]
@@ -118,6 +119,36 @@ def test_json_schema_answer_parses_and_validates(client):
     assert isinstance(answer["ok"], bool)
 
 
+BOUNDED = {"type": "object", "additionalProperties": False, "required": ["name", "age", "delta", "tags", "rank"],
+           "properties": {"name": {"type": "string", "minLength": 2, "maxLength": 6},
+                          "age": {"type": "integer", "minimum": 18, "maximum": 130},
+                          "delta": {"type": "integer", "exclusiveMinimum": -20, "exclusiveMaximum": 45},
+                          "tags": {"type": "array", "minItems": 1, "maxItems": 3,
+                                   "items": {"type": "string", "maxLength": 4}},
+                          "rank": {"type": ["integer", "null"], "minimum": 1, "maximum": 3},
+                          "flags": {"type": "array", "maxItems": 2, "items": {"type": "boolean"}}}}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_json_schema_bounds_hold_when_sampling(client, seed):
+    """A random model at temperature 1 writes whatever the grammar lets it: every bound must be in it."""
+    r = client.chat.completions.create(
+        model="chat", messages=MESSAGES, max_tokens=300, temperature=1.0, seed=seed,
+        response_format={"type": "json_schema", "json_schema": {"name": "b", "schema": BOUNDED}})
+    assert r.choices[0].finish_reason == "stop", r.choices[0].message.content
+    jsonschema.validate(json.loads(r.choices[0].message.content), BOUNDED)
+
+
+def test_json_schema_bound_a_grammar_cannot_hold_is_refused(client):
+    schema = {"type": "object", "properties": {"price": {"type": "number", "exclusiveMinimum": 0}}}
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="chat", messages=MESSAGES, max_tokens=5, response_format={
+            "type": "json_schema", "json_schema": {"name": "p", "schema": schema}})
+    err = e.value.body
+    assert err["code"] == 400 and err["type"] == "invalid_request_error"
+    assert "'exclusiveMinimum'" in err["message"] and "'price'" in err["message"]
+
+
 def test_json_object_answer_parses(client):
     r = client.chat.completions.create(model="chat", messages=MESSAGES, max_tokens=200, temperature=0,
                                        response_format={"type": "json_object"},
@@ -132,5 +163,40 @@ def test_n_greater_than_one(client):
     r = client.chat.completions.create(model="chat", messages=MESSAGES, max_tokens=6, n=3, temperature=0)
     assert [c.index for c in r.choices] == [0, 1, 2]
     assert len({c.message.content for c in r.choices}) == 1  # greedy: all the same
-    with pytest.raises(openai.BadRequestError):
-        client.chat.completions.create(model="chat", messages=MESSAGES, n=2, stream=True)
+
+
+NO_EOS = {"151643": -100, "151645": -100}
+
+
+def _per_choice(chunks):
+    """A chat stream's text, finish reasons and chunk order, by choice index."""
+    texts, finishes, order = {}, {}, []
+    for c in chunks:
+        for ch in c.choices:
+            texts[ch.index] = texts.get(ch.index, "") + (ch.delta.content or "")
+            if ch.finish_reason:
+                finishes.setdefault(ch.index, []).append(ch.finish_reason)
+            if ch.delta.content:
+                order.append(ch.index)
+    return texts, finishes, order
+
+
+@pytest.mark.parametrize("temperature", [0, 1.0])
+def test_n_streamed_choices_match_the_whole_answer(client, temperature):
+    kw = dict(model="chat", messages=MESSAGES, max_tokens=24, n=3, temperature=temperature, seed=11,
+              logit_bias=NO_EOS)
+    whole = client.chat.completions.create(**kw)
+    chunks = list(client.chat.completions.create(**kw, stream=True, stream_options={"include_usage": True}))
+    texts, finishes, order = _per_choice(chunks)
+    assert texts == {c.index: c.message.content for c in whole.choices}
+    assert finishes == {0: ["length"], 1: ["length"], 2: ["length"]}  # one finish chunk per choice
+    if temperature:  # each choice has its own seed: different texts, so a mix-up would show
+        assert len(set(texts.values())) == 3
+    # the three were decoded together: their chunks interleave instead of coming one choice after another
+    assert order != sorted(order)
+    use = chunks[-1].usage
+    assert chunks[-1].choices == []
+    assert (use.prompt_tokens, use.completion_tokens) == (whole.usage.prompt_tokens, whole.usage.completion_tokens)
+    assert whole.usage.completion_tokens == 3 * 24
+    one = client.chat.completions.create(**{**kw, "n": 1})
+    assert whole.usage.prompt_tokens == one.usage.prompt_tokens  # the prompt counts once, not n times

@@ -34,3 +34,25 @@ def test_completion_logprobs(client):
     lp = r.choices[0].logprobs
     assert len(lp.tokens) == len(lp.token_logprobs) == r.usage.completion_tokens
     assert all(len(t) == 2 for t in lp.top_logprobs)
+
+
+def test_streamed_prompts_times_n_match_the_whole_answer(client):
+    kw = dict(model="chat", prompt=["One", "Two"], n=2, max_tokens=8, temperature=0.9, seed=5, echo=True,
+              logit_bias={"151643": -100})
+    whole = client.completions.create(**kw)
+    assert [c.index for c in whole.choices] == [0, 1, 2, 3]  # prompt 0's choices, then prompt 1's
+    chunks = list(client.completions.create(**kw, stream=True, stream_options={"include_usage": True}))
+    texts, finishes = {}, {}
+    for c in chunks:
+        for ch in c.choices:
+            texts[ch.index] = texts.get(ch.index, "") + ch.text
+            if ch.finish_reason:
+                finishes.setdefault(ch.index, []).append(ch.finish_reason)
+    assert texts == {c.index: c.text for c in whole.choices}
+    assert texts[0].startswith("One") and texts[3].startswith("Two")  # echo, per choice
+    assert finishes == {i: ["length"] for i in range(4)}
+    use = chunks[-1].usage
+    assert (use.prompt_tokens, use.completion_tokens) == (whole.usage.prompt_tokens, 4 * 8)
+    one = client.completions.create(model="chat", prompt="One", max_tokens=1)
+    two = client.completions.create(model="chat", prompt="Two", max_tokens=1)
+    assert use.prompt_tokens == one.usage.prompt_tokens + two.usage.prompt_tokens  # once per prompt

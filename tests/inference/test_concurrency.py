@@ -1,6 +1,8 @@
 """Many streams at once, disconnects, queueing behind full slots, prefix reuse, metrics."""
 from __future__ import annotations
 
+import json
+import socket
 import threading
 import time
 
@@ -63,6 +65,36 @@ def test_disconnect_stops_generation(start_server):
     assert _metric(server, "modelyard_active_sequences") == 0
     generated = _metric(server, "modelyard_generated_tokens_total") - before
     assert 0 < generated < 400
+    # the only slot is free again: a new request is served at once
+    c = openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0, timeout=30)
+    assert c.chat.completions.create(model="chat", messages=MSG, max_tokens=2).choices[0].finish_reason
+
+
+def test_disconnect_stops_a_whole_answer(start_server):
+    """A non-streamed answer writes nothing until it is whole, so no failed write tells the
+    server its client has gone: it watches the socket, and frees the slot at once."""
+    server = start_server("--parallel", "1", "--preload", "chat", "--init-context-size", "4096")
+    server.wait_up("/readyz", 60)
+    body = json.dumps({"model": "chat", "messages": MSG, "max_tokens": 4000, "logit_bias": NO_EOS}).encode()
+    before = _metric(server, "modelyard_generated_tokens_total")
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer " + KEY.encode()
+                 + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and _metric(server, "modelyard_active_sequences") != 1:
+        time.sleep(0.02)
+    time.sleep(0.3)  # generating, and nothing sent back yet
+    assert _metric(server, "modelyard_active_sequences") == 1
+    sock.close()
+    closed = time.monotonic()
+    while time.monotonic() < closed + 20 and _metric(server, "modelyard_active_sequences") != 0:
+        time.sleep(0.02)
+    freed = time.monotonic() - closed
+    assert _metric(server, "modelyard_active_sequences") == 0
+    assert freed < 1.5  # a 0.25 s watch and one decode step, not the rest of 4000 tokens
+    generated = _metric(server, "modelyard_generated_tokens_total") - before
+    assert 0 < generated < 4000
+    assert _metric(server, "modelyard_requests_total", 'status="499"') == 1
     # the only slot is free again: a new request is served at once
     c = openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0, timeout=30)
     assert c.chat.completions.create(model="chat", messages=MSG, max_tokens=2).choices[0].finish_reason

@@ -46,3 +46,23 @@ def test_tool_results_go_back_into_the_prompt(client):
     assert with_tools.usage.prompt_tokens > plain.usage.prompt_tokens + 10
     auto = client.chat.completions.create(model="chat", messages=history, tools=TOOLS, max_tokens=3)
     assert auto.usage.prompt_tokens > with_tools.usage.prompt_tokens  # tool definitions rendered
+
+
+def test_required_tool_calls_stream_per_choice(client):
+    kw = dict(model="chat", messages=MSG, tools=TOOLS, max_tokens=80, tool_choice="required", n=2, seed=3)
+    whole = client.chat.completions.create(**kw)
+    chunks = list(client.chat.completions.create(**kw, stream=True))
+    calls, finishes, content = {}, {}, {}
+    for c in chunks:
+        for ch in c.choices:
+            calls.setdefault(ch.index, []).extend(ch.delta.tool_calls or [])
+            content[ch.index] = content.get(ch.index, "") + (ch.delta.content or "")
+            if ch.finish_reason:
+                finishes.setdefault(ch.index, []).append(ch.finish_reason)
+    assert finishes == {0: ["tool_calls"], 1: ["tool_calls"]}
+    assert content == {0: "", 1: ""}  # each choice's call was held back, not leaked as text
+    for choice in whole.choices:
+        (streamed,) = calls[choice.index]
+        (call,) = choice.message.tool_calls
+        assert (streamed.function.name, streamed.function.arguments) == (call.function.name, call.function.arguments)
+        json.loads(streamed.function.arguments)

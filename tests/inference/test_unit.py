@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import math
+import re
+import socket
 
 import numpy as np
 import pytest
@@ -12,6 +15,7 @@ from modelyard.server.engines.generation import TextAssembler
 from modelyard.server.engines.slots import choose_slot, common_prefix, plan_batch
 from modelyard.server.errors import ApiError
 from modelyard.server.inference import fit_tokens
+from modelyard.server.routes.disconnect import peer_closed
 from modelyard.server.openai_schema import RequestError, parse_chat, parse_completion, parse_embeddings
 
 
@@ -102,20 +106,88 @@ def test_grammars():
     assert '"\\"get\\""' in grammar.for_tool_call([{"type": "function", "function": {"name": "get"}}])
 
 
+def _gbnf_regex(expr: str) -> re.Pattern:
+    """The GBNF subset integer_range writes (literals, classes, groups, {m,n}) as a regex."""
+    return re.compile(re.sub(r'"([^"]*)"', lambda m: re.escape(m[1]), expr).replace(" ", ""))
+
+
+@pytest.mark.parametrize("lo,hi", [(0, 9), (5, 5), (-5, 5), (18, 130), (-130, -18), (7, 1234), (None, 5),
+                                   (3, None), (-20, None), (None, -3), (100, 999), (-1, 0), (99, 100),
+                                   (-1000, 1000), (1, 10 ** 16 - 1)])
+def test_integer_range_matches_exactly_the_integers_in_range(lo, hi):
+    r = _gbnf_regex(grammar.integer_range(lo, hi))
+    low = -math.inf if lo is None else lo
+    high = math.inf if hi is None else hi
+    for v in [*range(-2100, 2100), 10 ** 15, grammar.INT_LIMIT, -grammar.INT_LIMIT]:
+        assert bool(r.fullmatch(str(v))) == (low <= v <= high), v
+    assert not r.fullmatch("007") and not r.fullmatch("-0") and not r.fullmatch("1.0")
+
+
+def test_schema_bounds_in_the_grammar():
+    g = grammar.for_schema({"type": "object", "required": ["s", "i", "a", "v"], "properties": {
+        "s": {"type": "string", "minLength": 2, "maxLength": 5000},
+        "i": {"type": "integer", "exclusiveMinimum": 0, "maximum": 9},
+        "a": {"type": "array", "minItems": 1, "maxItems": 3, "items": {"type": "boolean"}},
+        "v": {"type": "array", "maxItems": 2},
+        "n": {"type": ["integer", "null"], "minimum": 7, "maximum": 7}}})
+    rules = dict(line.split(" ::= ", 1) for line in g.splitlines())
+    assert rules["s"] == '"\\"" char{2,5000} "\\"" space'  # llama.cpp repeats; not 5000 nested groups
+    assert rules["i"] == "([1-9]) space"
+    assert rules["a"] == '"[" space boolean ("," space boolean){0,2} "]" space'
+    assert rules["v"] == '"[" space (value ("," space value)?)? "]" space'  # no items: any value
+    assert rules["n"] == "n-0 | null" and rules["n-0"] == '("7") space'  # bounds kept per type
+    # JSON strings take no raw control characters, and minLength counts code points
+    assert rules["char"].startswith('[^"\\\\\\x00-\\x1F]')
+    for draft4, want in (({"minimum": 3, "exclusiveMinimum": True}, (4, None)),
+                         ({"maximum": 3.5, "exclusiveMaximum": True}, (None, 3))):
+        assert grammar.integer_bounds(draft4, "x") == want
+
+
+@pytest.mark.parametrize("schema,keyword", [({"type": "number", "minimum": 0}, "'minimum'"),
+                                            ({"type": "number", "exclusiveMaximum": 1.5}, "'exclusiveMaximum'"),
+                                            ({"type": "integer", "multipleOf": 5}, "'multipleOf'"),
+                                            ({"type": "string", "pattern": "^a+$", "maxLength": 3}, "'pattern'"),
+                                            ({"type": "integer", "minimum": 5, "maximum": 4}, "no integer"),
+                                            ({"type": "array", "minItems": 3, "maxItems": 2}, "'minItems'")])
+def test_bounds_a_grammar_cannot_hold_are_refused(schema, keyword):
+    with pytest.raises(grammar.SchemaError) as e:
+        grammar.for_response_format({"type": "json_schema", "json_schema": {"schema": {
+            "type": "object", "properties": {"x": schema}}}})
+    assert keyword in str(e.value) and "'x'" in str(e.value)
+
+
+def test_tool_parameters_keep_unenforceable_bounds_as_hints():
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"x": {"type": "number", "minimum": 0}}}}}]
+    assert "number" in grammar.for_tool_call(tools)
+
+
+def test_peer_closed_on_real_sockets():
+    a, b = socket.socketpair()
+    with a:
+        assert not peer_closed(a)  # open and quiet
+        b.sendall(b"GET")
+        assert not peer_closed(a) and a.recv(3) == b"GET"  # a peek leaves the bytes there
+        b.close()
+        assert peer_closed(a)
+
+
 def test_embedding_packing():
     assert pack([5, 5, 5, 5], 10, 64) == [[0, 1], [2, 3]]
     assert pack([1] * 5, 100, 2) == [[0, 1], [2, 3], [4]]
 
 
 def test_embedding_floats_are_short_and_exact():
+    from modelyard.server.jsonio import dumps
+
     rng = np.random.default_rng(0)
     v = rng.standard_normal((4, 384)).astype(np.float32)
     v[0, :6] = [0.0, -0.0, 1e-40, 3.4e38, np.float32(0.1), np.float32(1 / 3)]
-    body = json.dumps(openai_format.embedding_list("m", v, "float", 1))
+    body = dumps(openai_format.embedding_list("m", v, "float", 1)).decode()
     back = np.array([d["embedding"] for d in json.loads(body)["data"]], dtype=np.float32)
     assert np.array_equal(back, v)  # every value reads back as the same float32
     assert max(len(repr(x)) for x in json.loads(body)["data"][0]["embedding"]) <= 16
-    assert '"embedding": [0.0, -0.0, ' in body and ", 0.1, 0.33333334," in body
+    assert '"embedding":[0.0,-0.0,' in body and ",0.1,0.33333334," in body
 
 
 def test_oip_decode_and_encode():
