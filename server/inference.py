@@ -106,7 +106,7 @@ class Inference:
                                   "use a vlm model with its mmproj")
             if loaded.projector is None:
                 raise bad_request(f"Model '{req.model}' has no projector loaded; send text content only")
-            from .engines.generator import EngineClosed
+            from .engines.owner import EngineClosed
 
             try:
                 mm = loaded.projector.prompt(prompt.text, prompt.add_special, req.images)
@@ -153,7 +153,8 @@ class Inference:
         """Start req.n generations of `tokens` in `group`; the caller closes it on failure."""
         from dataclasses import replace
 
-        from .engines.generator import EngineClosed, GenRequest
+        from .engines.generator import GenRequest
+        from .engines.owner import EngineClosed
         from .engines.sampling import GrammarError, check_grammar
 
         if not tokens:
@@ -192,7 +193,7 @@ class Inference:
             if not isinstance(x, str) and any(not 0 <= t < engine.model.n_vocab for t in tokens):
                 raise bad_request(f"input[{i}] has a token id outside the vocabulary")
             batch.append(tokens)
-        from .engines.generator import EngineClosed
+        from .engines.owner import EngineClosed
 
         try:
             vectors = engine.embed(batch)

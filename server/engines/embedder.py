@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import llama_cpp as L
 import numpy as np
 
-from .generator import EngineClosed, _Batch
+from .generator import _Batch
+from .owner import ContextOwner
 from .llama_model import LlamaModel
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def pack(lengths: list[int], max_tokens: int, max_seqs: int) -> list[list[int]]:
     return groups
 
 
-class Embedder:
+class Embedder(ContextOwner):
     def __init__(self, model: LlamaModel, threads: int = 1, name: str = "", context: int | None = None):
         self.model = model
         self.name = name or model.path.stem
@@ -62,10 +63,7 @@ class Embedder:
         self.n_embd = L.llama_model_n_embd_out(model.ptr) or model.n_embd
         self.batch = _Batch(self.batch_tokens)
         self._jobs: collections.deque[EmbedJob] = collections.deque()
-        self._cv = threading.Condition()
-        self._closing = False
-        self._thread = threading.Thread(target=self._run, name=f"embed-{self.name}", daemon=True)
-        self._thread.start()
+        self._start_owner(f"embed-{self.name}")
 
     def _context(self, threads: int, pooling: int):
         p = L.llama_context_default_params()
@@ -87,44 +85,34 @@ class Embedder:
     def embed(self, inputs: list[list[int]]) -> np.ndarray:
         """Unit-length embeddings, one row per input. Thread-safe."""
         job = EmbedJob(inputs)
-        with self._cv:
-            if self._closing:
-                raise EngineClosed(f"model '{self.name}' is being unloaded")
-            self._jobs.append(job)
-            self._cv.notify()
+        self._enqueue(self._jobs, job)
         job.done.wait()
         if job.error:
             raise RuntimeError(job.error)
         return job.result
 
-    def close(self) -> None:
+    def _has_work(self) -> bool:
+        return bool(self._jobs)
+
+    def _work(self) -> None:
+        """Embed every input of every waiting request, packed into as few batches as fit."""
+        with self._cv:
+            jobs = list(self._jobs)
+            self._jobs.clear()
+        self._embed(jobs)
+
+    def _shutdown(self) -> None:
         with self._cv:
             self._closing = True
-            self._cv.notify()
-        self._thread.join()
+            left = list(self._jobs)
+            self._jobs.clear()
+        for job in left:
+            job.error = f"model '{self.name}' was unloaded"
+            job.done.set()
+        L.llama_free(self.ctx)
+        self.ctx = None
 
-    def _run(self) -> None:
-        try:
-            while True:
-                with self._cv:
-                    while not self._closing and not self._jobs:
-                        self._cv.wait()
-                    if self._closing:
-                        break
-                    jobs = list(self._jobs)
-                    self._jobs.clear()
-                self._work(jobs)
-        finally:
-            with self._cv:
-                left = list(self._jobs)
-                self._jobs.clear()
-            for job in left:
-                job.error = f"model '{self.name}' was unloaded"
-                job.done.set()
-            L.llama_free(self.ctx)
-            self.ctx = None
-
-    def _work(self, jobs: list[EmbedJob]) -> None:
+    def _embed(self, jobs: list[EmbedJob]) -> None:
         seqs = [(j, k) for j in jobs for k in range(len(j.inputs))]
         for j in jobs:
             j.result = np.zeros((len(j.inputs), self.n_embd), np.float32)

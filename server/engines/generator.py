@@ -21,6 +21,7 @@ import llama_cpp as L
 import numpy as np
 
 from .llama_model import LlamaModel
+from .owner import ContextOwner
 from .sampling import SamplingParams, build_chain
 from .slots import choose_slot, plan_batch
 
@@ -29,10 +30,6 @@ log = logging.getLogger(__name__)
 DEFAULT_CONTEXT = 4096  # per slot, when the model's metadata names no initContextSize
 BATCH_SIZE = 2048
 UBATCH_SIZE = 512
-
-
-class EngineClosed(Exception):
-    pass
 
 
 @dataclass
@@ -109,7 +106,7 @@ class _Batch:
         return b - 1
 
 
-class Generator:
+class Generator(ContextOwner):
     """Owns one llama.cpp context for a model. Thread-safe `submit`; everything else is
     done by its scheduler thread."""
 
@@ -141,19 +138,12 @@ class Generator:
         self.batch = _Batch(params.n_batch)
         self.slots = [_Slot(seq=i) for i in range(self.parallel)]
         self._waiting: collections.deque[GenRequest] = collections.deque()
-        self._cv = threading.Condition()
-        self._closing = False
-        self._thread = threading.Thread(target=self._run, name=f"engine-{self.name}", daemon=True)
-        self._thread.start()
+        self._start_owner(f"engine-{self.name}")
 
     # ---- the request side ------------------------------------------------------------
 
     def submit(self, req: GenRequest) -> GenRequest:
-        with self._cv:
-            if self._closing:
-                raise EngineClosed(f"model '{self.name}' is being unloaded")
-            self._waiting.append(req)
-            self._cv.notify()
+        self._enqueue(self._waiting, req)
         self._gauge_queue()
         return req
 
@@ -162,40 +152,16 @@ class Generator:
         return len(self._waiting)
 
     @property
-    def alive(self) -> bool:
-        return self._thread.is_alive() and not self._closing
-
-    @property
     def active(self) -> int:
         return sum(1 for s in self.slots if s.req is not None)
 
-    def close(self) -> None:
-        """Stop the scheduler, fail what is queued or running, free the context."""
-        with self._cv:
-            self._closing = True
-            self._cv.notify()
-        self._thread.join()
-
     # ---- the scheduler thread --------------------------------------------------------
 
-    def _run(self) -> None:
-        try:
-            while True:
-                with self._cv:
-                    while not self._closing and not self._waiting and not self._busy():
-                        self._cv.wait()
-                    if self._closing:
-                        break
-                self._step()
-        except Exception:  # a bug here would hang every client: fail them loudly instead
-            log.exception("engine %s: scheduler failed", self.name)
-        finally:
-            self._shutdown()
+    def _has_work(self) -> bool:
+        return bool(self._waiting) or any(s.req is not None for s in self.slots)
 
-    def _busy(self) -> bool:
-        return any(s.req is not None for s in self.slots)
-
-    def _step(self) -> None:
+    def _work(self) -> None:
+        """One scheduler step: admit, decode one batch, sample."""
         self._admit()
         self._reap_cancelled()
         generating = [s for s in self.slots if s.req is not None and not s.pending]

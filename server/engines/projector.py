@@ -26,7 +26,7 @@ import numpy as np
 from llama_cpp import mtmd_cpp as M
 
 from ..images import ImageError, sniff
-from .generator import EngineClosed
+from .owner import EngineClosed
 from .llama_model import _LOG_LEVELS, LlamaModel, ModelLoadError, init_backend
 
 log = logging.getLogger(__name__)
