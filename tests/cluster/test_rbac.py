@@ -1,0 +1,64 @@
+"""The chart's Role against the operator's real calls, as the API server's audit log saw them.
+
+The operator runs under a token of the chart's ServiceAccount, so every call it makes
+was authorized by RBAC. Whatever the other tests did, this one walks a Model through
+a whole life of its own (create, download, serve, scale, new source) first.
+"""
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from .kubetools import MODELS_NAMESPACE, audit_events, describe, wait_until
+
+MODEL = {
+    "apiVersion": "modelyard.dev/v1alpha1",
+    "kind": "Model",
+    "metadata": {"name": "rbac-probe"},
+    "spec": {
+        "kind": "embed",
+        "source": {"url": "https://models.example/probe-v1.gguf"},
+        "resources": {"requests": {"cpu": "100m"}},
+    },
+}
+
+
+def _converged(kubectl, source: str) -> bool:
+    model = kubectl.get("models", "rbac-probe")
+    status = (model or {}).get("status") or {}
+    jobs = kubectl.items("jobs", selector="modelyard.dev/model=rbac-probe")
+    return model["spec"]["source"]["url"] == source and status.get("phase") == "Ready" \
+        and status.get("observedGeneration") == model["metadata"]["generation"] and len(jobs) == 1 \
+        and status.get("readyReplicas") == model["spec"].get("replicas", 1)
+
+
+def test_every_call_is_allowed_and_every_granted_verb_is_used(operator, kubectl, control_plane):
+    kubectl.apply(yaml.safe_dump(MODEL))
+    wait_until(lambda: _converged(kubectl, MODEL["spec"]["source"]["url"]), 240, "rbac-probe to be Ready",
+               on_timeout=lambda: operator.log()[-5000:])
+    kubectl("patch", "model", "rbac-probe", "-n", MODELS_NAMESPACE, "--type", "merge", "-p", '{"spec": {"replicas": 2}}')
+    new_source = "https://models.example/probe-v2.gguf"
+    kubectl("patch", "model", "rbac-probe", "-n", MODELS_NAMESPACE, "--type", "merge",
+            "-p", json.dumps({"spec": {"source": {"url": new_source}}}))
+    wait_until(lambda: _converged(kubectl, new_source), 240, "rbac-probe to be Ready on its new source",
+               on_timeout=lambda: operator.log()[-5000:])
+
+    events = audit_events(control_plane.audit_log)
+    denied = [describe(e) for e in events if e.get("responseStatus", {}).get("code") == 403]
+    assert not denied, "RBAC refused calls the operator makes:\n" + "\n".join(denied)
+    outside = [describe(e) for e in events
+               if (e.get("objectRef") or {}).get("namespace") not in (MODELS_NAMESPACE,)]
+    assert not outside, "calls outside the watched namespace:\n" + "\n".join(outside)
+
+    role = kubectl.get("role", "modelyard", namespace=MODELS_NAMESPACE)
+    granted = {(group, resource, verb) for rule in role["rules"] for group in rule["apiGroups"]
+               for resource in rule["resources"] for verb in rule["verbs"]}
+    used = set()
+    for event in events:
+        ref = event.get("objectRef") or {}
+        resource = ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+        used.add((ref.get("apiGroup", ""), resource, event["verb"]))
+    unused = sorted(granted - used)
+    print("granted and used:", sorted(granted & used))
+    assert not unused, f"granted by the chart's Role but never used by the operator: {unused}"
