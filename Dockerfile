@@ -1,16 +1,39 @@
 # syntax=docker/dockerfile:1.7
 #
-# Two images from one file:
-#   docker build --target server   -t modelyard-server .    # `modelyard fetch` and `modelyard serve`
-#   docker build --target operator -t modelyard-operator .  # `modelyard operator`, no llama.cpp
-# The server image for NVIDIA GPU nodes (llama.cpp built with CUDA):
-#   docker build --target server --build-arg VARIANT=cuda -t modelyard-server:cuda .
-# Both run as uid 10001, so the pods' runAsNonRoot holds.
+# Three images from one file (podman builds it the same way: `podman build ...`):
+#   docker build --target server      -t modelyard-server .       # `modelyard fetch` and `modelyard serve`
+#   docker build --target server-cuda -t modelyard-server:cuda .  # the same, llama.cpp built with CUDA
+#   docker build --target operator    -t modelyard-operator .     # `modelyard operator`, no llama.cpp
+# All run as uid 10001, so the pods' runAsNonRoot holds.
+#
+# The variants are separate targets, not a build argument that names a stage: the
+# buildah inside Debian bookworm's podman (4.3) does not resolve `FROM ${ARG}-stage` to a
+# stage, and the tests build with it.
+#
+# Build arguments:
+#   PYTHON_IMAGE    base of the CPU server and of the operator. Any Debian-like image
+#                   with apt and a `python3` of 3.11 or newer. The tests pass a local
+#                   Debian bookworm made with debootstrap (no image registry is
+#                   reachable there), which is why the default is bookworm's Python too.
+#   LLAMA_CPU_ARGS  llama.cpp's CPU options. The default is x86-64-v3 (AVX2, FMA, F16C:
+#                   Haswell, Zen and later), never -march=native: an image runs on
+#                   other machines than the one that built it. Pass
+#                   "-DGGML_NATIVE=OFF -DGGML_AVX512=ON" for an AVX-512 fleet, or
+#                   "-DGGML_NATIVE=OFF" for any x86-64. Ignored on arm64.
+# Build context `wheels` (optional): a folder of prebuilt wheels that pip prefers to
+# building from source, e.g. `--build-context wheels=DIR` holding a llama-cpp-python
+# wheel of the pinned version. The tests pass the one the Makefile built for the host,
+# so they do not compile llama.cpp a second time; such an image is for that CPU only.
+# Without it the `wheels` stage below is empty and llama.cpp is compiled here (about
+# 6 minutes on 2 cores, once per change of pyproject.toml: the dependencies are a layer
+# of their own, below the source).
 
-ARG VARIANT=cpu
-ARG PYTHON_IMAGE=python:3.12-slim-bookworm
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG CUDA_DEVEL_IMAGE=nvidia/cuda:12.6.3-devel-ubuntu24.04
 ARG CUDA_RUNTIME_IMAGE=nvidia/cuda:12.6.3-runtime-ubuntu24.04
+
+# Empty unless replaced with `--build-context wheels=DIR`.
+FROM scratch AS wheels
 
 # ---- bases: the build and run images of each variant share the Python path, so
 # ---- the virtualenv built in one runs in the other.
@@ -32,28 +55,66 @@ RUN apt-get update && apt-get install -y --no-install-recommends python3 libgomp
     && rm -rf /var/lib/apt/lists/*
 
 # ---- the server: the package with its inference engines.
-FROM ${VARIANT}-build AS server-build
-ARG VARIANT
-# GPU generations to compile kernels for (Turing to Hopper); a build has no GPU to ask.
-ARG CUDA_ARCHITECTURES="75;80;86;89;90"
+# The two build stages differ only in llama.cpp's CMake flags (CMAKE_ARGS below).
+FROM cpu-build AS server-build
+ARG LLAMA_CPU_ARGS="-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
+COPY --from=wheels / /wheels/
 COPY pyproject.toml README.m[d] ./
+# The dependencies first, from pyproject.toml alone, so that a change of the source
+# does not compile llama.cpp again.
+# -mno-amx-*: ggml's AMX kernels crash on ordinary Q8_0 models (docs/engines.md). They
+# are off unless -march=native or GGML_AMX_* turns them on; the flags keep them off
+# whatever LLAMA_CPU_ARGS says, as the Makefile's local build does. x86 only.
+RUN python3 -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+print('\n'.join(p['dependencies'] + p['optional-dependencies']['engines']))" > /tmp/requirements.txt \
+    && case "$(uname -m)" in \
+        x86_64) no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"; \
+                cpu="$LLAMA_CPU_ARGS -DCMAKE_C_FLAGS='$no_amx' -DCMAKE_CXX_FLAGS='$no_amx'" ;; \
+        *) cpu="-DGGML_NATIVE=OFF" ;; \
+    esac \
+    && CMAKE_ARGS="$cpu" pip install --find-links /wheels -r /tmp/requirements.txt
 COPY server ./server
 COPY operator ./operator
-# GGML_NATIVE=OFF: code for any x86-64 node, not only for the build machine's CPU.
-RUN if [ "$VARIANT" = "cuda" ]; then \
-        export CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHITECTURES} -DCMAKE_EXE_LINKER_FLAGS=-Wl,--allow-shlib-undefined"; \
-    else \
-        export CMAKE_ARGS="-DGGML_NATIVE=OFF"; \
-    fi \
-    && pip install ".[engines]"
+RUN pip install --no-deps .
 
-FROM ${VARIANT}-run AS server
+FROM cuda-build AS server-cuda-build
+# GPU generations to compile kernels for (Turing to Hopper); a build has no GPU to ask.
+ARG CUDA_ARCHITECTURES="75;80;86;89;90"
+ARG LLAMA_CPU_ARGS="-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+RUN python3 -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY --from=wheels / /wheels/
+COPY pyproject.toml README.m[d] ./
+RUN python3 -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+print('\n'.join(p['dependencies'] + p['optional-dependencies']['engines']))" > /tmp/requirements.txt \
+    && case "$(uname -m)" in \
+        x86_64) no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"; \
+                cpu="$LLAMA_CPU_ARGS -DCMAKE_C_FLAGS='$no_amx' -DCMAKE_CXX_FLAGS='$no_amx'" ;; \
+        *) cpu="-DGGML_NATIVE=OFF" ;; \
+    esac \
+    && CMAKE_ARGS="$cpu -DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHITECTURES} -DCMAKE_EXE_LINKER_FLAGS=-Wl,--allow-shlib-undefined" \
+        pip install --find-links /wheels -r /tmp/requirements.txt
+COPY server ./server
+COPY operator ./operator
+RUN pip install --no-deps .
+
+FROM cpu-run AS server
 COPY --from=server-build /opt/venv /opt/venv
 RUN useradd --uid 10001 --user-group --no-create-home --home-dir /tmp modelyard
 # The pods mount a writable /tmp over a read-only root; caches go there.
+ENV PATH=/opt/venv/bin:$PATH HOME=/tmp HF_HOME=/tmp/hf PYTHONUNBUFFERED=1
+USER 10001:10001
+EXPOSE 8083
+ENTRYPOINT ["modelyard"]
+CMD ["serve", "--help"]
+
+FROM cuda-run AS server-cuda
+COPY --from=server-cuda-build /opt/venv /opt/venv
+RUN useradd --uid 10001 --user-group --no-create-home --home-dir /tmp modelyard
 ENV PATH=/opt/venv/bin:$PATH HOME=/tmp HF_HOME=/tmp/hf PYTHONUNBUFFERED=1
 USER 10001:10001
 EXPOSE 8083
@@ -66,9 +127,12 @@ RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.m[d] ./
+RUN python3 -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+print('\n'.join(p['dependencies'] + p['optional-dependencies']['operator']))" > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt
 COPY server ./server
 COPY operator ./operator
-RUN pip install ".[operator]"
+RUN pip install --no-deps .
 
 FROM ${PYTHON_IMAGE} AS operator
 COPY --from=operator-build /opt/venv /opt/venv
