@@ -15,9 +15,11 @@ from urllib.parse import quote
 
 import kubernetes
 
+from modelyard.server.shared.facts import GROUP, VERSION
+
 # plural -> (group, version); "" is the core group.
 RESOURCES: dict[str, tuple[str, str]] = {
-    "models": ("modelyard.dev", "v1alpha1"),
+    "models": (GROUP, VERSION),
     "persistentvolumeclaims": ("", "v1"),
     "services": ("", "v1"),
     "secrets": ("", "v1"),

@@ -6,20 +6,22 @@ import json
 import re
 from typing import Any
 
-GROUP = "modelyard.dev"
-VERSION = "v1alpha1"
-PLURAL = "models"
-API_VERSION = f"{GROUP}/{VERSION}"
-KIND = "Model"
-
-# Labels every child carries. The model label holds the DNS-safe base name (a label value
-# is limited to 63 characters; the full name is in the ownerReference).
-LABEL_MODEL = "modelyard.dev/model"
-LABEL_COMPONENT = "app.kubernetes.io/component"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_SOURCE_HASH = "modelyard.dev/source-hash"
-MANAGED_BY = "modelyard-operator"
-ANNOTATION_POD_SPEC_HASH = "modelyard.dev/pod-spec-hash"
+# The API group, labels and annotations are facts the server shares; re-exported here
+# so the operator's modules name them in one way.
+from modelyard.server.shared.facts import (  # noqa: E402,F401
+    ANNOTATION_POD_SPEC_HASH,
+    ANNOTATION_SOURCE_HASH,
+    API_VERSION,
+    GROUP,
+    KIND,
+    LABEL_COMPONENT,
+    LABEL_MANAGED_BY,
+    LABEL_MODEL,
+    LABEL_SOURCE_HASH,
+    MANAGED_BY,
+    PLURAL,
+    VERSION,
+)
 
 _DNS_LABEL_MAX = 63
 _NOT_DNS = re.compile(r"[^a-z0-9-]+")

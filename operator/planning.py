@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import builders, names
-from .builders.serving import ANNOTATION_SOURCE_HASH, api_key_ref
+from .builders.serving import api_key_ref
 from .settings import SERVER_PORT, OperatorSettings
 from .validation import spec_problems
 
@@ -169,7 +169,7 @@ def _serves(deployment: dict[str, Any] | None, digest: str) -> bool:
     generation = deployment["metadata"].get("generation")
     observed_generation = (deployment.get("status") or {}).get("observedGeneration")
     stale = generation is not None and observed_generation is not None and observed_generation < generation
-    return annotations.get(ANNOTATION_SOURCE_HASH) == digest and not stale
+    return annotations.get(names.ANNOTATION_SOURCE_HASH) == digest and not stale
 
 
 def _is_downloaded(observed: Observed, digest: str) -> bool:

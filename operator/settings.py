@@ -4,13 +4,12 @@ The Helm chart sets these variables on the operator's Deployment from values.yam
 """
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Mapping
 
-SERVER_PORT = 8083
+from modelyard.server.shared import environ
+from modelyard.server.shared.facts import DEFAULT_PORT as SERVER_PORT
+
 CACHE_MOUNT = "/cache"
 
 
@@ -56,26 +55,6 @@ class OperatorSettings:
     run_as_user: int = field(default=10001, metadata={"help": "uid and gid of the Job and the pods"})
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "OperatorSettings":
+    def from_env(cls, environ_: Mapping[str, str] | None = None) -> "OperatorSettings":
         """Defaults, then MODELYARD_<FIELD> variables (JSON for dicts and lists)."""
-        environ = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            raw = environ.get(f"MODELYARD_{f.name.upper()}")
-            if raw:
-                values[f.name] = _parse(f, raw)
-        return cls(**values)
-
-
-def _parse(f: dataclasses.Field, raw: str) -> Any:
-    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-    if isinstance(default, (dict, list)):
-        value = json.loads(raw)
-        if not isinstance(value, type(default)):
-            raise ValueError(f"MODELYARD_{f.name.upper()} must be a JSON {type(default).__name__}")
-        return value
-    if isinstance(default, bool):
-        return raw.lower() in ("1", "true", "yes")
-    if isinstance(default, (int, float)):
-        return type(default)(raw)
-    return raw
+        return cls(**environ.read(cls, environ_))

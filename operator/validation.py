@@ -9,10 +9,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from modelyard.server.ids import id_problem
+from modelyard.server.shared.facts import EXECUTION_PROVIDERS, KINDS, id_problem, vlm_problem
 
-KINDS = ("llm", "vlm", "embed", "onnx")
-EXECUTION_PROVIDERS = ("cpu", "cuda", "coreml", "tensorrt")
 ACCESS_MODES = ("ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod")
 _REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SHA256 = re.compile(r"^[A-Fa-f0-9]{64}$")
@@ -20,7 +18,7 @@ _HTTP = re.compile(r"^https?://.+")
 
 
 def name_problem(name: str) -> str | None:
-    """The registry's id rules (one definition, in modelyard.server.ids), within
+    """The registry's id rules (one definition, in modelyard.server.shared.facts), within
     Kubernetes' 253-character limit on names."""
     if len(name) > 253:
         return "metadata.name must be at most 253 characters"
@@ -68,8 +66,10 @@ def _source_problems(source: dict[str, Any], kind: Any) -> list[str]:
         if mmproj_url is not None and not _HTTP.match(str(mmproj_url)):
             problems.append("spec.source.mmprojUrl must be an http(s) URL")
         has_mmproj = bool(mmproj_url)
-    if kind == "vlm" and not has_mmproj:
-        problems.append("a vlm needs its projector: set spec.source.huggingface.mmprojFile or spec.source.mmprojUrl")
+    vlm = vlm_problem("", str(kind), has_mmproj, False,
+                      field="spec.source.huggingface.mmprojFile or spec.source.mmprojUrl")
+    if vlm:
+        problems.append(vlm)
     token = source.get("tokenSecretRef")
     if token is not None and not (isinstance(token, dict) and token.get("name")):
         problems.append("spec.source.tokenSecretRef.name is required")

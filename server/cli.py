@@ -5,8 +5,8 @@ import argparse
 import dataclasses
 import sys
 
-from .chat_templates import KNOWN_HINTS
-from .config import Settings
+from modelyard.server.shared.facts import CHAT_TEMPLATE_HINTS
+from modelyard.server.settings import Settings
 
 
 def _serve_parser(sub) -> None:
@@ -36,9 +36,9 @@ def _serve_parser(sub) -> None:
 def serve(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in vars(args).items() if k not in ("command",)}
     settings = Settings.from_env(**overrides)
-    if settings.chat_template_hint and settings.chat_template_hint not in KNOWN_HINTS:
+    if settings.chat_template_hint and settings.chat_template_hint not in CHAT_TEMPLATE_HINTS:
         print(f"modelyard: unknown --chat-template-hint '{settings.chat_template_hint}'; "
-              f"use one of: {', '.join(KNOWN_HINTS)}", file=sys.stderr)
+              f"use one of: {', '.join(CHAT_TEMPLATE_HINTS)}", file=sys.stderr)
         return 2
     if not settings.api_key and not settings.loopback_only():
         print(
@@ -48,7 +48,7 @@ def serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    from .gunicorn_app import run_server
+    from modelyard.server.gunicorn_app import run_server
 
     return run_server(settings)
 
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("operator", help="run the Kubernetes operator", add_help=False)
     # fetch and operator parse their own flags.
     if argv and argv[0] == "fetch":
-        from .fetch_cli import run as run_fetch
+        from modelyard.server.fetch_cli import run as run_fetch
 
         return run_fetch(argv[1:])
     if argv and argv[0] == "operator":

@@ -14,8 +14,9 @@ import signal
 import sys
 import threading
 
-from . import fetch
-from . import store as st
+from modelyard.server.registry import fetch
+from modelyard.server.registry import store as st
+from modelyard.server.shared import facts
 
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
@@ -31,7 +32,7 @@ def parser() -> argparse.ArgumentParser:
                    help="http(s) URL, a Hugging Face resolve URL, or hf://<org>/<repo>/<file>")
     p.add_argument("--store", required=True, help="model store directory")
     p.add_argument("--id", required=True, dest="model_id", help="model id in the store")
-    p.add_argument("--kind", choices=st.KINDS,
+    p.add_argument("--kind", choices=facts.KINDS,
                    help="model kind; required when the model does not exist yet")
     p.add_argument("--mmproj", metavar="SOURCE", help="a vlm's projector file, same forms as SOURCE")
     p.add_argument("--sha256", type=_sha256, help="expected sha256 of the main file (hex)")
@@ -61,7 +62,7 @@ def run(argv: list[str]) -> int:
             out.done(model)
             return 0
         projector = model["kind"] == "vlm" and store.file_path(args.model_id, "mmproj").exists()
-        problem = fetch.vlm_problem(args.model_id, model["kind"], "mmproj" in sources,
+        problem = facts.vlm_problem(args.model_id, model["kind"], "mmproj" in sources,
                                     projector, field="--mmproj")
         if problem:
             raise ValueError(problem)
@@ -88,7 +89,7 @@ def _ensure_model(store: st.Store, args) -> dict:
     except st.ModelNotFound:
         if not args.kind:
             raise ValueError(f"Model '{args.model_id}' does not exist yet: give --kind "
-                             f"({', '.join(st.KINDS)}) to create it") from None
+                             f"({', '.join(facts.KINDS)}) to create it") from None
         model, _ = store.create({"id": args.model_id, "version": args.version or "1.0.0",
                                  "kind": args.kind})
         return model

@@ -9,8 +9,8 @@ import sys
 
 from gunicorn.app.base import BaseApplication
 
-from .config import Settings
-from .store import Store
+from modelyard.server.settings import Settings
+from modelyard.server.registry.store import Store
 
 ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms'
 
@@ -53,7 +53,7 @@ class ModelyardServer(BaseApplication):
         )
 
     def load(self):
-        from .app import create_app
+        from modelyard.server.app import create_app
 
         return create_app(self.settings)
 

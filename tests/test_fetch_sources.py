@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from modelyard.server import fetch
-from modelyard.server import store as st
+from modelyard.server.registry import fetch
+from modelyard.server.shared import facts
+from modelyard.server.registry import store as st
 
 
 @pytest.mark.parametrize("text, repo_id, filename, revision", [
@@ -57,7 +58,7 @@ def test_plan_sources_names_the_field():
     ("vlm", False, False, "send 'mmprojUrl'"),
 ])
 def test_vlm_rule(kind, has_source, on_disk, problem):
-    got = fetch.vlm_problem("m", kind, has_source, on_disk)
+    got = facts.vlm_problem("m", kind, has_source, on_disk)
     assert got is None if problem is None else problem in got
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import kopf
-
 from .. import names
 from ..settings import CACHE_MOUNT, OperatorSettings
 
@@ -22,8 +20,21 @@ def labels(model: dict[str, Any], component: str) -> dict[str, str]:
 
 
 def owned(obj: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
-    """Set the namespace and the ownerReference, so deleting the Model deletes the child."""
-    kopf.adopt(obj, owner=model)
+    """Set the namespace and the ownerReference, so deleting the Model deletes the child.
+
+    What kopf.adopt() writes, without kopf: builders stay pure, importable and testable
+    without the framework. The Model is the controller: one owner of each child."""
+    meta = obj.setdefault("metadata", {})
+    owner = model["metadata"]
+    meta["namespace"] = owner["namespace"]
+    meta["ownerReferences"] = [{
+        "apiVersion": model.get("apiVersion", names.API_VERSION),
+        "kind": model.get("kind", names.KIND),
+        "name": owner["name"],
+        "uid": owner["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }]
     return obj
 
 

@@ -10,7 +10,6 @@ from ..settings import CACHE_MOUNT, SERVER_PORT, OperatorSettings
 from . import common
 
 SERVER_CONTAINER = "server"
-ANNOTATION_SOURCE_HASH = "modelyard.dev/source-hash"
 _PROBE_PERIOD = 10
 
 # gguf/onnx spec fields -> the server's MODELYARD_* variables; they override the
@@ -71,16 +70,16 @@ def pod_spec_hash(template: dict[str, Any]) -> str:
 
 
 def build_deployment(
-    model: dict[str, Any], settings: OperatorSettings, *, source_hash: str, replicas: int | None = None
+    model: dict[str, Any], settings: OperatorSettings, *, source_hash: str
 ) -> dict[str, Any]:
-    """The inference pods. `replicas` overrides spec.replicas (0 while a new source downloads)."""
+    """The inference pods."""
     name, spec = model["metadata"]["name"], model["spec"]
     gpu = (spec.get("resources") or {}).get("gpu") or 0
     template = {
         "metadata": {
             "labels": common.labels(model, "server"),
             # The downloaded source is part of the template, so a new file rolls the pods.
-            "annotations": {ANNOTATION_SOURCE_HASH: source_hash},
+            "annotations": {names.ANNOTATION_SOURCE_HASH: source_hash},
         },
         "spec": {
             "enableServiceLinks": False,
@@ -102,7 +101,7 @@ def build_deployment(
             "annotations": {names.ANNOTATION_POD_SPEC_HASH: digest},
         },
         "spec": {
-            "replicas": spec.get("replicas", 1) if replicas is None else replicas,
+            "replicas": spec.get("replicas", 1),
             "selector": {"matchLabels": _selector(model)},
             "strategy": _strategy(gpu),
             "revisionHistoryLimit": 3,

@@ -9,14 +9,16 @@ import socket
 import numpy as np
 import pytest
 
-from modelyard.server import chat_templates, grammar, oip, openai_format, tool_calls
-from modelyard.server.engines.embedder import pack
-from modelyard.server.engines.generation import TextAssembler
-from modelyard.server.engines.slots import choose_slot, common_prefix, plan_batch
-from modelyard.server.errors import ApiError
-from modelyard.server.inference import fit_tokens
-from modelyard.server.routes.disconnect import peer_closed
-from modelyard.server.openai_schema import RequestError, parse_chat, parse_completion, parse_embeddings
+from modelyard.server.api.kserve import codec as oip
+from modelyard.server.api.openai import format as openai_format
+from modelyard.server.inference import chat_templates, grammar, tool_calls
+from modelyard.server.inference.llama.embedder import pack
+from modelyard.server.inference.llama.streams import TextAssembler
+from modelyard.server.inference.llama.slots import choose_slot, common_prefix, plan_batch
+from modelyard.server.http.errors import ApiError
+from modelyard.server.inference.dispatch import fit_tokens
+from modelyard.server.http.disconnect import peer_closed
+from modelyard.server.api.openai.schema import RequestError, parse_chat, parse_completion, parse_embeddings
 
 
 def test_slot_choice_prefers_longest_prefix_then_lru():
@@ -55,7 +57,7 @@ def test_tool_call_parsing():
 
 def test_every_hint_renders_with_llama_cpp():
     msgs = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]
-    for hint in chat_templates.KNOWN_HINTS:
+    for hint in facts.CHAT_TEMPLATE_HINTS:
         p = chat_templates.format_chat(msgs, hint=hint, gguf_template=None)
         assert "U" in p.text and p.add_special
     with pytest.raises(chat_templates.TemplateError):
@@ -178,7 +180,7 @@ def test_embedding_packing():
 
 
 def test_embedding_floats_are_short_and_exact():
-    from modelyard.server.jsonio import dumps
+    from modelyard.server.http.jsonio import dumps
 
     rng = np.random.default_rng(0)
     v = rng.standard_normal((4, 384)).astype(np.float32)

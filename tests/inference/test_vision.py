@@ -18,9 +18,9 @@ import pytest
 
 import modelgen
 from conftest import AUTH, CTX
-from modelyard.server.chat_templates import format_chat
-from modelyard.server.images import ImageError, sniff
-from modelyard.server.openai_schema import parse_chat
+from modelyard.server.inference.chat_templates import format_chat
+from modelyard.server.inference.images import ImageError, sniff
+from modelyard.server.api.openai.schema import parse_chat
 
 CLIP = modelgen.ClipShape()
 N_IMAGE = (CLIP.image_size // CLIP.patch_size) ** 2  # prompt positions one image fills (16)

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from modelyard.server.multipart import (MAX_HEADERS, Data, MultipartError, PartStart, Scanner,
+from modelyard.server.http.multipart import (MAX_HEADERS, Data, MultipartError, PartStart, Scanner,
                                         boundary_of)
 
 BOUNDARY = b"----------------------3f2a9c81d4e5b6a7"

@@ -1,7 +1,7 @@
 """The store directly: what its caches may never hide."""
 from __future__ import annotations
 
-from modelyard.server.store import Store
+from modelyard.server.registry.store import Store
 from support.modelfiles import make_gguf
 
 

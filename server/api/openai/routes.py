@@ -1,0 +1,283 @@
+"""The OpenAI API, at /v1 and at /mimik-ai/openai/v1."""
+from __future__ import annotations
+
+import time
+from typing import Iterator
+
+import falcon
+
+from modelyard.server.api.openai import format as fmt
+from modelyard.server.http.bodies import read_json_object
+from modelyard.server.http.errors import ApiError, bad_request, not_found
+from modelyard.server.inference.llama.streams import Generation, Group
+from modelyard.server.inference.dispatch import ChatJob, Dispatcher
+from modelyard.server.api.openai.schema import RequestError, parse_chat, parse_completion, parse_embeddings
+from modelyard.server.registry.errors import InvalidId, ModelNotFound
+from modelyard.server.shared.facts import KINDS
+from modelyard.server.inference.tool_calls import may_become_call
+from modelyard.server.http.disconnect import ClientWatch
+from modelyard.server.http.sse import stream_events
+
+PREFIXES = ("/v1", "/mimik-ai/openai/v1")
+# A stream notices a client that went away only when a write fails; during long
+# silences (a request queued behind busy slots) a comment line makes that write happen.
+# (A non-streamed request watches its socket instead: see disconnect.py.)
+PING_SECONDS = 10
+
+
+def _parse(parser, body):
+    try:
+        return parser(body)
+    except RequestError as exc:
+        raise bad_request(str(exc)) from None
+
+
+def usage_of(gens: list[Generation], n: int) -> dict:
+    """Usage summed over a request's choices; each prompt counts once, not once per choice."""
+    firsts = [g for g in gens if g.index % n == 0]  # the first choice of each prompt
+    return fmt.usage(sum(g.prompt_tokens for g in firsts), sum(g.completion_tokens for g in gens),
+                     sum(g.cached_tokens for g in firsts))
+
+
+class _Generating:
+    """What the chat and completion routes share: running a request's generations to
+    the end, or streaming them, and closing every one of them whatever happens."""
+
+    def __init__(self, inference: Dispatcher, settings):
+        self.inference = inference
+        self.settings = settings
+
+    def _finish(self, req, creq, group: Group) -> list[list[tuple[bytes, tuple]]]:
+        """Generate every choice to the end: each one's (piece, logprobs) entries.
+
+        The client is watched meanwhile; if it hangs up, the generations are cancelled
+        at once rather than run to max_tokens for nobody."""
+        piece = group.gens[0].engine.model.piece
+        entries: list[list] = [[] for _ in group.gens]
+        watch = ClientWatch(req)
+        try:
+            for item in group.steps(wait=watch.interval):
+                if watch.gone():
+                    raise ApiError(499, "The client closed the connection before the answer was ready")
+                gen, step = item or (None, None)
+                if step is not None and step.logprob is not None:
+                    entries[gen.index].append((piece(step.token), step.logprob))
+        finally:
+            self._close(creq, group)
+        failed = next((g.error for g in group.gens if g.error), None)
+        if failed:
+            raise ApiError(503, failed)
+        return entries
+
+    def _stream(self, creq, group: Group, chunks) -> Iterator[bytes]:
+        """The SSE stream of a generate route; `chunks` (per route) turns events into chunks.
+
+        Steps of the n choices are sent as they come, each chunk naming its choice."""
+        try:
+            for gen in group.gens:
+                yield from chunks.opening(gen)
+            for item in group.steps(wait=PING_SECONDS):
+                if item is None:
+                    yield fmt.SSE_PING
+                    continue
+                gen, step = item
+                if step is not None:
+                    yield from chunks.step(gen, step)
+                elif gen.error:
+                    yield fmt.sse({"error": {"code": 503, "message": gen.error, "type": "server_error"}})
+                    return
+                else:
+                    yield from chunks.closing(gen)
+            if creq.include_usage:
+                yield fmt.sse(chunks.usage(usage_of(group.gens, creq.n)))
+            yield fmt.SSE_DONE
+        finally:
+            # Runs when the stream ends and when gunicorn closes it after a disconnect.
+            self._close(creq, group)
+
+    def _close(self, creq, group: Group) -> None:
+        # The scheduler frees each slot within one decode step.
+        group.close()
+        for gen in group.gens:
+            self.inference.record(creq.model, gen)
+
+
+class ChatCompletions(_Generating):
+    def on_post(self, req, resp):
+        body = read_json_object(req, self.settings.max_body_size)
+        creq = _parse(parse_chat, body)
+        job = self.inference.chat(creq)
+        if creq.stream:
+            stream_events(resp, self._stream(creq, job.group, _ChatChunks(creq, job, self.inference)))
+            return
+        entries = self._finish(req, creq, job.group)
+        piece = job.loaded.model.piece
+        choices = []
+        for gen, lps in zip(job.gens, entries):
+            content, calls = self.inference.tool_parse(job, gen.text.text)
+            lp = None
+            if creq.logprobs is not None:
+                lp = {"content": [fmt.chat_logprob_entry(p, v, piece) for p, v in lps]}
+            choices.append(fmt.chat_choice(gen.index, content, calls, gen.finish_reason, lp))
+        resp.media = fmt.chat_completion(fmt.new_id("chatcmpl"), creq.model, choices, usage_of(job.gens, creq.n))
+
+
+class _ChatChunks:
+    """Chat stream chunks, one choice at a time. While a choice's text may still turn
+    out to be a tool call it is held back, and sent as tool_calls or text at its end."""
+
+    def __init__(self, creq, job: ChatJob, inference: Dispatcher):
+        self.cid, self.created, self.name = fmt.new_id("chatcmpl"), int(time.time()), creq.model
+        self.job, self.inference, self.piece = job, inference, job.loaded.model.piece
+        self.held = {g.index: "" for g in job.gens}
+        self.deciding = {g.index: job.parse_tools for g in job.gens}
+
+    def _chunk(self, i, delta, finish=None, lp=None) -> bytes:
+        return fmt.sse(fmt.chat_chunk(self.cid, self.name, self.created, delta, finish, lp, index=i))
+
+    def opening(self, gen):
+        yield self._chunk(gen.index, {"role": "assistant", "content": ""})
+
+    def step(self, gen, step):
+        i, text, lp = gen.index, step.text, None
+        if step.logprob is not None:
+            lp = {"content": [fmt.chat_logprob_entry(self.piece(step.token), step.logprob, self.piece)]}
+        if self.deciding[i]:
+            if self.job.forced_tool or may_become_call(self.held[i] + text):
+                self.held[i] += text
+                return
+            text, self.held[i], self.deciding[i] = self.held[i] + text, "", False
+        if text or lp:
+            yield self._chunk(i, {"content": text}, None, lp)
+
+    def closing(self, gen):
+        i, finish, held = gen.index, gen.finish_reason, self.held[gen.index]
+        if held:
+            content, calls = self.inference.tool_parse(self.job, held)
+            if calls:
+                if content:
+                    yield self._chunk(i, {"content": content})
+                yield self._chunk(i, {"tool_calls": fmt.tool_call_deltas(calls)})
+                finish = "tool_calls"
+            else:
+                yield self._chunk(i, {"content": held})
+        yield self._chunk(i, {}, finish)
+
+    def usage(self, use: dict) -> dict:
+        return fmt.usage_chunk(self.cid, self.name, self.created, use)
+
+
+class Completions(_Generating):
+    def on_post(self, req, resp):
+        body = read_json_object(req, self.settings.max_body_size)
+        creq = _parse(parse_completion, body)
+        loaded, group, prompts = self.inference.completion(creq)
+        if creq.stream:
+            stream_events(resp, self._stream(creq, group, _CompletionChunks(creq, loaded, prompts)))
+            return
+        entries = self._finish(req, creq, group)
+        piece = loaded.model.piece
+        choices = []
+        for gen, lps, prompt in zip(group.gens, entries, prompts):
+            text = (prompt if creq.echo else "") + gen.text.text
+            lp = (fmt.completion_logprobs(lps, piece, len(prompt) if creq.echo else 0)
+                  if creq.logprobs is not None else None)
+            choices.append(fmt.completion_choice(gen.index, text, gen.finish_reason, lp))
+        resp.media = fmt.completion(fmt.new_id("cmpl"), creq.model, choices, usage_of(group.gens, creq.n))
+
+
+class _CompletionChunks:
+    """Legacy completion stream chunks: the prompt first when echo is set, then text."""
+
+    def __init__(self, creq, loaded, prompts: list[str]):
+        self.cid, self.created, self.name = fmt.new_id("cmpl"), int(time.time()), creq.model
+        self.echo, self.prompts, self.piece = creq.echo, prompts, loaded.model.piece
+
+    def _chunk(self, i, text, finish=None, lp=None) -> bytes:
+        return fmt.sse(fmt.completion_chunk(self.cid, self.name, self.created, i, text, finish, lp))
+
+    def opening(self, gen):
+        if self.echo:
+            yield self._chunk(gen.index, self.prompts[gen.index])
+
+    def step(self, gen, step):
+        lp = None
+        if step.logprob is not None:
+            lp = fmt.completion_logprobs([(self.piece(step.token), step.logprob)], self.piece)
+        if step.text or lp:
+            yield self._chunk(gen.index, step.text, None, lp)
+
+    def closing(self, gen):
+        yield self._chunk(gen.index, "", gen.finish_reason)
+
+    def usage(self, use: dict) -> dict:
+        return fmt.usage_chunk(self.cid, self.name, self.created, use, obj="text_completion")
+
+
+class Embeddings:
+    def __init__(self, inference: Dispatcher, settings):
+        self.inference = inference
+        self.settings = settings
+
+    def on_post(self, req, resp):
+        body = read_json_object(req, self.settings.max_body_size)
+        ereq = _parse(parse_embeddings, body)
+        vectors, n_tokens = self.inference.embed(ereq)
+        resp.media = fmt.embedding_list(ereq.model, vectors, ereq.encoding_format, n_tokens)
+
+
+class Models:
+    """GET: the loaded models. POST {"model"}: load one now."""
+
+    def __init__(self, inference: Dispatcher, settings):
+        self.inference = inference
+        self.settings = settings
+
+    def on_get(self, req, resp):
+        data = [fmt.model_entry(m.id, m.meta.get("createdAt")) for m in self.inference.manager.loaded()]
+        resp.media = {"object": "list", "data": data}
+
+    def on_post(self, req, resp):
+        body = read_json_object(req, self.settings.max_body_size)
+        model_id = body.get("model")
+        if not isinstance(model_id, str) or not model_id:
+            raise bad_request("'model' is required: the id of a model in the registry")
+        loaded = self.inference.model(model_id, KINDS)
+        resp.media = fmt.model_entry(loaded.id, loaded.meta.get("createdAt"))
+
+
+class ModelItem:
+    """GET: one loaded model. DELETE: unload it (the file stays in the registry)."""
+
+    def __init__(self, inference: Dispatcher, settings):
+        self.inference = inference
+
+    def on_get(self, req, resp, model_id):
+        for m in self.inference.manager.loaded():
+            if m.id == model_id:
+                resp.media = fmt.model_entry(m.id, m.meta.get("createdAt"))
+                return
+        raise ApiError(404, f"Model '{model_id}' is not loaded")
+
+    def on_delete(self, req, resp, model_id):
+        manager = self.inference.manager
+        if not manager.unload(model_id):
+            try:
+                manager.store.get(model_id)
+            except (ModelNotFound, InvalidId):
+                raise not_found(model_id) from None
+            raise ApiError(404, f"Model '{model_id}' is not loaded")
+        resp.media = {"id": model_id, "object": "model", "deleted": True}
+
+
+def add_routes(app: falcon.App, inference: Dispatcher, settings) -> None:
+    resources = {
+        "/chat/completions": ChatCompletions(inference, settings),
+        "/completions": Completions(inference, settings),
+        "/embeddings": Embeddings(inference, settings),
+        "/models": Models(inference, settings),
+        "/models/{model_id}": ModelItem(inference, settings),
+    }
+    for prefix in PREFIXES:
+        for path, resource in resources.items():
+            app.add_route(prefix + path, resource)

@@ -1,0 +1,47 @@
+"""Bearer-key auth: which routes need the key, and a constant-time comparison."""
+from __future__ import annotations
+
+import hmac
+
+import falcon
+
+from modelyard.server.http.errors import ApiError
+
+# Route families that need the key for every method (seed 004: "All endpoints require
+# authentication"). The registry needs it only for mutations (seed 000).
+_ALWAYS = ("/v1/", "/mimik-ai/openai/v1/", "/v2/", "/api/")
+_REGISTRY = ("/store/v1/", "/mimik-ai/store/v1/")
+_READS = ("GET", "HEAD", "OPTIONS")
+
+
+def needs_key(method: str, path: str) -> bool:
+    if path.startswith(_ALWAYS) or path + "/" in _ALWAYS:
+        return True
+    if path.startswith(_REGISTRY):
+        return method not in _READS
+    return False
+
+
+def key_matches(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+class AuthMiddleware:
+    """Checks `Authorization: Bearer <key>` when a key is configured."""
+
+    def __init__(self, api_key: str | None):
+        self.api_key = api_key
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if not self.api_key or not needs_key(req.method, req.path):
+            return
+        header = req.get_header("Authorization") or ""
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(
+                401,
+                "Missing API key: send 'Authorization: Bearer <key>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if not key_matches(token.strip(), self.api_key):
+            raise ApiError(403, "Invalid API key")

@@ -1,0 +1,196 @@
+"""Between the API routes and the engines: find the model, build the prompt, start generations.
+
+Every failure a client can cause becomes an InferenceError here, with a message that
+says what to change; the routes only shape requests and responses.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from modelyard.server.inference import grammar
+
+from modelyard.server.inference import tool_calls
+from modelyard.server.inference.chat_templates import TemplateError, format_chat
+from modelyard.server.inference.llama.streams import Generation, Group
+from modelyard.server.inference.errors import BadRequest, EngineUnavailable
+from modelyard.server.inference.images import ImageError
+from modelyard.server.inference.requests import ChatRequest, CompletionRequest, EmbeddingRequest
+from modelyard.server.shared.facts import GENERATIVE_KINDS
+
+
+
+def fit_tokens(n_prompt: int, max_tokens: int | None, n_ctx: int) -> int:
+    """How many tokens may be generated, or a 400 that gives the numbers."""
+    if n_prompt + (max_tokens or 1) > n_ctx:
+        if max_tokens:
+            raise BadRequest(
+                f"This model's context is {n_ctx} tokens per request, but the prompt has {n_prompt} "
+                f"tokens and max_tokens asks for {max_tokens} more ({n_prompt + max_tokens} in all). "
+                "Shorten the prompt, lower max_tokens, or raise the model's gguf.initContextSize.")
+        raise BadRequest(
+            f"This model's context is {n_ctx} tokens per request, but the prompt has {n_prompt} "
+            "tokens, which leaves no room for an answer. Shorten the prompt or raise the model's "
+            "gguf.initContextSize.")
+    return max_tokens or (n_ctx - n_prompt)
+
+
+@dataclass
+class ChatJob:
+    loaded: object
+    group: Group
+    tool_names: frozenset = frozenset()
+    parse_tools: bool = False
+    forced_tool: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def gens(self) -> list[Generation]:
+        return self.group.gens
+
+
+class Dispatcher:
+    def __init__(self, manager, settings, metrics=None):
+        self.manager = manager
+        self.settings = settings
+        self.metrics = metrics
+
+    # ---- models ----------------------------------------------------------------------
+
+    def model(self, model_id: str, kinds: tuple[str, ...]):
+        """The loaded model (loading it now when needed), if it is of one of `kinds`."""
+        loaded = self.manager.get(model_id)
+        if loaded.kind not in kinds:
+            raise BadRequest(f"Model '{model_id}' is of kind {loaded.kind}; this endpoint needs a "
+                             f"model of kind {' or '.join(kinds)}")
+        return loaded
+
+    # ---- chat ------------------------------------------------------------------------
+
+    def chat(self, req: ChatRequest) -> ChatJob:
+        loaded = self.model(req.model, GENERATIVE_KINDS)
+        engine, model = loaded.engine, loaded.model
+        use_tools = bool(req.tools) and req.tool_choice != "none"
+        forced = None
+        if use_tools and req.tool_choice == "required":
+            forced = ""
+        elif use_tools and isinstance(req.tool_choice, dict):
+            forced = req.tool_choice["name"]
+        try:
+            prompt = format_chat(req.messages, hint=(loaded.meta.get("gguf") or {}).get("chatTemplateHint"),
+                                 gguf_template=model.chat_template,
+                                 bos_token=model.token_text(model.bos), eos_token=model.token_text(model.eos),
+                                 tools=req.tools if use_tools else None)
+        except TemplateError as exc:
+            raise BadRequest(str(exc)) from None
+        try:
+            if forced is not None:
+                gbnf = grammar.for_tool_call(req.tools, forced or None)
+            else:
+                gbnf = grammar.for_response_format(req.response_format)
+        except grammar.SchemaError as exc:
+            raise BadRequest(str(exc)) from None
+        if req.images:
+            if loaded.kind != "vlm":
+                raise BadRequest(f"Model '{req.model}' is of kind {loaded.kind} and takes no images; "
+                                  "use a vlm model with its mmproj")
+            if loaded.projector is None:
+                raise BadRequest(f"Model '{req.model}' has no projector loaded; send text content only")
+            try:
+                mm = loaded.projector.prompt(prompt.text, prompt.add_special, req.images)
+            except ImageError as exc:
+                raise BadRequest(str(exc)) from None
+            tokens, media = mm.tokens, mm.media
+        else:
+            tokens = model.tokenize(prompt.text, add_special=prompt.add_special, parse_special=True)
+            media = ()
+        group = Group()
+        self._start(engine, tokens, req, gbnf, group, media)
+        return ChatJob(loaded, group, frozenset(t["function"]["name"] for t in req.tools or []),
+                       parse_tools=use_tools, forced_tool=forced is not None)
+
+    # ---- completions -----------------------------------------------------------------
+
+    def completion(self, req: CompletionRequest):
+        loaded = self.model(req.model, GENERATIVE_KINDS)
+        model = loaded.model
+        group, prompts = Group(), []
+        try:
+            for p in req.prompts:
+                if isinstance(p, str):
+                    tokens = model.tokenize(p, add_special=True, parse_special=True)
+                    text = p
+                else:
+                    bad = [t for t in p if not 0 <= t < model.n_vocab]
+                    if bad:
+                        raise BadRequest(f"token id {bad[0]} is outside the vocabulary (0..{model.n_vocab - 1})")
+                    tokens, text = list(p), model.detokenize(p)
+                self._start(loaded.engine, tokens, req, None, group)
+                prompts += [text] * req.n
+        except Exception:
+            group.close()
+            raise
+        return loaded, group, prompts
+
+    # ---- shared ----------------------------------------------------------------------
+
+    def _start(self, engine, tokens: list[int], req, gbnf: str | None, group: Group,
+               media: tuple = ()) -> None:
+        """Start req.n generations of `tokens` in `group`; the caller closes it on failure."""
+        from dataclasses import replace
+
+        from modelyard.server.inference.llama.scheduler import GenRequest
+        from modelyard.server.inference.llama.sampling import GrammarError, check_grammar
+
+        if not tokens:
+            raise BadRequest("The prompt is empty")
+        max_tokens = fit_tokens(len(tokens), req.max_tokens, engine.n_ctx_slot)
+        params = req.sampling
+        if gbnf:
+            try:
+                check_grammar(engine.model.vocab, gbnf)
+            except GrammarError as exc:
+                raise BadRequest(f"response_format: {exc}") from None
+            params = replace(params, grammar=gbnf)
+        try:
+            for i in range(req.n):
+                p = params if i == 0 or params.seed is None else replace(params, seed=params.seed + i)
+                group.start(engine, GenRequest(tokens, p, max_tokens, req.logprobs, media=media), req.stop)
+        except EngineUnavailable:
+            group.close()
+            raise
+
+    def record(self, model_id: str, gen: Generation) -> None:
+        if self.metrics is not None:
+            self.metrics.record_generation(model_id, gen)
+
+    # ---- embeddings ------------------------------------------------------------------
+
+    def embed(self, req: EmbeddingRequest) -> tuple[np.ndarray, int]:
+        loaded = self.model(req.model, ("embed",))
+        engine = loaded.engine
+        batch = []
+        for i, x in enumerate(req.inputs):
+            tokens = engine.tokenize(x) if isinstance(x, str) else list(x)
+            if len(tokens) > engine.max_input:
+                raise BadRequest(f"input[{i}] has {len(tokens)} tokens; this model takes at most "
+                                  f"{engine.max_input}")
+            if not isinstance(x, str) and any(not 0 <= t < engine.model.n_vocab for t in tokens):
+                raise BadRequest(f"input[{i}] has a token id outside the vocabulary")
+            batch.append(tokens)
+        vectors = engine.embed(batch)
+        if req.dimensions and req.dimensions < vectors.shape[1]:
+            vectors = vectors[:, :req.dimensions]
+            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        n_tokens = sum(len(t) for t in batch)
+        if self.metrics is not None:
+            self.metrics.embedded_inputs.labels(req.model).inc(len(batch))
+            self.metrics.prompt_tokens.labels(req.model).inc(n_tokens)
+        return vectors, n_tokens
+
+    @staticmethod
+    def tool_parse(job: ChatJob, text: str) -> tuple[str | None, list[dict]]:
+        if not job.parse_tools:
+            return text, []
+        return tool_calls.parse(text, job.tool_names)

@@ -1,0 +1,350 @@
+"""The text-generation engine: one llama.cpp context, one scheduler thread, many requests.
+
+Continuous batching as llama.cpp's own server does it. Each request gets a slot (a
+sequence id in the shared context). Every step, the scheduler builds one batch that
+carries the next token of every generating slot and a chunk of every waiting prompt,
+calls llama_decode once (the GIL is released while it runs), samples each slot's
+next token with its native sampler chain, and puts the token on the request's queue.
+Request threads turn tokens into text; the scheduler does only per-token bookkeeping.
+"""
+from __future__ import annotations
+
+import collections
+import ctypes
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+import llama_cpp as L
+import numpy as np
+
+from modelyard.server.inference.llama.model import LlamaModel
+from modelyard.server.inference.llama.context_thread import ContextThread
+from modelyard.server.inference.llama.sampling import SamplingParams, build_chain
+from modelyard.server.inference.llama.slots import choose_slot, plan_batch
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONTEXT = 4096  # per slot, when the model's metadata names no initContextSize
+BATCH_SIZE = 2048
+UBATCH_SIZE = 512
+
+
+@dataclass
+class GenRequest:
+    """What the scheduler needs for one generation. `out` receives tuples:
+
+    ("tok", token, logprobs | None), then exactly one of ("end", reason, n_cached)
+    with reason "stop", "length" or "cancelled", or ("err", message).
+
+    With images (a vlm), `prompt` holds a key where each image position goes, and
+    `media` the images' spans and embeddings (projector.ImageSpan), in prompt order.
+    """
+
+    prompt: list[int]
+    params: SamplingParams
+    max_tokens: int
+    logprobs: int | None = None  # None: none; k: the chosen token's and the top k
+    media: tuple = ()
+    cancel: threading.Event = field(default_factory=threading.Event)
+    out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    submitted: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _Slot:
+    seq: int
+    cached: list[int] = field(default_factory=list)  # tokens whose K/V are in the cache
+    last_used: float = 0.0
+    req: GenRequest | None = None
+    sampler: object = None
+    pending: list[int] = field(default_factory=list)  # prompt tokens still to decode
+    last_token: int = -1
+    n_generated: int = 0
+    out_index: int = -1  # this slot's output row in the last batch
+
+
+class _Batch:
+    """A llama_batch whose arrays are numpy buffers we own, so filling it is vectorised."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.token = np.zeros(capacity, np.int32)
+        self.pos = np.zeros(capacity, np.int32)
+        self.n_seq_id = np.ones(capacity, np.int32)
+        self.seq = np.zeros(capacity, np.int32)
+        self.logits = np.zeros(capacity, np.int8)
+        base = self.seq.ctypes.data
+        self.seq_ptrs = (ctypes.POINTER(L.llama_seq_id) * capacity)(
+            *[ctypes.cast(base + 4 * i, ctypes.POINTER(L.llama_seq_id)) for i in range(capacity)])
+        self.c = L.llama_batch()
+        self.c.token = self.token.ctypes.data_as(ctypes.POINTER(L.llama_token))
+        self.c.embd = None
+        self.c.pos = self.pos.ctypes.data_as(ctypes.POINTER(L.llama_pos))
+        self.c.n_seq_id = self.n_seq_id.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
+        self.c.seq_id = ctypes.cast(self.seq_ptrs, ctypes.POINTER(ctypes.POINTER(L.llama_seq_id)))
+        self.c.logits = self.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
+        self.n = 0
+
+    def clear(self) -> None:
+        self.n = 0
+
+    def add(self, tokens, start_pos: int, seq: int, want_last: bool) -> int:
+        """Append tokens of one sequence; returns the row of the last one."""
+        k = len(tokens)
+        a, b = self.n, self.n + k
+        self.token[a:b] = tokens
+        self.pos[a:b] = np.arange(start_pos, start_pos + k, dtype=np.int32)
+        self.seq[a:b] = seq
+        self.logits[a:b] = 0
+        if want_last:
+            self.logits[b - 1] = 1
+        self.n = b
+        self.c.n_tokens = b
+        return b - 1
+
+
+class Scheduler(ContextThread):
+    """Owns one llama.cpp context for a model. Thread-safe `submit`; everything else is
+    done by its scheduler thread."""
+
+    def __init__(self, model: LlamaModel, parallel: int = 4, threads: int = 1,
+                 context_per_slot: int | None = None, metrics=None, name: str = "",
+                 projector=None):
+        self.model = model
+        self.projector = projector  # a vlm's projector.Projector: decodes image embeddings
+        self.name = name or model.path.stem
+        self.metrics = metrics
+        self.parallel = max(1, parallel)
+        per_slot = context_per_slot or min(model.n_ctx_train or DEFAULT_CONTEXT, DEFAULT_CONTEXT)
+        params = L.llama_context_default_params()
+        # Each slot gets a whole context of its own size (a split, not unified, cache),
+        # so one long conversation can never starve the others of room.
+        params.n_ctx = per_slot * self.parallel
+        params.n_seq_max = self.parallel
+        params.kv_unified = False
+        params.n_batch = min(BATCH_SIZE, params.n_ctx)
+        params.n_ubatch = min(UBATCH_SIZE, params.n_batch)
+        params.n_threads = threads
+        params.n_threads_batch = threads
+        params.no_perf = True
+        self.ctx = L.llama_init_from_model(model.ptr, params)
+        if not self.ctx:
+            raise MemoryError(f"llama.cpp could not create a context of {params.n_ctx} tokens")
+        self.mem = L.llama_get_memory(self.ctx)
+        self.n_ctx_slot = L.llama_n_ctx_seq(self.ctx)
+        self.batch = _Batch(params.n_batch)
+        self.slots = [_Slot(seq=i) for i in range(self.parallel)]
+        self._waiting: collections.deque[GenRequest] = collections.deque()
+        self._start_owner(f"engine-{self.name}")
+
+    # ---- the request side ------------------------------------------------------------
+
+    def submit(self, req: GenRequest) -> GenRequest:
+        self._enqueue(self._waiting, req)
+        self._gauge_queue()
+        return req
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def active(self) -> int:
+        return sum(1 for s in self.slots if s.req is not None)
+
+    # ---- the scheduler thread --------------------------------------------------------
+
+    def _has_work(self) -> bool:
+        return bool(self._waiting) or any(s.req is not None for s in self.slots)
+
+    def _work(self) -> None:
+        """One scheduler step: admit, decode one batch, sample."""
+        self._admit()
+        self._reap_cancelled()
+        generating = [s for s in self.slots if s.req is not None and not s.pending]
+        prompting = sorted((s for s in self.slots if s.req is not None and s.pending),
+                           key=lambda s: s.req.submitted)
+        if any(s.req.media for s in prompting):
+            prompting = self._decode_images(prompting)
+        plan = plan_batch([s.seq for s in generating],
+                          [(s.seq, self._text_run(s)) for s in prompting], self.batch.capacity)
+        if not plan:
+            return
+        self.batch.clear()
+        decoded: dict[int, list[int]] = {}
+        for seq, n in plan:
+            slot = self.slots[seq]
+            if slot.pending:
+                chunk = slot.pending[:n]
+                slot.pending = slot.pending[n:]
+                last = not slot.pending
+            else:
+                chunk, last = [slot.last_token], True
+            row = self.batch.add(chunk, len(slot.cached), seq, last)
+            slot.out_index = row if last else -1
+            decoded[seq] = chunk
+        rc = L.llama_decode(self.ctx, self.batch.c)
+        if rc != 0:
+            self._fail_batch(decoded, f"llama_decode failed with code {rc}")
+            return
+        for seq, chunk in decoded.items():
+            slot = self.slots[seq]
+            slot.cached.extend(chunk)
+            if slot.out_index >= 0:
+                self._sample(slot)
+
+    # ---- images (vlm) ----------------------------------------------------------------
+    #
+    # A llama_batch carries token ids or embeddings, not both, so an image is decoded on
+    # its own, between the steps' batches: at most one per step, the oldest prompt's,
+    # so that streams already generating wait for one image at a time.
+
+    def _decode_images(self, prompting: list[_Slot]) -> list[_Slot]:
+        """Decode one waiting image; the prompting slots whose next piece is text."""
+        text, decoded = [], False
+        for slot in prompting:
+            if not slot.req.media or isinstance(slot.pending[0], int):
+                text.append(slot)
+            elif not decoded:
+                decoded = True
+                if self._decode_image(slot) and isinstance(slot.pending[0], int):
+                    text.append(slot)
+        return text
+
+    def _decode_image(self, slot: _Slot) -> bool:
+        pos = len(slot.cached)  # the prompt's index of the next position to decode
+        span = next((m for m in slot.req.media if m.start == pos), None)
+        if span is None or self.projector is None:
+            self._fail_batch({slot.seq: []}, "the prompt's image positions are inconsistent")
+            return False
+        rc = self.projector.decode(self.ctx, span, pos, slot.seq, self.batch.capacity)
+        if rc != 0:
+            self._fail_batch({slot.seq: []}, f"decoding an image failed with code {rc}")
+            return False
+        slot.cached.extend(slot.pending[:span.n_tokens])
+        del slot.pending[:span.n_tokens]
+        if not slot.pending:  # the projector refuses such prompts: sampling needs logits
+            self._fail_batch({slot.seq: []}, "the prompt ends with an image")
+            return False
+        return True
+
+    @staticmethod
+    def _text_run(slot: _Slot) -> int:
+        """How many prompt tokens the slot can put in a batch: up to its next image."""
+        if not slot.req.media:
+            return len(slot.pending)
+        pos = len(slot.cached)
+        start = min((m.start for m in slot.req.media if m.start >= pos), default=None)
+        return len(slot.pending) if start is None else start - pos
+
+    def _sample(self, slot: _Slot) -> None:
+        req = slot.req
+        token = L.llama_sampler_sample(slot.sampler, self.ctx, slot.out_index)
+        if self.model.is_eog(token):
+            self._finish(slot, "stop")
+            return
+        lp = self._logprobs(slot.out_index, token, req.logprobs) if req.logprobs is not None else None
+        req.out.put(("tok", token, lp))
+        slot.n_generated += 1
+        slot.last_token = token
+        if slot.n_generated >= req.max_tokens:
+            self._finish(slot, "length")
+
+    def _logprobs(self, row: int, token: int, top: int):
+        logits = np.ctypeslib.as_array(L.llama_get_logits_ith(self.ctx, row), shape=(self.model.n_vocab,))
+        m = logits.max()
+        logz = m + np.log(np.exp(logits - m).sum())
+        chosen = float(logits[token] - logz)
+        if top <= 0:
+            return chosen, []
+        idx = np.argpartition(-logits, top)[:top]
+        idx = idx[np.argsort(-logits[idx])]
+        return chosen, [(int(i), float(logits[i] - logz)) for i in idx]
+
+    def _admit(self) -> None:
+        while True:
+            with self._cv:
+                if not self._waiting:
+                    break
+                free = [(s.seq, s.cached, s.last_used) for s in self.slots if s.req is None]
+                if not free:
+                    break
+                req = self._waiting.popleft()
+            self._gauge_queue()
+            if req.cancel.is_set():
+                req.out.put(("end", "cancelled", 0))
+                continue
+            seq, keep = choose_slot(free, req.prompt)
+            # An image is decoded whole: a prefix that ends inside one keeps none of it.
+            keep = next((m.start for m in req.media if m.start < keep < m.end), keep)
+            slot = self.slots[seq]
+            try:
+                slot.sampler = build_chain(self.model.vocab, self.model.n_vocab, req.params)
+            except Exception as exc:  # one bad request must not take the engine down
+                log.exception("engine %s: cannot build a sampler", self.name)
+                req.out.put(("err", f"cannot set up sampling: {exc}"))
+                continue
+            L.llama_memory_seq_rm(self.mem, seq, keep, -1)
+            del slot.cached[keep:]
+            slot.req = req
+            slot.pending = list(req.prompt[keep:])
+            slot.n_generated = 0
+            slot.last_token = -1
+            req.out.put(("start", keep))
+        self._gauge_active()
+
+    def _reap_cancelled(self) -> None:
+        for slot in self.slots:
+            if slot.req is not None and slot.req.cancel.is_set():
+                self._finish(slot, "cancelled")
+
+    def _finish(self, slot: _Slot, reason: str) -> None:
+        slot.req.out.put(("end", reason, len(slot.cached)))
+        self._release(slot)
+
+    def _release(self, slot: _Slot) -> None:
+        if slot.pending:
+            # The prompt was cut short: the cache holds only what was decoded.
+            slot.pending = []
+        if slot.sampler is not None:
+            L.llama_sampler_free(slot.sampler)
+            slot.sampler = None
+        slot.req = None
+        slot.last_used = time.monotonic()
+        self._gauge_active()
+
+    def _fail_batch(self, decoded: dict[int, list[int]], message: str) -> None:
+        log.error("engine %s: %s", self.name, message)
+        for seq in decoded:
+            slot = self.slots[seq]
+            L.llama_memory_seq_rm(self.mem, seq, -1, -1)
+            slot.cached = []
+            slot.req.out.put(("err", message))
+            self._release(slot)
+
+    def _shutdown(self) -> None:
+        with self._cv:
+            self._closing = True
+            waiting = list(self._waiting)
+            self._waiting.clear()
+        for req in waiting:
+            req.out.put(("err", f"model '{self.name}' was unloaded"))
+        for slot in self.slots:
+            if slot.req is not None:
+                slot.req.out.put(("err", f"model '{self.name}' was unloaded"))
+                self._release(slot)
+        if self.ctx:
+            L.llama_free(self.ctx)
+            self.ctx = None
+        self._gauge_queue()
+
+    def _gauge_queue(self) -> None:
+        if self.metrics is not None:
+            self.metrics.queue_depth.labels(self.name).set(len(self._waiting))
+
+    def _gauge_active(self) -> None:
+        if self.metrics is not None:
+            self.metrics.active_sequences.labels(self.name).set(self.active)

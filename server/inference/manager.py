@@ -1,0 +1,225 @@
+"""Which models are in memory: load on first use or on request, unload on request.
+
+Each model is loaded once per process (one gunicorn worker), whatever the number of
+threads. A model whose file or settings changed in the registry since it was loaded is
+reloaded on its next use.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from modelyard.server.inference.errors import LoadFailed, ModelNotFound, ModelNotReady
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Loaded:
+    id: str
+    kind: str
+    meta: dict
+    engine: object  # Scheduler | Embedder | OnnxModel
+    model: object = None  # the LlamaModel for GGUF kinds
+    file_key: tuple = ()
+    loaded_at: float = field(default_factory=time.time)
+    projector: object = None  # a vlm's multimodal projector
+
+
+def _file_key(paths: list[Path], meta: dict) -> tuple:
+    """What changes when a model's files or serving fields change in the registry.
+
+    A vlm's paths include its projector, so a new projector alone reloads the model too."""
+    key = (repr(meta.get("gguf")), repr(meta.get("onnx")))
+    for path in paths:
+        st = path.stat()
+        key += (st.st_ino, st.st_mtime_ns, st.st_size)
+    return key
+
+
+class ModelManager:
+    def __init__(self, store, settings, metrics=None):
+        self.store = store
+        self.settings = settings
+        self.metrics = metrics
+        self._loaded: dict[str, Loaded] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._preload_done = threading.Event()
+        self._preload_errors: dict[str, str] = {}
+
+    # ---- lookups ---------------------------------------------------------------------
+
+    def get(self, model_id: str) -> Loaded:
+        """The loaded model, loading it first when needed."""
+        item = self._loaded.get(model_id)
+        if item is not None and getattr(item.engine, "alive", True) and self._fresh(item):
+            return item
+        return self.load(model_id)
+
+    def _meta(self, model_id: str) -> dict:
+        """The registry's metadata, with the serve-time overrides of a preloaded model."""
+        meta = self.store.get(model_id)
+        overrides = self.settings.overrides_for(model_id)
+        if not overrides:
+            return meta
+        return {**meta, **{k: {**(meta.get(k) or {}), **v} for k, v in overrides.items()}}
+
+    def _fresh(self, item: Loaded) -> bool:
+        try:
+            meta = self._meta(item.id)
+            return _file_key(self._paths(item.id, meta), meta) == item.file_key
+        except Exception:  # deleted or changed underneath: let load() say what is wrong
+            return False
+
+    def _paths(self, model_id: str, meta: dict) -> list[Path]:
+        paths = [self.store.file_path(model_id)]
+        if meta["kind"] == "vlm":
+            paths.append(self.store.file_path(model_id, "mmproj"))
+        return paths
+
+    def loaded(self) -> list[Loaded]:
+        return sorted(self._loaded.values(), key=lambda x: x.loaded_at)
+
+    def _lock(self, model_id: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(model_id, threading.Lock())
+
+    # ---- load and unload -------------------------------------------------------------
+
+    def load(self, model_id: str) -> Loaded:
+        with self._lock(model_id):
+            try:
+                meta = self._meta(model_id)
+            except KeyError:
+                raise ModelNotFound(model_id) from None
+            if not meta.get("readyToUse"):
+                raise ModelNotReady(f"Model '{model_id}' is not ready: its file has not been "
+                               "uploaded or downloaded yet")
+            path = self.store.file_path(model_id)
+            key = _file_key(self._paths(model_id, meta), meta)
+            current = self._loaded.get(model_id)
+            if current is not None:
+                if current.file_key == key and getattr(current.engine, "alive", True):
+                    return current
+                log.info("model %s changed in the registry; reloading", model_id)
+                self._unload_locked(model_id)
+            started = time.monotonic()
+            try:
+                item = self._build(model_id, meta, path)
+            except (ModelNotReady, LoadFailed):
+                raise
+            except Exception as exc:
+                log.exception("loading model %s failed", model_id)
+                raise LoadFailed(f"Model '{model_id}' could not be loaded: {exc}") from None
+            item.file_key = key
+            self._loaded[model_id] = item
+            self._gauge()
+            log.info("loaded model %s (%s) in %.1fs", model_id, meta["kind"], time.monotonic() - started)
+            return item
+
+    def _build(self, model_id: str, meta: dict, path: Path) -> Loaded:
+        kind = meta["kind"]
+        s = self.settings
+        if kind == "onnx":
+            from modelyard.server.inference.onnx_runtime import OnnxModel
+
+            provider = (meta.get("onnx") or {}).get("executionProvider")
+            engine = OnnxModel(path, provider, threads=s.threads, name=model_id)
+            return Loaded(model_id, kind, meta, engine)
+        from modelyard.server.inference.llama.model import LlamaModel, ModelLoadError
+
+        gguf = meta.get("gguf") or {}
+        try:
+            model = LlamaModel(path, gpu_layers=int(gguf.get("initGpuLayerSize") or 0))
+        except ModelLoadError as exc:
+            raise LoadFailed(f"Model '{model_id}' could not be loaded: {exc}") from None
+        projector = None
+        try:
+            if kind == "embed":
+                from modelyard.server.inference.llama.embedder import Embedder
+
+                engine = Embedder(model, threads=s.threads, name=model_id,
+                                  context=gguf.get("initContextSize"))
+                return Loaded(model_id, kind, meta, engine, model)
+            from modelyard.server.inference.llama.scheduler import Scheduler
+
+            if kind == "vlm":
+                # The text side runs as an llm's; the projector turns images into embeddings.
+                from modelyard.server.inference.llama.projector import Projector
+
+                try:
+                    projector = Projector(self.store.file_path(model_id, "mmproj"), model,
+                                          threads=s.threads,
+                                          use_gpu=int(gguf.get("initGpuLayerSize") or 0) > 0)
+                except ModelLoadError as exc:
+                    raise LoadFailed(f"Model '{model_id}' could not be loaded: {exc}") from None
+            engine = Scheduler(model, parallel=s.parallel, threads=s.threads,
+                               context_per_slot=gguf.get("initContextSize"),
+                               metrics=self.metrics, name=model_id, projector=projector)
+            return Loaded(model_id, kind, meta, engine, model, projector=projector)
+        except Exception:
+            if projector is not None:
+                projector.close()
+            model.close()
+            raise
+
+    def unload(self, model_id: str) -> bool:
+        """Free a model's memory. False when it was not loaded."""
+        with self._lock(model_id):
+            return self._unload_locked(model_id)
+
+    def _unload_locked(self, model_id: str) -> bool:
+        item = self._loaded.pop(model_id, None)
+        if item is None:
+            return False
+        item.engine.close()  # fails in-flight requests, joins the engine thread
+        if item.projector is not None:
+            item.projector.close()
+        if item.model is not None:
+            item.model.close()
+        if self.metrics is not None:
+            self.metrics.forget_model(model_id)
+        self._gauge()
+        log.info("unloaded model %s", model_id)
+        return True
+
+    def close(self) -> None:
+        for model_id in list(self._loaded):
+            self.unload(model_id)
+
+    def _gauge(self) -> None:
+        if self.metrics is not None:
+            self.metrics.loaded_models.set(len(self._loaded))
+
+    # ---- preloading (--preload) ------------------------------------------------------
+
+    def start_preload(self, ids: list[str]) -> None:
+        """Load `ids` in a background thread, so /healthz answers while they load."""
+        if not ids:
+            self._preload_done.set()
+            return
+
+        def work():
+            for model_id in ids:
+                try:
+                    self.load(model_id)
+                except Exception as exc:
+                    msg = str(exc)
+                    self._preload_errors[model_id] = msg
+                    log.error("preload of %s failed: %s", model_id, msg)
+            self._preload_done.set()
+
+        threading.Thread(target=work, name="preload", daemon=True).start()
+
+    def is_ready(self) -> bool:
+        """Ready when every --preload model is loaded (and still is)."""
+        return self._preload_done.is_set() and all(m in self._loaded for m in self.settings.preload)
+
+    def preload_errors(self) -> dict[str, str]:
+        return dict(self._preload_errors)
+
+

@@ -1,0 +1,55 @@
+"""What the engines are asked to do, whichever API asked: typed requests, no HTTP.
+
+Each API family turns its own request bodies into these.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from modelyard.server.inference.llama.sampling import SamplingParams
+
+# Where an image goes in the text; the vlm engine replaces it with the image's embeddings.
+IMAGE_MARKER = "<__media__>"
+
+
+@dataclass
+class Generate:
+    """What chat/completions and completions share."""
+
+    model: str
+    sampling: SamplingParams
+    max_tokens: int | None
+    stop: list[str]
+    stream: bool
+    include_usage: bool
+    logprobs: int | None  # None, or how many top alternatives
+    n: int = 1
+
+
+@dataclass(frozen=True)
+class ImagePart:
+    data: bytes
+    where: str  # the request part it came from, e.g. messages[0].content[1], for messages
+
+
+@dataclass
+class ChatRequest(Generate):
+    messages: list[dict] = field(default_factory=list)
+    images: list[ImagePart] = field(default_factory=list)
+    tools: list[dict] | None = None
+    tool_choice: str | dict | None = None  # "none" | "auto" | "required" | function name
+    response_format: dict | None = None
+
+
+@dataclass
+class CompletionRequest(Generate):
+    prompts: list = field(default_factory=list)  # each a string or a list of token ids
+    echo: bool = False
+
+
+@dataclass
+class EmbeddingRequest:
+    model: str
+    inputs: list  # each a string or a list of token ids
+    encoding_format: str = "float"
+    dimensions: int | None = None

@@ -1,0 +1,381 @@
+"""The model store on disk: metadata, files, readiness, and crash-safe transfers.
+
+Layout, one folder per model (this is also the cache volume's format in a cluster):
+
+    <root>/models/<id>/model.json      metadata, written atomically
+    <root>/models/<id>/model.gguf      main file (model.onnx for onnx)
+    <root>/models/<id>/mmproj.gguf     a vlm's projector
+    <root>/models/<id>/*.partial       a file being written; never read as a model
+    <root>/models/<id>/.lock           flock held while a transfer runs (any process)
+
+A model is ready only when its metadata says every file its kind needs was committed,
+and each of those files is on disk with the size that was verified. Files are written
+to `.partial`, checked, fsynced and renamed, so `kill -9` at any moment leaves either
+the old complete file or the new one, never a torn one under the final name.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, NamedTuple
+
+from modelyard.server.registry import formats
+from modelyard.server.registry.diskio import FileWriter, atomic_write, flock, fsync_dir
+from modelyard.server.shared.facts import KINDS, id_problem
+from modelyard.server.registry.errors import (  # noqa: F401  (re-exported: callers use store.ModelNotFound)
+    Cancelled,
+    InvalidFile,
+    InvalidId,
+    ModelNotFound,
+    ReadOnlyStore,
+    StoreError,
+    TransferBusy,
+)
+
+PARTIAL = ".partial"
+META = "model.json"
+
+
+def files_for(kind: str) -> dict[str, str]:
+    """The files a kind needs, by role."""
+    if kind == "onnx":
+        return {"model": "model.onnx"}
+    if kind == "vlm":
+        return {"model": "model.gguf", "mmproj": "mmproj.gguf"}
+    return {"model": "model.gguf"}
+
+
+class _Entry(NamedTuple):
+    key: tuple
+    meta: dict
+    view: dict
+    json: bytes
+
+
+def _check_id(model_id: str) -> None:
+    problem = id_problem(model_id)
+    if problem:
+        raise InvalidId(f"Invalid model id {model_id!r}: it {problem}")
+
+
+def public_view(meta: dict, ready: bool) -> dict:
+    """What the API shows of a model (the seed's Model object)."""
+    out = {"id": meta["id"], "version": meta.get("version", ""), "kind": meta["kind"]}
+    out["readyToUse"] = ready
+    if meta.get("totalSize") is not None:
+        out["totalSize"] = meta["totalSize"]
+    out["createdAt"] = meta["createdAt"]
+    for section in ("gguf", "onnx"):
+        if meta.get(section) is not None:
+            out[section] = meta[section]
+    main = meta.get("files", {}).get("model")
+    if ready and main:
+        out["sha256"] = main["sha256"]
+    return out
+
+
+class Store:
+    """The registry's on-disk state. Safe for many threads and for several processes."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+        self.models_dir = self.root / "models"
+        self._models = str(self.models_dir)
+        try:
+            self.models_dir.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass  # a read-only mount of an existing store: serve it as it is
+        self.read_only = not os.access(self.models_dir, os.W_OK)
+        self._id_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._guard = threading.Lock()
+        # Cancel flags of the transfers this process runs, so DELETE can stop them.
+        self._cancels: dict[str, threading.Event] = {}
+        # Parsed metadata keyed by the file's identity, so listing 1,000 models stats
+        # files instead of parsing them.
+        self._cache: dict[str, _Entry] = {}
+
+    # ---- paths -------------------------------------------------------------------------
+
+    def model_dir(self, model_id: str) -> Path:
+        _check_id(model_id)
+        return self.models_dir / model_id
+
+    def file_path(self, model_id: str, role: str = "model") -> Path:
+        meta = self._read_meta(model_id)
+        return self.model_dir(model_id) / files_for(meta["kind"])[role]
+
+    # ---- reads -------------------------------------------------------------------------
+
+    def get(self, model_id: str) -> dict:
+        return self._entry(model_id).view
+
+    def list(self, kind: str | None = None, ready: bool | None = None) -> list[dict]:
+        return [entry.view for entry in self._entries(kind, ready)]
+
+    def list_json(self, kind: str | None = None, ready: bool | None = None) -> bytes:
+        """The registry's list response, `{"data": [...]}`, from per-model cached JSON."""
+        return b'{"data": [' + b", ".join(e.json for e in self._entries(kind, ready)) + b"]}"
+
+    def _entries(self, kind: str | None, ready: bool | None) -> Iterator["_Entry"]:
+        try:
+            # Names on disk were ids when the store made them; odd ones are skipped.
+            names = sorted(n for n in os.listdir(self._models) if n[0] not in ".-")
+        except FileNotFoundError:
+            return
+        for name in names:
+            try:
+                entry = self._entry(name, checked=True)
+            except (ModelNotFound, InvalidId):
+                continue
+            if kind is not None and entry.meta["kind"] != kind:
+                continue
+            if ready is not None and entry.view["readyToUse"] != ready:
+                continue
+            yield entry
+
+    def _entry(self, model_id: str, checked: bool = False) -> "_Entry":
+        """A model's metadata, public view and view JSON, cached on its model.json.
+
+        Every change the store makes rewrites model.json through a new file and a rename,
+        so the file's inode differs from one version to the next, whatever the clock's
+        granularity; data files are only renamed between two such writes. One stat per
+        model therefore tells whether the cached view still holds, which keeps a list of
+        1,000 models fast. (String paths: pathlib's overhead was most of such a list.)
+        """
+        if not checked:
+            _check_id(model_id)
+        path = self._models + "/" + model_id + "/" + META
+        try:
+            st = os.stat(path)
+            key = (st.st_ino, st.st_mtime_ns, st.st_size)
+            cached = self._cache.get(model_id)
+            if cached and cached.key == key:
+                return cached
+            with open(path, "rb") as f:
+                meta = json.loads(f.read())
+        except FileNotFoundError:
+            raise ModelNotFound(model_id) from None
+        view = public_view(meta, self._is_ready(model_id, meta))
+        entry = _Entry(key, meta, view, json.dumps(view).encode())
+        self._cache[model_id] = entry
+        return entry
+
+    def _read_meta(self, model_id: str) -> dict:
+        return self._entry(model_id).meta
+
+    def committed_source(self, model_id: str, role: str = "model") -> str | None:
+        """The source a committed file was fetched from (None for uploads)."""
+        record = self._read_meta(model_id).get("files", {}).get(role) or {}
+        return record.get("source")
+
+    def _is_ready(self, model_id: str, meta: dict) -> bool:
+        """Every file the kind needs was committed and is on disk at its verified size."""
+        committed = meta.get("files", {})
+        for role, name in files_for(meta["kind"]).items():
+            record = committed.get(role)
+            if not record or record.get("name") != name:
+                return False
+            try:
+                if os.stat(os.path.join(self._models, model_id, name)).st_size != record["size"]:
+                    return False
+            except FileNotFoundError:
+                return False
+        return True
+
+    # ---- metadata writes -------------------------------------------------------------
+
+    def create(self, fields: dict) -> tuple[dict, bool]:
+        """Create a model's metadata, or update it when the id exists. Returns (model, created)."""
+        self._check_writable()
+        model_id = fields["id"]
+        folder = self.model_dir(model_id)
+        with self._id_locks[model_id]:
+            try:
+                meta = dict(self._read_meta(model_id))
+                created = False
+            except ModelNotFound:
+                folder.mkdir(parents=True, exist_ok=True)
+                meta = {"id": model_id, "createdAt": int(time.time() * 1000), "files": {}}
+                created = True
+            meta.update({k: v for k, v in fields.items() if k != "id"})
+            self._write_meta(model_id, meta)
+        return self.get(model_id), created
+
+    def update(self, model_id: str, changes: dict) -> dict:
+        """Change metadata fields (gguf, onnx, version) of an existing model."""
+        self._check_writable()
+        with self._id_locks[model_id]:
+            meta = dict(self._read_meta(model_id))
+            meta.update(changes)
+            self._write_meta(model_id, meta)
+        return self.get(model_id)
+
+    def _write_meta(self, model_id: str, meta: dict) -> None:
+        atomic_write(self.model_dir(model_id) / META, json.dumps(meta, indent=1).encode())
+
+    def _record_files(self, model_id: str, done: dict[str, dict], pending: bool) -> None:
+        """Mark committed files; while `pending`, drop their old records first (see commit)."""
+        with self._id_locks[model_id]:
+            meta = dict(self._read_meta(model_id))
+            files = dict(meta.get("files", {}))
+            for role, record in done.items():
+                if pending:
+                    files.pop(role, None)
+                else:
+                    files[role] = record
+            meta["files"] = files
+            sizes = [r["size"] for r in files.values()]
+            meta["totalSize"] = sum(sizes) if sizes else None
+            self._write_meta(model_id, meta)
+
+    # ---- delete ------------------------------------------------------------------------
+
+    def delete(self, model_id: str) -> None:
+        """Remove a model and its files, cancelling a transfer in progress here first."""
+        self._check_writable()
+        folder = self.model_dir(model_id)
+        if not (folder / META).exists():
+            raise ModelNotFound(model_id)
+        cancel = self._cancels.get(model_id)
+        if cancel:
+            cancel.set()
+        # Wait (bounded) for the transfer to let go, so its clean-up cannot race ours.
+        with flock(folder, blocking=True, timeout=30):
+            with self._id_locks[model_id]:
+                shutil.rmtree(folder, ignore_errors=True)
+                self._cache.pop(model_id, None)
+
+    # ---- transfers ---------------------------------------------------------------------
+
+    @contextmanager
+    def transfer(self, model_id: str) -> Iterator["Transfer"]:
+        """Exclusive right to write a model's files, in this process or any other.
+
+        Leaving the block without `commit()` removes what was written.
+        """
+        self._check_writable()
+        meta = self._read_meta(model_id)
+        folder = self.model_dir(model_id)
+        try:
+            lock = flock(folder, blocking=False)
+            lock.__enter__()
+        except BlockingIOError:
+            raise TransferBusy(
+                f"Model '{model_id}' already has an upload or download in progress"
+            ) from None
+        cancel = threading.Event()
+        with self._guard:
+            self._cancels[model_id] = cancel
+        transfer = Transfer(self, model_id, meta["kind"], cancel)
+        try:
+            yield transfer
+        finally:
+            transfer.discard()
+            with self._guard:
+                if self._cancels.get(model_id) is cancel:
+                    del self._cancels[model_id]
+            lock.__exit__(None, None, None)
+
+    def recover(self) -> list[str]:
+        """Remove partial files a crash left behind. Returns what was removed.
+
+        Only for a writable store with no transfer running: it takes each model's lock.
+        """
+        if self.read_only:
+            return []
+        removed = []
+        for folder in self.models_dir.iterdir():
+            if not folder.is_dir():
+                continue
+            try:
+                with flock(folder, blocking=False):
+                    for path in folder.glob("*" + PARTIAL):
+                        if path.is_dir():  # fetch's huggingface_hub download folder
+                            shutil.rmtree(path, ignore_errors=True)
+                        else:
+                            path.unlink(missing_ok=True)
+                        removed.append(str(path))
+                    if not (folder / META).exists():
+                        shutil.rmtree(folder, ignore_errors=True)
+                        removed.append(str(folder))
+            except BlockingIOError:
+                continue  # a live `modelyard fetch` owns it
+        return removed
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise ReadOnlyStore(
+                "This store is read-only: the model is managed by its Model resource. "
+                "Change the Model with kubectl instead."
+            )
+
+
+class Transfer:
+    """Writes a model's files through `.partial` names, hashing as the bytes pass."""
+
+    def __init__(self, store: Store, model_id: str, kind: str, cancel: threading.Event):
+        self.store = store
+        self.model_id = model_id
+        self.kind = kind
+        self.cancel = cancel
+        self.folder = store.model_dir(model_id)
+        self.roles = files_for(kind)
+        self._writers: dict[str, FileWriter] = {}
+
+    def writer(self, role: str, resume: bool = False) -> "FileWriter":
+        if role not in self.roles:
+            raise InvalidFile(
+                f"A '{self.kind}' model has no '{role}' file; it takes: {', '.join(self.roles)}"
+            )
+        final = self.folder / self.roles[role]
+        writer = FileWriter(final.with_name(final.name + PARTIAL), self.cancel, resume)
+        self._writers[role] = writer
+        return writer
+
+    def commit(self, sha256: dict[str, str] | None = None,
+               sources: dict[str, str] | None = None) -> dict:
+        """Verify every written file, then move them into place and record them.
+
+        The old records go first, so a crash between the renames and the final metadata
+        write leaves the model not ready rather than ready with a stale checksum.
+        """
+        records = {}
+        for role, writer in self._writers.items():
+            writer.finish()
+            expected = (sha256 or {}).get(role)
+            if expected and expected.lower() != writer.sha256:
+                raise InvalidFile(
+                    f"sha256 mismatch for the {role} file: expected {expected.lower()}, "
+                    f"got {writer.sha256}"
+                )
+            try:
+                formats.check(self.kind, role, writer.path)
+            except formats.FormatError as exc:
+                raise InvalidFile(str(exc)) from None
+            records[role] = {
+                "name": self.roles[role],
+                "size": writer.size,
+                "sha256": writer.sha256,
+                # Where the file came from, so a fetch of another source downloads again.
+                "source": (sources or {}).get(role),
+            }
+        self.store._record_files(self.model_id, records, pending=True)
+        for role, writer in self._writers.items():
+            os.replace(writer.path, self.folder / self.roles[role])
+        fsync_dir(self.folder)
+        self.store._record_files(self.model_id, records, pending=False)
+        self._writers.clear()
+        return self.store.get(self.model_id)
+
+    def discard(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+            if not writer.keep:
+                writer.path.unlink(missing_ok=True)
+        self._writers.clear()

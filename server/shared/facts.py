@@ -1,0 +1,86 @@
+"""Facts that the server and the operator share: one definition of each.
+
+Kinds of model, ONNX execution providers, chat-template hints, the model id rules, the
+server's port, the Kubernetes API group of the Model resource, the labels and
+annotations of its children, and the rule that a vlm needs its projector. The CRD in
+crds/ states the same rules to the API server; a test compares the two.
+"""
+from __future__ import annotations
+
+import re
+
+# ---- models --------------------------------------------------------------------------
+
+KINDS = ("llm", "vlm", "embed", "onnx")
+# The kinds that generate text (chat and completions); embed and onnx do not.
+GENERATIVE_KINDS = ("llm", "vlm")
+# The registry's onnx.executionProvider values, and onnxruntime's name for each.
+EXECUTION_PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+# The mModelStore API's chatTemplateHint values; llama.cpp knows each by this name
+# (llama_chat_builtin_templates).
+CHAT_TEMPLATE_HINTS = (
+    "chatml", "llama2", "llama3", "phi3", "mistral-v1", "mistral-v3", "mistral-v7", "gemma",
+    "deepseek", "deepseek2", "deepseek3", "command-r", "falcon3", "zephyr", "vicuna",
+    "vicuna-orca", "openchat",
+)
+
+# ---- model ids (the mModelStore API's rules) -----------------------------------------
+
+ID_PATTERN = re.compile(r"^[a-zA-Z0-9._-]+$")
+MAX_ID_LENGTH = 255
+
+
+def id_problem(model_id: object) -> str | None:
+    """Why `model_id` is not a valid id, or None when it is."""
+    if not isinstance(model_id, str) or not model_id:
+        return "must be a non-empty string"
+    if len(model_id) > MAX_ID_LENGTH:
+        return f"must be at most {MAX_ID_LENGTH} characters"
+    if not ID_PATTERN.match(model_id):
+        return "may contain only letters, digits, '-', '_' and '.'"
+    if model_id[0] in ".-":
+        return "cannot start with '.' or '-'"
+    if ".." in model_id:
+        return "cannot contain '..'"
+    return None
+
+
+def vlm_problem(model_id: str, kind: str, has_projector_source: bool, projector_on_disk: bool,
+                field: str = "mmprojUrl") -> str | None:
+    """Why this kind and projector cannot go together, or None: a vlm needs its projector
+    (an mmproj GGUF), and only a vlm takes one. `field` is what the caller calls the
+    projector's source, so the message says what to send."""
+    if has_projector_source and kind != "vlm":
+        return f"Field '{field}' applies only to kind 'vlm'; model '{model_id}' is '{kind}'"
+    if kind == "vlm" and not has_projector_source and not projector_on_disk:
+        return (f"Model '{model_id}' is a vlm and has no projector yet: "
+                f"send '{field}' with the mmproj file's URL")
+    return None
+
+
+# ---- the server ----------------------------------------------------------------------
+
+DEFAULT_PORT = 8083
+
+# ---- the Model resource and its children ---------------------------------------------
+
+GROUP = "modelyard.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "Model"
+PLURAL = "models"
+
+# Labels every child carries. The model label holds the DNS-safe base name (a label value
+# is limited to 63 characters; the full name is in the ownerReference).
+LABEL_MODEL = f"{GROUP}/model"
+LABEL_SOURCE_HASH = f"{GROUP}/source-hash"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "modelyard-operator"
+ANNOTATION_POD_SPEC_HASH = f"{GROUP}/pod-spec-hash"
+ANNOTATION_SOURCE_HASH = f"{GROUP}/source-hash"
