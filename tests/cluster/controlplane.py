@@ -240,6 +240,10 @@ class ControlPlane:
             "--service-cluster-ip-range", "10.96.0.0/16",
             "--allow-privileged=true",
             "--endpoint-reconciler-type", "none",
+            # New nodes get the not-ready taint from this plugin and lose it through the
+            # node lifecycle controller, which needs kubelet heartbeats: kwok's nodes
+            # send none, so neither runs here.
+            "--disable-admission-plugins", "TaintNodesByCondition",
             # Pod logs go to the node's address: kwok's nodes are 127.0.0.1.
             "--kubelet-preferred-address-types", "InternalIP",
             "--audit-policy-file", str(policy),
@@ -294,12 +298,16 @@ class ControlPlane:
             if stage["metadata"]["name"] == "pod-complete":
                 stage["spec"]["delay"] = {"durationMilliseconds": DOWNLOAD_SECONDS * 1000}
         stages.write_text(yaml.safe_dump_all(documents))
+        kubelet_port = free_port()
         self._run("kwok", [
             str(self.bindir / "kwok"), "--kubeconfig", str(self.kubeconfig), "--config", str(stages),
             "--manage-all-nodes=true",
-            # Node and pod addresses stay on loopback: the API server connects to a
-            # node's address for logs, and nothing here may reach beyond this machine.
-            "--node-ip", "127.0.0.1", "--node-port", str(free_port()), "--cidr", "127.16.0.0/16",
+            # Node and pod addresses stay on loopback, and so does kwok's stand-in for the
+            # kubelet API (it would listen on every interface by default): the API server
+            # connects to a node's address for pod logs, and nothing here may reach
+            # beyond this machine.
+            "--node-ip", "127.0.0.1", "--node-port", str(kubelet_port),
+            "--server-address", f"127.0.0.1:{kubelet_port}", "--cidr", "127.16.0.0/16",
         ])
 
 
