@@ -110,18 +110,28 @@ def test_inference_pods_are_ready_where_the_model_says(examples, kubectl):
     assert llama[0]["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": GPU_PRODUCT}
 
 
+def _table(text: str) -> list[dict[str, str]]:
+    """kubectl's table as dicts, cut at the header's column starts (an empty cell stays empty)."""
+    lines = text.splitlines()
+    header = lines[0]
+    starts = [i for i, c in enumerate(header) if c != " " and (i == 0 or header[i - 1] == " ")]
+    names = header.split()
+    bounds = list(zip(starts, starts[1:] + [None]))
+    return [{name: line[a:b].strip() for name, (a, b) in zip(names, bounds)} for line in lines[1:]]
+
+
 def test_kubectl_get_models_shows_the_columns(examples, kubectl):
-    lines = kubectl("get", "models", "-n", MODELS_NAMESPACE).splitlines()
-    assert lines[0].split() == ["NAME", "KIND", "PHASE", "PROGRESS", "READY", "AGE"], lines[0]
-    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    out = kubectl("get", "models", "-n", MODELS_NAMESPACE)
+    assert out.splitlines()[0].split() == ["NAME", "KIND", "PHASE", "PROGRESS", "READY", "AGE"], out
+    rows = {row["NAME"]: row for row in _table(out)}
     for name in examples:
         model = kubectl.get("models", name)
         row = rows[name]
         # PROGRESS shows only while a download runs.
-        assert row[1:5] == [model["spec"]["kind"], "Ready", "<none>", str(model["spec"].get("replicas", 1))], row
-    wide = kubectl("get", "models", "-n", MODELS_NAMESPACE, "-o", "wide").splitlines()
-    assert wide[0].split() == ["NAME", "KIND", "PHASE", "PROGRESS", "READY", "ENDPOINT", "AGE"], wide[0]
-    assert any(f"http://smollm2-360m.{MODELS_NAMESPACE}.svc:8083" in line for line in wide[1:])
+        assert row["KIND"] == model["spec"]["kind"] and row["PHASE"] == "Ready" and row["PROGRESS"] == "", row
+        assert row["READY"] == str(model["spec"].get("replicas", 1)) and row["AGE"], row
+    wide = {row["NAME"]: row for row in _table(kubectl("get", "models", "-n", MODELS_NAMESPACE, "-o", "wide"))}
+    assert wide["smollm2-360m"]["ENDPOINT"] == f"http://smollm2-360m.{MODELS_NAMESPACE}.svc:8083", wide
 
 
 def test_a_ready_cluster_is_quiet(examples, kubectl, control_plane):
