@@ -6,6 +6,7 @@ real attention. Nothing is fetched from a model hub.
 """
 from __future__ import annotations
 
+import functools
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +68,7 @@ def _copy_tokenizer(writer, vocab_file: Path, chat_template: str | None | bool) 
     return n_vocab
 
 
-def make_llama_gguf(path: Path, vocab: str = "qwen2", shape: LlamaShape = LlamaShape(),
+def make_llama_gguf(path: Path, vocab: str | Path = "qwen2", shape: LlamaShape = LlamaShape(),
                     seed: int = 0, chat_template: str | None | bool = True,
                     qtype: str = "F32") -> Path:
     """A llama-architecture model with random weights and a real vocabulary.
@@ -79,8 +80,10 @@ def make_llama_gguf(path: Path, vocab: str = "qwen2", shape: LlamaShape = LlamaS
 
     rng = np.random.default_rng(seed)
     writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_name(f"tiny-{vocab}-{seed}")
-    n_vocab = _copy_tokenizer(writer, vocab_path(vocab), chat_template)
+    # vocab: a name under the sdist's models/, or the path of a vocab-only GGUF (make_vocab_gguf)
+    vocab_file = vocab if isinstance(vocab, Path) else vocab_path(vocab)
+    writer.add_name(f"tiny-{vocab_file.stem.removeprefix('ggml-vocab-')}-{seed}")
+    n_vocab = _copy_tokenizer(writer, vocab_file, chat_template)
     s = shape
     writer.add_context_length(s.n_ctx_train)
     writer.add_embedding_length(s.n_embd)
@@ -133,6 +136,121 @@ def make_llama_gguf(path: Path, vocab: str = "qwen2", shape: LlamaShape = LlamaS
     writer.write_tensors_to_file()
     writer.close()
     return Path(path)
+
+
+CHATML_TEMPLATE = (
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+@functools.lru_cache(maxsize=4)
+def _vocab_fields(name: str) -> dict:
+    """The tokenizer.* fields of a vocab from the sdist, as Python values, with their GGUF
+    types. Parsing gpt-2's 50257 tokens takes seconds: once per process."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(vocab_path(name)))
+    out = {}
+    for key, field in reader.fields.items():
+        if key.startswith("tokenizer.") and key != "tokenizer.chat_template":
+            vtype = field.types[0]
+            sub = field.types[1] if vtype == gguf.GGUFValueType.ARRAY else None
+            out[key] = (field.contents(), vtype, sub)
+    return out
+
+
+def make_vocab_gguf(path: Path, base: str = "gpt-2", n_base: int | None = None,
+                    extra: tuple[str, ...] = ("<|im_start|>", "<|im_end|>"),
+                    pad_to: int = 1, chat_template: str | None = CHATML_TEMPLATE) -> Path:
+    """A vocab-only GGUF: a real vocabulary plus control tokens (ChatML's by default), then
+    unused tokens up to a multiple of pad_to, as trainers pad embeddings (gpt-2's 50257 to
+    50304). gpt-2 + ChatML is 50259 tokens: odd, and no multiple of any tile width.
+
+    n_base keeps only the first n_base tokens of a byte-level BPE vocabulary and the merges
+    that make them. In gpt-2's vocabulary token 256 + i is what merge i makes, so the cut
+    is a consistent, smaller tokenizer: the same text splits into more, shorter tokens. A
+    small vocabulary keeps the files small and the registry's upload check quick. The cut
+    drops gpt-2's <|endoftext|> (50256): pass it in `extra` to keep one.
+    """
+    import gguf
+
+    fields = dict(_vocab_fields(base))
+    tokens = list(fields["tokenizer.ggml.tokens"][0])
+    types = list(fields["tokenizer.ggml.token_type"][0])
+    if n_base is not None:
+        merges = list(fields["tokenizer.ggml.merges"][0])[: n_base - 256]
+        if any(tokens[256 + i] != m.replace(" ", "") for i, m in enumerate(merges)):
+            raise ValueError(f"{base}'s token order does not follow its merges: it cannot be cut")
+        tokens, types = tokens[:n_base], types[:n_base]
+        fields["tokenizer.ggml.merges"] = (merges, *fields["tokenizer.ggml.merges"][1:])
+        # special ids past the cut would point nowhere
+        fields = {k: v for k, v in fields.items() if not (k.endswith("_token_id") and v[0] >= n_base)}
+    n_real = len(tokens)
+    tokens += list(extra)
+    types += [gguf.TokenType.CONTROL] * len(extra)
+    n_pad = -len(tokens) % pad_to
+    tokens += [f"<|pad_{i}|>" for i in range(n_pad)]
+    types += [gguf.TokenType.UNUSED] * n_pad
+    fields["tokenizer.ggml.tokens"] = (tokens, *fields["tokenizer.ggml.tokens"][1:])
+    fields["tokenizer.ggml.token_type"] = (types, *fields["tokenizer.ggml.token_type"][1:])
+    if "tokenizer.ggml.scores" in fields:
+        scores = list(fields["tokenizer.ggml.scores"][0])[:n_real] + [0.0] * (len(tokens) - n_real)
+        fields["tokenizer.ggml.scores"] = (scores, *fields["tokenizer.ggml.scores"][1:])
+    u32 = gguf.GGUFValueType.UINT32
+    if "<|endoftext|>" in extra:
+        fields["tokenizer.ggml.bos_token_id"] = (tokens.index("<|endoftext|>"), u32, None)
+        fields["tokenizer.ggml.eos_token_id"] = (tokens.index("<|endoftext|>"), u32, None)
+    if "<|im_end|>" in extra:
+        fields["tokenizer.ggml.eos_token_id"] = (tokens.index("<|im_end|>"), u32, None)
+    writer = gguf.GGUFWriter(str(path), "llama")
+    for key, (value, vtype, sub) in fields.items():
+        writer.add_key_value(key, value, vtype, sub)
+    if chat_template:
+        writer.add_chat_template(chat_template)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return Path(path)
+
+
+# llama_ftype values of the quantizations made by llama.cpp's own quantizer (llama.h)
+LLAMA_FTYPES = {"Q4_0": 2, "Q8_0": 7, "Q4_K_M": 15, "Q5_K_M": 17, "Q6_K": 18}
+
+
+def quantize_gguf(src: Path, dst: Path, qtype: str, threads: int = 2) -> Path:
+    """Quantize with llama.cpp's llama_model_quantize, as users' K-quant files are made.
+
+    Rows whose width is not a multiple of 256 cannot hold K-quant blocks; llama.cpp then
+    falls back to a legacy type for that tensor (Q5_0, Q8_0...), as it does for real models.
+    """
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = LLAMA_FTYPES[qtype]
+    params.nthread = threads
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params)
+    if rc != 0:
+        raise RuntimeError(f"llama_model_quantize({src} -> {qtype}) returned {rc}")
+    return Path(dst)
+
+
+def make_quantized_llama_gguf(path: Path, qtype: str, vocab: str | Path = "qwen2",
+                              shape: LlamaShape = LlamaShape(), seed: int = 0,
+                              chat_template: str | None | bool = True) -> Path:
+    """make_llama_gguf in any of F32, F16, Q8_0 (written by the gguf package) or Q4_0,
+    Q4_K_M, Q5_K_M, Q6_K (F16 first, then llama.cpp's quantizer)."""
+    path = Path(path)
+    if qtype in ("F32", "F16", "Q8_0"):
+        return make_llama_gguf(path, vocab=vocab, shape=shape, seed=seed, chat_template=chat_template,
+                               qtype=qtype)
+    f16 = path.with_name(path.stem + ".f16.gguf")
+    make_llama_gguf(f16, vocab=vocab, shape=shape, seed=seed, chat_template=chat_template, qtype="F16")
+    try:
+        return quantize_gguf(f16, path, qtype)
+    finally:
+        f16.unlink(missing_ok=True)
 
 
 def make_bert_gguf(path: Path, vocab: str = "bert-bge", n_embd: int = 64, n_layer: int = 2,
