@@ -163,8 +163,8 @@ def llama_wheels() -> Path | None:
 def build(target: str, tag: str, *, base: str, log: Path, wheels: Path | None = None) -> float:
     """`podman build --target TARGET` of the repository's Dockerfile; returns the seconds taken.
 
-    The build uses the host's network (apt and PyPI). The image that the tag named before,
-    if any, is removed when the build replaced it, so reruns do not pile up images.
+    The build uses the host's network (apt and PyPI). When it replaces the image that the
+    tag named, the old one goes, so reruns after each change do not pile up images.
     """
     before = image_id(tag)
     args = ["build", "--network", "host", "--target", target, "--build-arg", f"PYTHON_IMAGE={base}",
@@ -175,6 +175,7 @@ def build(target: str, tag: str, *, base: str, log: Path, wheels: Path | None = 
     podman(*args, str(ROOT), timeout=3600, log=log)
     seconds = time.monotonic() - began
     if before and image_id(tag) != before:
+        # Goes with the steps of its own that no other image shares; the build cache stays.
         podman("rmi", before, check=False)
     return seconds
 
