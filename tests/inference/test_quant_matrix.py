@@ -159,7 +159,6 @@ def test_model_serves_alone_and_batched(qtype, width, vocab, make_model, matrix_
             assert K_TYPES[qtype] & {t for t, _ in info.values()}, info
     upload(matrix_server, mid, path)
     boots = matrix_server.worker_boots()
-    assert boots == 1, matrix_server.log()
     try:
         # loads on first use and answers a chat
         answer = client.chat.completions.create(
@@ -196,10 +195,11 @@ def test_model_serves_alone_and_batched(qtype, width, vocab, make_model, matrix_
             alone, _ = stream_text(client, mid, prompt, bias)
             assert alone == batched[i][0], (i, alone, batched[i][0])
 
-        # and the worker that served all this is the first one: nothing crashed and restarted
+        # and the worker that served all this is still the one that took the upload: it
+        # did not die (gunicorn would have booted another, and logged the signal)
         assert httpx.get(matrix_server.url + "/healthz").status_code == 200
         assert matrix_server.proc.poll() is None
-        assert matrix_server.worker_boots() == 1, matrix_server.log()[-3000:]
+        assert matrix_server.worker_boots() == boots, matrix_server.log()[-3000:]
     finally:
         # unload and remove, so the module's memory and disk stay those of one model
         httpx.delete(f"{matrix_server.url}/v1/models/{mid}", headers=AUTH, timeout=60)
