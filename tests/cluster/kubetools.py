@@ -150,7 +150,9 @@ def audit_events(path: Path, user: str = OPERATOR_USER, since: float | None = No
 
 
 def describe(event: dict[str, Any]) -> str:
-    ref = event.get("objectRef") or {}
+    ref = event.get("objectRef")
+    if not ref:
+        return f"{event['requestReceivedTimestamp']} {event['verb']} {event.get('requestURI')}"
     resource = ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
     return (f"{event['requestReceivedTimestamp']} {event['verb']} {resource} {ref.get('name', '')} "
             f"-> {event.get('responseStatus', {}).get('code')}")
