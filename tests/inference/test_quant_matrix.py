@@ -24,6 +24,7 @@ real models of such widths.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -59,8 +60,6 @@ class ModelyardServer(Server):
     """Server, started through the installed `modelyard` command (as a user starts it)."""
 
     def start(self, wait_ready: bool = False, timeout: float = 60) -> "ModelyardServer":
-        import subprocess
-
         cmd = [str(Path(sys.executable).parent / "modelyard"), "serve", "--host", "127.0.0.1",
                "--port", str(self.port), "--store", str(self.store), *self.args]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.extra_env, "MODELYARD_API_KEY": self.api_key}
@@ -95,18 +94,24 @@ def make_model(tmp_path_factory):
     """make_model(qtype, width, vocab) -> a GGUF file. One F16 file per width and vocabulary
     holds the weights that every quantization of that pair starts from."""
     d = tmp_path_factory.mktemp("quant-models")
-    vocabs = {name: modelgen.make_vocab_gguf(d / f"vocab-{name}.gguf", n_base=n_base, extra=extra, pad_to=pad)
-              for name, (n_base, extra, pad, _) in VOCABS.items()}
+    vocabs: dict[str, Path] = {}
     f16: dict[tuple[int, str], Path] = {}
+
+    def vocab_file(name: str) -> Path:
+        if name not in vocabs:
+            n_base, extra, pad, _ = VOCABS[name]
+            vocabs[name] = modelgen.make_vocab_gguf(d / f"vocab-{name}.gguf", n_base=n_base, extra=extra,
+                                                    pad_to=pad)
+        return vocabs[name]
 
     def make(qtype: str, width: int, vocab: str) -> Path:
         shape = modelgen.LlamaShape(n_embd=width, n_head=4, n_head_kv=2, n_ff=2 * width)
         path = d / f"{model_id(qtype, width, vocab)}.gguf"
         if qtype == "Q8_0":
-            return modelgen.make_llama_gguf(path, vocab=vocabs[vocab], shape=shape, qtype="Q8_0")
+            return modelgen.make_llama_gguf(path, vocab=vocab_file(vocab), shape=shape, qtype="Q8_0")
         if (width, vocab) not in f16:
             f16[(width, vocab)] = modelgen.make_llama_gguf(
-                d / f"base-{width}-{vocab}.gguf", vocab=vocabs[vocab], shape=shape, qtype="F16")
+                d / f"base-{width}-{vocab}.gguf", vocab=vocab_file(vocab), shape=shape, qtype="F16")
         if qtype == "F16":
             return f16[(width, vocab)]
         return modelgen.quantize_gguf(f16[(width, vocab)], path, qtype)
