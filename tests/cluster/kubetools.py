@@ -154,8 +154,9 @@ def describe(event: dict[str, Any]) -> str:
     if not ref:
         return f"{event['requestReceivedTimestamp']} {event['verb']} {event.get('requestURI')}"
     resource = ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
-    return (f"{event['requestReceivedTimestamp']} {event['verb']} {resource} {ref.get('name', '')} "
-            f"-> {event.get('responseStatus', {}).get('code')}")
+    status = event.get("responseStatus") or {}
+    return (f"{event['requestReceivedTimestamp']} {event['verb']} {resource} {object_name(event)} "
+            f"-> {status.get('code')} {status.get('message') or ''}").rstrip()
 
 
 def _timestamp(value: str) -> float:
