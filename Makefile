@@ -3,44 +3,60 @@
 # pyproject.toml changes.
 
 PYTHON ?= python3
+# The repo root holds a folder named operator/ (imported as modelyard.operator); `python -m`
+# from here would put it in front of the standard library's operator module. PYTHONSAFEPATH
+# keeps the current directory off sys.path.
+export PYTHONSAFEPATH := 1
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 PYTEST_ARGS ?=
 
-.PHONY: run test bench bench-registry bench-inference bench-operator e2e clean
+.PHONY: run test fuzz k8s bench bench-registry bench-inference bench-operator e2e clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip setuptools wheel
 
-# llama-cpp-python, with llama.cpp compiled for this machine's CPU: once per version,
-# about 4 to 6 minutes on 2 cores, into .cache/wheels, then installed into the venv.
-# pip's own build of it leaves -march=native off (its isolated build sets
-# SOURCE_DATE_EPOCH, which ggml takes for a reproducible build), so AVX-512 went unused
-# where the CPU has it, and llama-server built from the same source decoded faster.
+# llama-cpp-python, with llama.cpp compiled for this machine's CPU: once per version and
+# flags, about 4 to 6 minutes on 2 cores, into a cache outside the checkout
+# (~/.cache/modelyard/wheels), then installed into the venv.
+# - pip's own build of it leaves -march=native off (its isolated build sets
+#   SOURCE_DATE_EPOCH, which ggml takes for a reproducible build), so AVX-512 went unused
+#   where the CPU has it: GGML_NATIVE=ON puts it back.
+# - -march=native also turns on ggml's AMX kernels on Sapphire Rapids and later, and
+#   ggml_backend_amx_mul_mat crashes the process on ordinary Q8_0 models there
+#   (docs/engines.md). -mno-amx-* keeps every other feature of the CPU (AVX-512, VNNI,
+#   BF16) and leaves the AMX path out; GCC honours an explicit -mno-* whatever -march says.
 # CMAKE_ARGS adds to the flags, e.g. CMAKE_ARGS=-DGGML_CUDA=on on a GPU machine.
 LLAMA_PIN := $(shell grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml)
-WHEELS := .cache/wheels
-LLAMA_WHEEL := $(WHEELS)/.$(subst ==,-,$(LLAMA_PIN))
+NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=ON -DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)' $(CMAKE_ARGS)
+MODELYARD_CACHE ?= $(HOME)/.cache/modelyard
+WHEELS := $(MODELYARD_CACHE)/wheels/$(subst ==,-,$(LLAMA_PIN))-$(shell echo "$(LLAMA_CMAKE_ARGS)" | sha256sum | cut -c1-12)
+LLAMA_WHEEL := $(WHEELS)/.built
+LLAMA_INSTALLED := $(VENV)/.llama-$(notdir $(WHEELS))
 
 $(LLAMA_WHEEL): | $(VENV)/bin/python
-	rm -f $(WHEELS)/llama_cpp_python-*.whl
-	CMAKE_ARGS="-DGGML_NATIVE=ON $(CMAKE_ARGS)" $(PIP) wheel --quiet --no-deps --no-cache-dir \
-		-w $(WHEELS) '$(LLAMA_PIN)'
+	rm -rf $(WHEELS).tmp && mkdir -p $(WHEELS).tmp
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) wheel --quiet --no-deps --no-cache-dir \
+		-w $(WHEELS).tmp '$(LLAMA_PIN)'
+	rm -rf $(WHEELS) && mv $(WHEELS).tmp $(WHEELS) && touch $@
+
+$(LLAMA_INSTALLED): $(LLAMA_WHEEL)
 	$(PIP) install --quiet --no-deps --force-reinstall $(WHEELS)/llama_cpp_python-*.whl
 	touch $@
 
 # The server with both inference engines.
-$(VENV)/.run-deps: pyproject.toml $(LLAMA_WHEEL) | $(VENV)/bin/python
+$(VENV)/.run-deps: pyproject.toml $(LLAMA_INSTALLED) | $(VENV)/bin/python
 	$(PIP) install --quiet --find-links $(WHEELS) -e '.[engines]'
 	touch $@
 
-$(VENV)/.test-deps: pyproject.toml $(LLAMA_WHEEL) | $(VENV)/bin/python
+$(VENV)/.test-deps: pyproject.toml $(LLAMA_INSTALLED) | $(VENV)/bin/python
 	$(PIP) install --quiet --find-links $(WHEELS) -e '.[engines,operator,test]'
 	touch $@
 
-$(VENV)/.bench-deps: pyproject.toml $(LLAMA_WHEEL) | $(VENV)/bin/python
+$(VENV)/.bench-deps: pyproject.toml $(LLAMA_INSTALLED) | $(VENV)/bin/python
 	$(PIP) install --quiet --find-links $(WHEELS) -e '.[engines,operator,test,bench]'
 	touch $@
 
@@ -52,8 +68,22 @@ $(VENV)/.bench-deps: pyproject.toml $(LLAMA_WHEEL) | $(VENV)/bin/python
 run: $(VENV)/.run-deps
 	$(VENV)/bin/modelyard serve
 
-test: $(VENV)/.test-deps .cache/llama-cpp-python/.version
-	$(PY) -m pytest $(PYTEST_ARGS)
+# The control plane that tests/cluster starts on loopback (etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler, kwok), built from their Go modules once per
+# machine into $(MODELYARD_CACHE)/k8s; a no-op once built. See docs/kubernetes.md.
+k8s:
+	MODELYARD_CACHE=$(MODELYARD_CACHE) bash tools/k8s/build.sh
+
+# tests/images need podman, runc and debootstrap (tools/image_tools.sh installs them when
+# missing) and put the llama-cpp-python wheel above into the server image.
+test: $(VENV)/.test-deps .cache/llama-cpp-python/.version k8s
+	$(VENV)/bin/lint-imports
+	sh tools/image_tools.sh
+	MODELYARD_CACHE=$(MODELYARD_CACHE) MODELYARD_LLAMA_WHEELS=$(WHEELS) $(PY) -m pytest $(PYTEST_ARGS)
+
+# A longer schemathesis run against /openapi.json than the one in `make test`.
+fuzz: $(VENV)/.test-deps .cache/llama-cpp-python/.version
+	MODELYARD_FUZZ_EXAMPLES=40 MODELYARD_FUZZ_MIN_CASES=2000 $(PY) -m pytest tests/api/test_fuzz.py
 
 # Each benchmark compares Modelyard with its peers in one run; results go into
 # docs/benchmarks.md with the command that produced them.

@@ -1,10 +1,12 @@
 """The Falcon app: `create_app(settings)` wires the store, the engines and every API family."""
 from __future__ import annotations
 
+from importlib.metadata import version
+
 import falcon
 
 from modelyard.server.api import errors as api_errors
-from modelyard.server.api import health, metrics
+from modelyard.server.api import health, metrics, openapi
 from modelyard.server.api.kserve import routes as kserve
 from modelyard.server.api.openai import routes as openai
 from modelyard.server.api.store import download, models
@@ -36,5 +38,6 @@ def create_app(settings: Settings, store: Store | None = None) -> falcon.App:
     kserve.add_routes(app, dispatcher, settings)
     metrics.add_routes(app, collectors)
     health.add_routes(app, manager)
+    openapi.add_routes(app, version("modelyard"))
     manager.start_preload(list(settings.preload))
     return app

@@ -24,5 +24,5 @@ def server_factory(tmp_path):
 
 @pytest.fixture
 def server(server_factory):
-    """A server with API key '1234', the seed's default."""
+    """A server with API key '1234', the mModelStore API's example key."""
     return server_factory(api_key="1234")

@@ -7,8 +7,8 @@ import falcon
 
 from modelyard.server.http.errors import ApiError
 
-# Route families that need the key for every method (seed 004: "All endpoints require
-# authentication"). The registry needs it only for mutations (seed 000).
+# Route families that need the key for every method (the mimOE OpenAI API: "All endpoints require
+# authentication"). The registry needs it only for mutations (the mModelStore API).
 _ALWAYS = ("/v1/", "/mimik-ai/openai/v1/", "/v2/", "/api/")
 _REGISTRY = ("/store/v1/", "/mimik-ai/store/v1/")
 _READS = ("GET", "HEAD", "OPTIONS")

@@ -1,11 +1,16 @@
-"""Reading request bodies: size limits (413) and JSON that must be an object (400)."""
+"""Reading request bodies: size limits (413), JSON that must be an object (400), and
+validation against the body's declared pydantic model (400 naming the field)."""
 from __future__ import annotations
 
 import json
+from typing import TypeVar
 
 import falcon
+import pydantic
 
 from modelyard.server.http.errors import ApiError, bad_request
+
+M = TypeVar("M", bound=pydantic.BaseModel)
 
 
 def read_json_object(req: falcon.Request, max_size: int) -> dict:
@@ -21,9 +26,55 @@ def read_json_object(req: falcon.Request, max_size: int) -> dict:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise bad_request(f"Malformed JSON in request body: {exc}") from None
+    except RecursionError:
+        raise bad_request("Malformed JSON in request body: nested too deeply") from None
     if not isinstance(body, dict):
         raise bad_request("Request body must be a JSON object")
     return body
+
+
+def read_model(req: falcon.Request, model: type[M], max_size: int) -> M:
+    """The body as an instance of its declared model, or a 4xx that names the field."""
+    return validate(model, read_json_object(req, max_size))
+
+
+def validate(model: type[M], data: dict) -> M:
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise bad_request(describe(exc)) from None
+    except RecursionError:  # a value nested deeper than validation recurses
+        raise bad_request("Request body is nested too deeply") from None
+
+
+def describe(exc: pydantic.ValidationError) -> str:
+    """The first problem of a body, in words that name the field (messages[0].role)."""
+    err = exc.errors(include_url=False)[0]
+    where = field_path(err["loc"])
+    kind, msg = err["type"], err["msg"].removeprefix("Value error, ")
+    if kind == "missing":
+        return f"Missing required field '{where}'"
+    if kind == "extra_forbidden":
+        return f"Unknown field '{where}'"
+    if not where:
+        return msg
+    return f"Field '{where}': {msg}"
+
+
+def field_path(loc: tuple) -> str:
+    """("messages", 0, "role") -> "messages[0].role"; union branch names left out."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part and not _is_branch(part):
+            out += f".{part}" if out else part
+    return out
+
+
+def _is_branch(part: str) -> bool:
+    # pydantic names the member of a union it tried: 'str', 'list[int]', 'function-after[...]'
+    return part in ("str", "int", "float", "bool", "dict", "list", "none") or "[" in part or part[:1].isupper()
 
 
 def too_large(size: int | None, max_size: int) -> ApiError:

@@ -97,7 +97,7 @@ def error_event(exc: BaseException) -> dict:
 
 
 class _Reporter:
-    """Turns byte counts into throttled progress events in the seed's shapes."""
+    """Turns byte counts into throttled progress events in the mModelStore API's shapes."""
 
     def __init__(self, emit: Progress | None, role: str):
         self.emit = emit

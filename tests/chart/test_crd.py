@@ -25,7 +25,7 @@ def walk(schema, path="model"):
         yield from walk(schema["items"], f"{path}[]")
 
 
-def test_the_contract_of_design_md():
+def test_the_model_resource_contract():
     assert CRD["spec"]["group"] == "modelyard.dev"
     assert CRD["spec"]["names"]["kind"] == "Model" and CRD["spec"]["names"]["plural"] == "models"
     assert CRD["spec"]["scope"] == "Namespaced"

@@ -1,4 +1,4 @@
-"""Seed 004's error table, the models routes, and load-on-first-use."""
+"""The mimOE OpenAI API's error table, the models routes, and load-on-first-use."""
 from __future__ import annotations
 
 import httpx

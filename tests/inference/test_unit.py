@@ -12,6 +12,7 @@ import pytest
 from modelyard.server.api.kserve import codec as oip
 from modelyard.server.api.openai import format as openai_format
 from modelyard.server.inference import chat_templates, grammar, tool_calls
+from modelyard.server.shared import facts
 from modelyard.server.inference.llama.embedder import pack
 from modelyard.server.inference.llama.streams import TextAssembler
 from modelyard.server.inference.llama.slots import choose_slot, common_prefix, plan_batch

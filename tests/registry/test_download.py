@@ -123,7 +123,7 @@ def test_vlm_reports_projector_progress(dl_server, hub, gguf_bytes):
     proj_events = [e["mmproj"] for e in got if "mmproj" in e]
     check_progress(main_events, len(main))
     check_progress(proj_events, len(proj))
-    # The main file first, then the projector, as in the seed's example.
+    # The main file first, then the projector, as in the mModelStore API's example.
     assert got.index(main_events[-1]) < got.index({"mmproj": proj_events[0]})
     assert got[-1]["done"] is True and got[-1]["model"]["readyToUse"] is True
     assert got[-1]["model"]["totalSize"] == len(main) + len(proj)

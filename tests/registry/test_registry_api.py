@@ -1,4 +1,4 @@
-"""The registry (seed 000) against a real gunicorn: every seed example, errors, auth."""
+"""The registry (the mModelStore API) against a real gunicorn: every documented example, errors, auth."""
 from __future__ import annotations
 
 import hashlib

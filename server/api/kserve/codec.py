@@ -4,7 +4,10 @@ Pure functions. A wrong name, shape or datatype is an OipError whose message nam
 """
 from __future__ import annotations
 
+from typing import Annotated, Any, Literal, Optional
+
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from modelyard.server.inference.tensors import TensorSpec
 
@@ -18,6 +21,33 @@ DTYPES = {
 
 class OipError(ValueError):
     pass
+
+
+class RequestInput(BaseModel):
+    """One input tensor: `data` flat or nested, row-major, of `shape` elements."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+    name: str
+    shape: list[Annotated[int, Field(ge=0)]]
+    datatype: Literal[tuple(DTYPES)]
+    data: list[Any]
+    parameters: Optional[dict[str, Any]] = None
+
+
+class RequestOutput(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    name: str
+    parameters: Optional[dict[str, Any]] = None
+
+
+class InferBody(BaseModel):
+    """POST /v2/models/{id}/infer: the Open Inference Protocol's inference request."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+    id: Optional[str] = None
+    parameters: Optional[dict[str, Any]] = None
+    inputs: Annotated[list[RequestInput], Field(min_length=1)]
+    outputs: Optional[list[RequestOutput]] = None
 
 
 def decode_inputs(body: dict, specs: list[TensorSpec]) -> dict[str, np.ndarray]:
@@ -94,3 +124,38 @@ def encode_tensor(name: str, arr: np.ndarray) -> dict:
             raise OipError(f"output '{name}' has a type OIP cannot carry: {arr.dtype}")
         data = arr.reshape(-1).tolist()
     return {"name": name, "shape": list(arr.shape), "datatype": dtype, "data": data}
+
+
+# ---- responses (for the OpenAPI document) ----------------------------------------------
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ModelMetadataResponse(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class ResponseOutput(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+    data: list[Any]
+
+
+class InferResponse(BaseModel):
+    model_name: str
+    model_version: Optional[str] = None
+    id: Optional[str] = None
+    outputs: list[ResponseOutput]
+
+
+class ModelReadyResponse(BaseModel):
+    name: str
+    ready: bool

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import falcon
 
-from modelyard.server.http.bodies import read_json_object
+from modelyard.server.http.bodies import read_model
 from modelyard.server.http.errors import ApiError, bad_request
 from modelyard.server.inference.dispatch import Dispatcher
-from modelyard.server.api.kserve.codec import OipError, decode_inputs, encode_tensor
+from modelyard.server.api.kserve.codec import InferBody, OipError, decode_inputs, encode_tensor
 
 
 class ModelMetadata:
@@ -42,7 +42,7 @@ class Infer:
         self.settings = settings
 
     def on_post(self, req, resp, model_id):
-        body = read_json_object(req, self.settings.max_body_size)
+        body = read_model(req, InferBody, self.settings.max_body_size).model_dump(exclude_none=True)
         loaded = self.inference.model(model_id, ("onnx",))
         engine = loaded.engine
         try:

@@ -7,11 +7,12 @@ from typing import Iterator
 import falcon
 
 from modelyard.server.api.openai import format as fmt
-from modelyard.server.http.bodies import read_json_object
+from modelyard.server.http.bodies import read_json_object, read_model
 from modelyard.server.http.errors import ApiError, bad_request, not_found
 from modelyard.server.inference.llama.streams import Generation, Group
 from modelyard.server.inference.dispatch import ChatJob, Dispatcher
-from modelyard.server.api.openai.schema import RequestError, parse_chat, parse_completion, parse_embeddings
+from modelyard.server.api.openai.schema import (LoadModelBody, RequestError, parse_chat, parse_completion,
+                                               parse_embeddings)
 from modelyard.server.registry.errors import InvalidId, ModelNotFound
 from modelyard.server.shared.facts import KINDS
 from modelyard.server.inference.tool_calls import may_become_call
@@ -238,11 +239,8 @@ class Models:
         resp.media = {"object": "list", "data": data}
 
     def on_post(self, req, resp):
-        body = read_json_object(req, self.settings.max_body_size)
-        model_id = body.get("model")
-        if not isinstance(model_id, str) or not model_id:
-            raise bad_request("'model' is required: the id of a model in the registry")
-        loaded = self.inference.model(model_id, KINDS)
+        body = read_model(req, LoadModelBody, self.settings.max_body_size)
+        loaded = self.inference.model(body.model, KINDS)
         resp.media = fmt.model_entry(loaded.id, loaded.meta.get("createdAt"))
 
 

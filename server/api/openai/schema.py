@@ -1,11 +1,20 @@
-"""Validation of OpenAI request bodies: JSON in, typed requests out, or a message for a 400.
+"""The OpenAI API's request bodies, declared as pydantic models, and their translation into
+the engines' typed requests.
 
-Pure functions; nothing here touches a model.
+Unknown fields are ignored, as clients send vendor extras (`user`, `store`, `metadata`,
+`parallel_tool_calls`); known ones are checked strictly (a JSON true is not a number).
+Pure: nothing here touches a model.
 """
 from __future__ import annotations
 
 import base64
 import binascii
+from typing import Annotated, Any, Literal, Optional, Union
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from modelyard.server.http.bodies import describe
 from modelyard.server.inference.llama.sampling import SamplingParams
 from modelyard.server.inference.requests import (IMAGE_MARKER, ChatRequest, CompletionRequest,
                                                   EmbeddingRequest, ImagePart)
@@ -13,157 +22,262 @@ from modelyard.server.inference.requests import (IMAGE_MARKER, ChatRequest, Comp
 ROLES = ("system", "developer", "user", "assistant", "tool")
 MAX_STOPS = 16
 MAX_TOP_LOGPROBS = 20
+MAX_CHOICES = 16
+MAX_EMBEDDING_INPUTS = 2048
 
 
 class RequestError(ValueError):
     """The request is wrong; the message says how."""
 
 
-def _num(body, key, lo, hi, default, kind=float):
-    v = body.get(key)
-    if v is None:
-        return default
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and not float(v).is_integer()):
-        raise RequestError(f"'{key}' must be {'an integer' if kind is int else 'a number'}")
-    if not lo <= v <= hi:
-        raise RequestError(f"'{key}' must be between {lo} and {hi}, got {v}")
-    return kind(v)
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
 
 
-def _model(body) -> str:
-    m = body.get("model")
-    if not isinstance(m, str) or not m:
-        raise RequestError("'model' is required: the id of a model in the registry")
-    return m
+# ---- what chat and completions share ---------------------------------------------------
+
+ModelName = Annotated[str, Field(min_length=1, description="The id of a model in the registry.")]
+TokenIds = list[Annotated[int, Field(ge=0)]]
 
 
-def _generate_fields(body: dict) -> dict:
-    bias = body.get("logit_bias") or {}
-    if not isinstance(bias, dict):
-        raise RequestError("'logit_bias' must map token ids to numbers")
+class StreamOptions(_Body):
+    include_usage: bool = False
+
+
+class _Generate(_Body):
+    model: ModelName
+    temperature: Optional[float] = Field(None, ge=0, le=2)
+    top_p: Optional[float] = Field(None, ge=0, le=1)
+    top_k: Optional[int] = Field(None, ge=0, le=1 << 20, description="llama.cpp's top-k; 0 is off.")
+    min_p: Optional[float] = Field(None, ge=0, le=1, description="llama.cpp's min-p; 0 is off.")
+    repeat_penalty: Optional[float] = Field(None, ge=0, le=10, description="llama.cpp's repetition penalty.")
+    presence_penalty: Optional[float] = Field(None, ge=-2, le=2)
+    frequency_penalty: Optional[float] = Field(None, ge=-2, le=2)
+    seed: Optional[int] = None
+    logit_bias: Optional[dict[str, float]] = Field(None, description="Token id (as a string) to a bias.")
+    max_tokens: Optional[int] = Field(None, ge=1)
+    max_completion_tokens: Optional[int] = Field(None, ge=1)
+    stop: Union[str, Annotated[list[str], Field(max_length=MAX_STOPS)], None] = None
+    stream: bool = False
+    stream_options: Optional[StreamOptions] = None
+    n: int = Field(1, ge=1, le=MAX_CHOICES)
+
+    @model_validator(mode="after")
+    def _bias_keys_are_token_ids(self):
+        for key in self.logit_bias or {}:
+            if not key.lstrip("-").isdigit():
+                raise ValueError("'logit_bias' must map token ids to numbers")
+        return self
+
+    def generate_fields(self) -> dict:
+        sampling = SamplingParams(
+            temperature=_or(self.temperature, 1.0), top_p=_or(self.top_p, 1.0), top_k=_or(self.top_k, 0),
+            min_p=_or(self.min_p, 0.0), seed=self.seed, repeat_penalty=_or(self.repeat_penalty, 1.0),
+            presence_penalty=_or(self.presence_penalty, 0.0), frequency_penalty=_or(self.frequency_penalty, 0.0),
+            logit_bias={int(k): v for k, v in (self.logit_bias or {}).items()},
+        )
+        stop = [self.stop] if isinstance(self.stop, str) else [s for s in self.stop or [] if s]
+        return dict(model=self.model, sampling=sampling, stop=stop, stream=self.stream,
+                    max_tokens=self.max_completion_tokens or self.max_tokens,
+                    include_usage=bool(self.stream_options and self.stream_options.include_usage),
+                    n=self.n, logprobs=None)
+
+
+def _or(value, default):
+    return default if value is None else value
+
+
+# ---- chat ------------------------------------------------------------------------------
+
+class TextPart(_Body):
+    type: Literal["text"]
+    text: str
+
+
+class ImageUrl(_Body):
+    url: str = Field(description="A data URI (data:image/png;base64,...); URLs are not fetched.")
+    detail: Optional[str] = None
+
+
+class ImageUrlPart(_Body):
+    type: Literal["image_url"]
+    image_url: Union[ImageUrl, str]
+
+
+ContentPart = Annotated[Union[TextPart, ImageUrlPart], Field(discriminator="type")]
+
+
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    arguments: str = Field(description="The arguments as a JSON string.")
+
+
+class ToolCall(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: Optional[str] = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class Message(_Body):
+    role: Literal[ROLES]
+    content: Union[str, list[ContentPart], None] = None
+    name: Optional[str] = None
+    tool_calls: Optional[list[ToolCall]] = None
+    tool_call_id: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _has_content(self):
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError("a message needs content (an assistant's may have tool_calls instead)")
+        return self
+
+
+class FunctionDef(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    description: Optional[str] = None
+    parameters: Optional[dict[str, Any]] = Field(None, description="A JSON schema of the arguments.")
+
+
+class Tool(_Body):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class NamedFunction(_Body):
+    name: str
+
+
+class NamedToolChoice(_Body):
+    type: Literal["function"] = "function"
+    function: NamedFunction
+
+
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: Optional[dict[str, Any]] = Field(None, description="{name, schema, strict}")
+
+
+class ChatCompletionBody(_Generate):
+    """POST /v1/chat/completions."""
+
+    messages: Annotated[list[Message], Field(min_length=1)]
+    logprobs: Optional[bool] = None
+    top_logprobs: Optional[int] = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    tools: Optional[list[Tool]] = None
+    tool_choice: Union[Literal["none", "auto", "required"], NamedToolChoice, None] = None
+    response_format: Optional[ResponseFormat] = None
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("'top_logprobs' needs 'logprobs': true")
+        names = {t.function.name for t in self.tools or []}
+        if self.tool_choice == "required" and not names:
+            raise ValueError("tool_choice 'required' needs 'tools'")
+        if isinstance(self.tool_choice, NamedToolChoice) and self.tool_choice.function.name not in names:
+            raise ValueError(f"tool_choice names function {self.tool_choice.function.name!r}, "
+                             "which is not in 'tools'")
+        return self
+
+
+class CompletionBody(_Generate):
+    """POST /v1/completions."""
+
+    prompt: Union[str, Annotated[list[str], Field(min_length=1)], Annotated[TokenIds, Field(min_length=1)],
+                  Annotated[list[Annotated[TokenIds, Field(min_length=1)]], Field(min_length=1)]]
+    echo: bool = False
+    logprobs: Union[Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)], Literal[False], None] = None
+
+    @model_validator(mode="after")
+    def _at_most_16(self):
+        if self._prompt_count() * self.n > MAX_CHOICES:
+            raise ValueError(f"at most {MAX_CHOICES} completions per request (prompts times n)")
+        return self
+
+    def _prompt_count(self) -> int:
+        p = self.prompt
+        return 1 if isinstance(p, str) or (p and isinstance(p[0], int)) else len(p)
+
+
+class EmbeddingBody(_Body):
+    """POST /v1/embeddings."""
+
+    model: ModelName
+    input: Union[Annotated[str, Field(min_length=1)], Annotated[TokenIds, Field(min_length=1)],
+                 Annotated[list[Union[Annotated[str, Field(min_length=1)], Annotated[TokenIds, Field(min_length=1)]]],
+                           Field(min_length=1, max_length=MAX_EMBEDDING_INPUTS)]]
+    encoding_format: Optional[Literal["float", "base64"]] = None
+    dimensions: Optional[int] = Field(None, ge=1)
+
+
+class LoadModelBody(_Body):
+    """POST /v1/models: load a model now."""
+
+    model: ModelName
+
+
+# ---- into the engines' requests --------------------------------------------------------
+
+def _validate(model: type[BaseModel], body: dict):
     try:
-        logit_bias = {int(k): float(v) for k, v in bias.items()}
-    except (TypeError, ValueError):
-        raise RequestError("'logit_bias' must map token ids to numbers") from None
-    seed = body.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise RequestError("'seed' must be an integer")
-    sampling = SamplingParams(
-        temperature=_num(body, "temperature", 0, 2, 1.0),
-        top_p=_num(body, "top_p", 0, 1, 1.0),
-        top_k=_num(body, "top_k", 0, 1 << 20, 0, int),
-        min_p=_num(body, "min_p", 0, 1, 0.0),
-        seed=seed,
-        repeat_penalty=_num(body, "repeat_penalty", 0, 10, 1.0),
-        presence_penalty=_num(body, "presence_penalty", -2, 2, 0.0),
-        frequency_penalty=_num(body, "frequency_penalty", -2, 2, 0.0),
-        logit_bias=logit_bias,
-    )
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    if max_tokens is not None:
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-            raise RequestError("'max_tokens' must be a positive integer")
-    stop = body.get("stop")
-    if stop is None:
-        stops = []
-    elif isinstance(stop, str):
-        stops = [stop]
-    elif isinstance(stop, list) and all(isinstance(s, str) for s in stop) and len(stop) <= MAX_STOPS:
-        stops = [s for s in stop if s]
-    else:
-        raise RequestError(f"'stop' must be a string or a list of up to {MAX_STOPS} strings")
-    stream = bool(body.get("stream", False))
-    opts = body.get("stream_options") or {}
-    if not isinstance(opts, dict):
-        raise RequestError("'stream_options' must be an object")
-    n = _num(body, "n", 1, 16, 1, int)
-    return dict(model=_model(body), sampling=sampling, max_tokens=max_tokens, stop=stops,
-                stream=stream, include_usage=bool(opts.get("include_usage", False)), n=n,
-                logprobs=None)
+        return model.model_validate(body)
+    except pydantic.ValidationError as exc:
+        raise RequestError(describe(exc)) from None
 
 
 def parse_chat(body: dict) -> ChatRequest:
-    fields = _generate_fields(body)
-    if body.get("logprobs"):
-        fields["logprobs"] = _num(body, "top_logprobs", 0, MAX_TOP_LOGPROBS, 0, int)
-    elif body.get("top_logprobs") is not None:
-        raise RequestError("'top_logprobs' needs 'logprobs': true")
-    messages, images = _messages(body.get("messages"))
-    tools = _tools(body.get("tools"))
-    tool_choice = _tool_choice(body.get("tool_choice"), tools)
-    rf = body.get("response_format")
-    if rf is not None and not isinstance(rf, dict):
-        raise RequestError("'response_format' must be an object")
+    b: ChatCompletionBody = _validate(ChatCompletionBody, body)
+    fields = b.generate_fields()
+    if b.logprobs:
+        fields["logprobs"] = b.top_logprobs or 0
+    messages, images = _messages(b.messages)
+    tools = [t.model_dump(exclude_none=True) for t in b.tools] if b.tools else None
+    if b.tool_choice is None:
+        choice = "auto" if tools else "none"
+    elif isinstance(b.tool_choice, NamedToolChoice):
+        choice = {"name": b.tool_choice.function.name}
+    else:
+        choice = b.tool_choice
+    rf = b.response_format.model_dump(exclude_none=True) if b.response_format else None
     return ChatRequest(**fields, messages=messages, images=images, tools=tools,
-                       tool_choice=tool_choice, response_format=rf)
+                       tool_choice=choice, response_format=rf)
 
 
 def parse_completion(body: dict) -> CompletionRequest:
-    fields = _generate_fields(body)
-    lp = body.get("logprobs")
-    if lp is not None and lp is not False:
-        fields["logprobs"] = _num(body, "logprobs", 0, MAX_TOP_LOGPROBS, 0, int)
-    prompt = body.get("prompt")
-    if isinstance(prompt, str):
-        prompts = [prompt]
-    elif isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
-        prompts = [prompt]
-    elif isinstance(prompt, list) and prompt and all(
-            isinstance(p, str) or (isinstance(p, list) and all(isinstance(t, int) for t in p)) for p in prompt):
-        prompts = list(prompt)
-    else:
-        raise RequestError("'prompt' must be a string, a list of strings, or token arrays")
-    if len(prompts) * fields["n"] > 16:
-        raise RequestError("at most 16 completions per request (prompts times n)")
-    return CompletionRequest(**fields, prompts=prompts, echo=bool(body.get("echo", False)))
+    b: CompletionBody = _validate(CompletionBody, body)
+    fields = b.generate_fields()
+    if b.logprobs is not None and b.logprobs is not False:
+        fields["logprobs"] = b.logprobs
+    p = b.prompt
+    prompts = [p] if isinstance(p, str) or isinstance(p[0], int) else list(p)
+    return CompletionRequest(**fields, prompts=prompts, echo=b.echo)
 
 
-def parse_embeddings(body: dict, max_inputs: int = 2048) -> EmbeddingRequest:
-    model = _model(body)
-    raw = body.get("input")
-    if isinstance(raw, str):
-        inputs = [raw]
-    elif isinstance(raw, list) and raw and all(isinstance(t, int) and not isinstance(t, bool) for t in raw):
-        inputs = [raw]
-    elif isinstance(raw, list) and raw and all(
-            isinstance(x, str) or (isinstance(x, list) and x and all(isinstance(t, int) for t in x)) for x in raw):
-        inputs = list(raw)
-    else:
-        raise RequestError("'input' must be a string, a list of strings, or token arrays (not empty)")
-    if len(inputs) > max_inputs:
-        raise RequestError(f"'input' has {len(inputs)} items; the limit is {max_inputs}")
-    if any(isinstance(x, str) and not x for x in inputs):
-        raise RequestError("'input' must not contain empty strings")
-    fmt = body.get("encoding_format", "float") or "float"
-    if fmt not in ("float", "base64"):
-        raise RequestError("'encoding_format' must be float or base64")
-    dims = body.get("dimensions")
-    if dims is not None and (isinstance(dims, bool) or not isinstance(dims, int) or dims < 1):
-        raise RequestError("'dimensions' must be a positive integer")
-    return EmbeddingRequest(model=model, inputs=inputs, encoding_format=fmt, dimensions=dims)
+def parse_embeddings(body: dict) -> EmbeddingRequest:
+    b: EmbeddingBody = _validate(EmbeddingBody, body)
+    x = b.input
+    inputs = [x] if isinstance(x, str) or isinstance(x[0], int) else list(x)
+    return EmbeddingRequest(model=b.model, inputs=inputs, encoding_format=b.encoding_format or "float",
+                            dimensions=b.dimensions)
 
 
-def _messages(raw) -> tuple[list[dict], list[bytes]]:
-    if not isinstance(raw, list) or not raw:
-        raise RequestError("'messages' must be a non-empty list")
+def _messages(raw: list[Message]) -> tuple[list[dict], list[ImagePart]]:
     out, images = [], []
     for i, m in enumerate(raw):
-        if not isinstance(m, dict) or m.get("role") not in ROLES:
-            raise RequestError(f"messages[{i}] needs a role: one of {', '.join(ROLES)}")
-        role = "system" if m["role"] == "developer" else m["role"]
-        content, imgs = _content(m.get("content"), i)
+        role = "system" if m.role == "developer" else m.role
+        content, imgs = _content(m.content, i)
         images += imgs
         msg = {"role": role, "content": content}
-        if role == "assistant" and m.get("tool_calls"):
-            if not isinstance(m["tool_calls"], list):
-                raise RequestError(f"messages[{i}].tool_calls must be a list")
-            msg["tool_calls"] = m["tool_calls"]
-        elif content is None:
-            raise RequestError(f"messages[{i}] has no content")
+        if role == "assistant" and m.tool_calls:
+            msg["tool_calls"] = [c.model_dump(exclude_none=True) for c in m.tool_calls]
         if role == "tool":
-            msg["tool_call_id"] = m.get("tool_call_id")
-        if m.get("name"):
-            msg["name"] = m["name"]
+            msg["tool_call_id"] = m.tool_call_id
+        if m.name:
+            msg["name"] = m.name
         out.append(msg)
     return out, images
 
@@ -171,21 +285,15 @@ def _messages(raw) -> tuple[list[dict], list[bytes]]:
 def _content(c, i) -> tuple[str | None, list[ImagePart]]:
     if c is None or isinstance(c, str):
         return c, []
-    if not isinstance(c, list):
-        raise RequestError(f"messages[{i}].content must be a string or a list of parts")
     texts, images = [], []
     for j, part in enumerate(c):
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text" and isinstance(part.get("text"), str):
-            texts.append(part["text"])
-        elif kind == "image_url":
-            url = part.get("image_url")
-            url = url.get("url") if isinstance(url, dict) else url
+        if isinstance(part, TextPart):
+            texts.append(part.text)
+        else:
+            url = part.image_url.url if isinstance(part.image_url, ImageUrl) else part.image_url
             where = f"messages[{i}].content[{j}]"
             images.append(ImagePart(decode_data_uri(url, where), where))
             texts.append(IMAGE_MARKER)
-        else:
-            raise RequestError(f"messages[{i}].content has a part of unknown type {kind!r}")
     return "".join(texts) if len(texts) != 1 else texts[0], images
 
 
@@ -202,31 +310,79 @@ def decode_data_uri(url, where: str) -> bytes:
         raise RequestError(f"{where}: the image's base64 does not decode") from None
 
 
-def _tools(raw) -> list[dict] | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, list):
-        raise RequestError("'tools' must be a list")
-    for i, t in enumerate(raw):
-        fn = t.get("function") if isinstance(t, dict) else None
-        if not isinstance(t, dict) or t.get("type") != "function" or not isinstance(fn, dict) \
-                or not isinstance(fn.get("name"), str):
-            raise RequestError(f"tools[{i}] must be {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}")
-        if fn.get("parameters") is not None and not isinstance(fn["parameters"], dict):
-            raise RequestError(f"tools[{i}].function.parameters must be a JSON schema object")
-    return raw or None
+# ---- responses (for the OpenAPI document) ----------------------------------------------
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int = 0
+    total_tokens: int
+    prompt_tokens_details: Optional[dict[str, int]] = None
 
 
-def _tool_choice(raw, tools):
-    if raw is None:
-        return "auto" if tools else "none"
-    if raw in ("none", "auto", "required"):
-        if raw == "required" and not tools:
-            raise RequestError("tool_choice 'required' needs 'tools'")
-        return raw
-    if isinstance(raw, dict) and isinstance(raw.get("function"), dict):
-        name = raw["function"].get("name")
-        if not tools or name not in {t["function"]["name"] for t in tools}:
-            raise RequestError(f"tool_choice names function {name!r}, which is not in 'tools'")
-        return {"name": name}
-    raise RequestError("'tool_choice' must be none, auto, required or {\"type\": \"function\", ...}")
+class ChatMessageOut(BaseModel):
+    role: Literal["assistant"]
+    content: Optional[str]
+    tool_calls: Optional[list[dict[str, Any]]] = None
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: ChatMessageOut
+    logprobs: Optional[dict[str, Any]]
+    finish_reason: Optional[str]
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: Optional[dict[str, Any]]
+    finish_reason: Optional[str]
+
+
+class Completion(BaseModel):
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"]
+    index: int
+    embedding: Union[list[float], str] = Field(description="Floats, or base64 of little-endian float32.")
+
+
+class EmbeddingList(BaseModel):
+    object: Literal["list"]
+    data: list[Embedding]
+    model: str
+    usage: Usage
+
+
+class ModelEntry(BaseModel):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class ModelEntryList(BaseModel):
+    object: Literal["list"]
+    data: list[ModelEntry]
+
+
+class ModelDeleted(BaseModel):
+    id: str
+    object: Literal["model"]
+    deleted: bool

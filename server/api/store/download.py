@@ -17,10 +17,10 @@ import falcon
 from modelyard.server.registry import fetch
 from modelyard.server.shared import facts
 from modelyard.server.registry import store as st
-from modelyard.server.http.bodies import read_json_object
+from modelyard.server.http.bodies import read_model
 from modelyard.server.settings import Settings
 from modelyard.server.http.errors import bad_request
-from modelyard.server.api.store.schema import parse_download
+from modelyard.server.api.store.schema import DownloadModel
 from modelyard.server.api.store.models import PREFIXES
 from modelyard.server.http.sse import stream_events
 
@@ -40,7 +40,8 @@ class Download:
         self.settings = settings
 
     def on_post(self, req, resp, model_id):
-        url, mmproj_url = parse_download(read_json_object(req, self.settings.max_body_size))
+        body = read_model(req, DownloadModel, self.settings.max_body_size)
+        url, mmproj_url = body.url, body.mmprojUrl
         model = self.store.get(model_id)  # 400 for a bad id, 404 for an unknown model
         try:
             sources = fetch.plan_sources(url, mmproj_url)

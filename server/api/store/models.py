@@ -1,16 +1,18 @@
 """The model registry (the mimOE mModelStore API) at /store/v1 and /mimik-ai/store/v1."""
 from __future__ import annotations
 
+import re
+
 import falcon
 
 from modelyard.server.http import multipart
 
 from modelyard.server.api.store import uploads
 from modelyard.server.registry import store as st
-from modelyard.server.http.bodies import RawBody, read_json_object, too_large
+from modelyard.server.http.bodies import RawBody, read_model, too_large
 from modelyard.server.settings import Settings
 from modelyard.server.http.errors import ApiError, bad_request
-from modelyard.server.api.store.schema import SchemaError, parse_bool, parse_create, parse_kind, parse_update
+from modelyard.server.api.store.schema import CreateModel, SchemaError, UpdateModel, parse_bool, parse_kind
 
 PREFIXES = ("/store/v1", "/mimik-ai/store/v1")
 # Form fields of an upload, and the store role each one fills.
@@ -31,15 +33,15 @@ class Models:
         resp.data = self.store.list_json(kind=kind, ready=ready)
 
     def on_post(self, req, resp):
-        fields = parse_create(read_json_object(req, self.settings.max_body_size))
-        model, created = self.store.create(fields)
+        body = read_model(req, CreateModel, self.settings.max_body_size)
+        model, created = self.store.create(body.fields())
         resp.status = falcon.HTTP_201 if created else falcon.HTTP_200
         resp.media = model
 
     def on_put(self, req, resp):
-        body = read_json_object(req, self.settings.max_body_size)
-        model_id, changes = parse_update(body, lambda i: self.store.get(i)["kind"])
-        resp.media = self.store.update(model_id, changes)
+        body = read_model(req, UpdateModel, self.settings.max_body_size)
+        changes = body.changes(self.store.get(body.id)["kind"])
+        resp.media = self.store.update(body.id, changes)
 
 
 class Model:
@@ -58,6 +60,9 @@ class Model:
         else:
             raise bad_request(f"Query parameter 'alt' must be 'media', got '{alt}'")
 
+    # The same headers without the body (Falcon leaves the body out of a HEAD answer).
+    on_head = on_get
+
     def on_delete(self, req, resp, model_id):
         self.store.delete(model_id)
         resp.status = falcon.HTTP_204
@@ -69,8 +74,14 @@ class Model:
         size = path.stat().st_size
         start, end = 0, size - 1
         resp.accept_ranges = "bytes"
-        if req.range is not None and size > 0:
-            start, end = _resolve_range(req.range, size)
+        # The file's sha256 names its content exactly: a strong validator for If-Range.
+        resp.etag = f'"{model["sha256"]}"'
+        rng = _byte_range(req.get_header("Range"), size)
+        if_range = req.get_header("If-Range")
+        if rng is not None and (if_range is None or if_range == resp.etag):
+            if rng == UNSATISFIABLE:
+                raise falcon.HTTPRangeNotSatisfiable(size)
+            start, end = rng
             resp.status = falcon.HTTP_206
             resp.content_range = (start, end, size)
         resp.content_type = "application/octet-stream"
@@ -81,16 +92,36 @@ class Model:
         resp.set_stream(f, end - start + 1)
 
 
-def _resolve_range(rng: tuple[int, int], size: int) -> tuple[int, int]:
-    """Falcon's (first, last) with -1 for open ends and a negative first for a suffix."""
-    first, last = rng
-    if first < 0:
-        start, end = max(size + first, 0), size - 1
-    else:
-        start, end = first, size - 1 if last == -1 else min(last, size - 1)
-    if start >= size or start > end:
-        raise falcon.HTTPRangeNotSatisfiable(size)
-    return start, end
+UNSATISFIABLE = (-1, -1)
+_RANGE_SPEC = re.compile(r"^(\d*)-(\d*)$")
+
+
+def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """(first, last) byte of a single `bytes` range, UNSATISFIABLE, or None to send it all.
+
+    RFC 9110, section 14: a unit other than bytes, or a ranges-specifier that does not
+    parse (a reversed range, junk), is ignored; so is a request for several ranges,
+    which a server may answer whole instead of as multipart/byteranges. A valid range
+    that starts past the end, or a suffix of zero bytes, cannot be satisfied (416).
+    """
+    if header is None:
+        return None
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    match = _RANGE_SPEC.match(spec.strip())
+    if not match or match.groups() == ("", ""):
+        return None
+    first, last = match.groups()
+    if first == "":  # a suffix: the last N bytes
+        length = int(last)
+        return (max(size - length, 0), size - 1) if length and size else UNSATISFIABLE
+    start = int(first)
+    if last != "" and int(last) < start:
+        return None  # invalid, so ignored
+    if start >= size:
+        return UNSATISFIABLE
+    return start, size - 1 if last == "" else min(int(last), size - 1)
 
 
 class Upload:

@@ -1,131 +1,107 @@
-"""Validation of registry request bodies (seed 000). Pure: dicts in, dicts or errors out."""
+"""The registry's request bodies (the mimOE mModelStore API), declared as pydantic models.
+
+Strict: a JSON true is not a size, a number is not a version, and unknown fields are
+refused, so a typo in a field name is a 400 rather than a setting silently ignored.
+"""
 from __future__ import annotations
 
-from modelyard.server.shared.facts import CHAT_TEMPLATE_HINTS
-from modelyard.server.shared.facts import id_problem
-from modelyard.server.registry.store import KINDS
+from typing import Annotated, Any, Literal, Optional
 
-EXECUTION_PROVIDERS = ("cpu", "cuda", "coreml", "tensorrt")
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from modelyard.server.shared.facts import CHAT_TEMPLATE_HINTS, EXECUTION_PROVIDERS, KINDS, id_problem
 
 
 class SchemaError(ValueError):
-    """A body that does not fit; the message names the field."""
+    """A query parameter that does not fit; the message names it."""
 
 
-def _expect(body: dict, field: str, types, type_name: str, required: bool = False):
-    if field not in body or body[field] is None:
-        if required:
-            raise SchemaError(f"Missing required field '{field}'")
-        return None
-    value = body[field]
-    # bool is an int in Python; a JSON true is never a size.
-    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
-        raise SchemaError(f"Field '{field}' must be {type_name}, got {type(value).__name__}")
-    if not isinstance(value, types):
-        raise SchemaError(f"Field '{field}' must be {type_name}, got {_json_type(value)}")
-    return value
-
-
-def _json_type(value) -> str:
-    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
-            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
-
-
-def _choice(section: dict, field: str, allowed: tuple, name: str):
-    """A string field that must be one of `allowed`; `name` is how errors call it."""
-    value = _expect(section, field, str, "a string")
-    if value is not None and value not in allowed:
-        raise SchemaError(
-            f"Field '{name}' has unknown value '{value}'; use one of: {', '.join(allowed)}"
-        )
-    return value
-
-
-def _gguf(section: dict, prefix: str = "gguf") -> dict:
-    out = {}
-    hint = _choice(section, "chatTemplateHint", CHAT_TEMPLATE_HINTS, f"{prefix}.chatTemplateHint")
-    if hint is not None:
-        out["chatTemplateHint"] = hint
-    for field in ("initContextSize", "initGpuLayerSize"):
-        value = _expect(section, field, int, "an integer")
-        if value is not None:
-            if value < 0:
-                raise SchemaError(f"Field '{prefix}.{field}' must be >= 0")
-            out[field] = value
-    _no_unknown(section, ("chatTemplateHint", "initContextSize", "initGpuLayerSize"), prefix)
-    return out
-
-
-def _onnx(section: dict) -> dict:
-    out = {}
-    provider = _choice(section, "executionProvider", EXECUTION_PROVIDERS, "onnx.executionProvider")
-    if provider is not None:
-        out["executionProvider"] = provider
-    _no_unknown(section, ("executionProvider",), "onnx")
-    return out
-
-
-def _no_unknown(section: dict, known: tuple, prefix: str) -> None:
-    extra = sorted(set(section) - set(known))
-    if extra:
-        raise SchemaError(
-            f"Unknown field '{prefix}.{extra[0]}'; known fields: {', '.join(known)}"
-        )
-
-
-def _sections(body: dict, kind: str | None) -> dict:
-    out = {}
-    gguf = _expect(body, "gguf", dict, "an object")
-    onnx = _expect(body, "onnx", dict, "an object")
-    if gguf is not None:
-        if kind == "onnx":
-            raise SchemaError("Field 'gguf' does not apply to kind 'onnx'; use 'onnx'")
-        out["gguf"] = _gguf(gguf)
-    if onnx is not None:
-        if kind is not None and kind != "onnx":
-            raise SchemaError(f"Field 'onnx' does not apply to kind '{kind}'; use 'gguf'")
-        out["onnx"] = _onnx(onnx)
-    return out
-
-
-def _model_id(body: dict) -> str:
-    model_id = _expect(body, "id", str, "a string", required=True)
-    problem = id_problem(model_id)
+def _valid_id(value: str) -> str:
+    problem = id_problem(value)
     if problem:
-        raise SchemaError(f"Field 'id' is invalid: it {problem}")
-    return model_id
+        raise ValueError(f"invalid model id: it {problem}")
+    return value
 
 
-def parse_create(body: dict) -> dict:
-    """POST /models: id, version, kind, and the kind's section."""
-    model_id = _model_id(body)
-    version = _expect(body, "version", str, "a string", required=True)
-    _expect(body, "kind", str, "a string", required=True)
-    kind = _choice(body, "kind", KINDS, "kind")
-    _no_unknown(body, ("id", "version", "kind", "gguf", "onnx"), "body")
-    return {"id": model_id, "version": version, "kind": kind, **_sections(body, kind)}
+ModelId = Annotated[str, AfterValidator(_valid_id), Field(
+    description="The model id: letters, digits, '-', '_' and '.', at most 255 characters; "
+                "not starting with '.' or '-', without '..'.", examples=["smollm2-360m"])]
+Kind = Literal[KINDS]
 
 
-def parse_update(body: dict, kind_of) -> tuple[str, dict]:
-    """PUT /models with action "update". `kind_of(id)` gives the stored kind (may raise)."""
-    model_id = _model_id(body)
-    action = _expect(body, "action", str, "a string", required=True)
-    if action != "update":
-        raise SchemaError(f"Field 'action' must be \"update\", got \"{action}\"")
-    _no_unknown(body, ("id", "action", "version", "gguf", "onnx"), "body")
-    changes = _sections(body, kind_of(model_id))
-    version = _expect(body, "version", str, "a string")
-    if version is not None:
-        changes["version"] = version
-    return model_id, changes
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
-def parse_download(body: dict) -> tuple[str, str | None]:
-    """POST /models/{id}/download: url, and mmprojUrl for a vlm."""
-    url = _expect(body, "url", str, "a string", required=True)
-    mmproj = _expect(body, "mmprojUrl", str, "a string")
-    _no_unknown(body, ("url", "mmprojUrl"), "body")
-    return url, mmproj
+class GgufSettings(_Strict):
+    """How a GGUF model (llm, vlm, embed) is served."""
+
+    chatTemplateHint: Optional[Literal[CHAT_TEMPLATE_HINTS]] = Field(
+        None, description="The chat template to use when the GGUF carries none.")
+    initContextSize: Optional[int] = Field(None, ge=0, description="Context size in tokens (0: the model's own).")
+    initGpuLayerSize: Optional[int] = Field(None, ge=0, description="Layers offloaded to the GPU.")
+
+
+class OnnxSettings(_Strict):
+    """How an ONNX model is served."""
+
+    executionProvider: Optional[Literal[tuple(EXECUTION_PROVIDERS)]] = Field(
+        None, description="onnxruntime's execution provider; cpu when this one is missing.")
+
+
+class _Sections(_Strict):
+    gguf: Optional[GgufSettings] = None
+    onnx: Optional[OnnxSettings] = None
+
+    def sections_for(self, kind: str | None) -> dict:
+        """The gguf/onnx sections given, checked against the model's kind."""
+        out = {}
+        if self.gguf is not None:
+            if kind == "onnx":
+                raise SchemaError("Field 'gguf' does not apply to kind 'onnx'; use 'onnx'")
+            out["gguf"] = self.gguf.model_dump(exclude_none=True)
+        if self.onnx is not None:
+            if kind is not None and kind != "onnx":
+                raise SchemaError(f"Field 'onnx' does not apply to kind '{kind}'; use 'gguf'")
+            out["onnx"] = self.onnx.model_dump(exclude_none=True)
+        return out
+
+
+class CreateModel(_Sections):
+    """POST /models: the model's metadata; the file comes with upload or download."""
+
+    id: ModelId
+    version: str = Field(description="The model's version; metadata only.", examples=["1.0.0"])
+    kind: Kind = Field(description="llm, vlm (llm with images), embed or onnx.")
+
+    @model_validator(mode="after")
+    def _sections_fit_kind(self):
+        self.sections_for(self.kind)
+        return self
+
+    def fields(self) -> dict:
+        return {"id": self.id, "version": self.version, "kind": self.kind, **self.sections_for(self.kind)}
+
+
+class UpdateModel(_Sections):
+    """PUT /models with action "update": new metadata or serving settings."""
+
+    id: ModelId
+    action: Literal["update"]
+    version: Optional[str] = None
+
+    def changes(self, kind: str) -> dict:
+        changes = self.sections_for(kind)
+        if self.version is not None:
+            changes["version"] = self.version
+        return changes
+
+
+class DownloadModel(_Strict):
+    """POST /models/{id}/download: where to download the model's files from."""
+
+    url: str = Field(description="An http(s) URL, a Hugging Face resolve URL, or hf://org/repo/file.")
+    mmprojUrl: Optional[str] = Field(None, description="A vlm's projector (mmproj GGUF), same forms.")
 
 
 def parse_bool(name: str, raw: str | None) -> bool | None:
@@ -142,3 +118,41 @@ def parse_kind(raw: str | None) -> str | None:
     if raw is not None and raw not in KINDS:
         raise SchemaError(f"Query parameter 'kind' has unknown value '{raw}'; use one of: {', '.join(KINDS)}")
     return raw
+
+
+# ---- responses (for the OpenAPI document) ----------------------------------------------
+
+class ModelView(BaseModel):
+    """A model in the registry."""
+
+    id: str
+    version: str
+    kind: Kind
+    readyToUse: bool = Field(description="True once every file the kind needs is complete and verified.")
+    createdAt: int = Field(description="Milliseconds since the epoch.")
+    totalSize: Optional[int] = Field(None, description="Bytes of the committed files.")
+    sha256: Optional[str] = Field(None, description="The main file's sha256, once ready.")
+    gguf: Optional[GgufSettings] = None
+    onnx: Optional[OnnxSettings] = None
+
+
+class ModelList(BaseModel):
+    data: list[ModelView]
+
+
+class DownloadProgress(BaseModel):
+    """One Server-Sent Event of a download: progress, the projector's progress, done, or error."""
+
+    size: Optional[int] = None
+    totalSize: Optional[int] = None
+    mmproj: Optional[dict[str, int]] = None
+    done: Optional[bool] = None
+    model: Optional[ModelView] = None
+    error: Optional[dict[str, Any]] = None
+
+
+class UploadForm(BaseModel):
+    """multipart/form-data: the model file, and a vlm's projector."""
+
+    file: Optional[bytes] = Field(None, json_schema_extra={"format": "binary"})
+    mmproj: Optional[bytes] = Field(None, json_schema_extra={"format": "binary"})

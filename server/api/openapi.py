@@ -1,0 +1,186 @@
+"""The OpenAPI 3.1 document of every route, at GET /openapi.json, built from the request and
+response models that each API family declares.
+
+The table below is the list of operations; a test compares it with the routes Falcon
+serves, so a route cannot be added without its entry.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import falcon
+from pydantic import BaseModel
+
+from modelyard.server.api.kserve import codec as kserve
+from modelyard.server.api.openai import schema as openai
+from modelyard.server.api.store import schema as store
+
+JSON = "application/json"
+SSE = "text/event-stream"
+OCTETS = "application/octet-stream"
+
+STORE_PREFIXES = ("/store/v1", "/mimik-ai/store/v1")
+OPENAI_PREFIXES = ("/v1", "/mimik-ai/openai/v1")
+
+# Each family's error body.
+_STORE_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
+    "type": "object", "required": ["code", "message"],
+    "properties": {"code": {"type": "integer"}, "message": {"type": "string"}}}}}
+_OPENAI_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
+    "type": "object", "required": ["code", "message", "type"],
+    "properties": {"code": {"type": "integer"}, "message": {"type": "string"}, "type": {"type": "string"}}}}}
+_KSERVE_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+
+
+@dataclass(frozen=True)
+class Op:
+    method: str
+    path: str
+    tag: str
+    summary: str
+    body: type[BaseModel] | None = None
+    body_type: str = JSON
+    # status -> {content type: model or JSON schema}
+    responses: dict[int, dict[str, Any]] = field(default_factory=dict)
+    errors: tuple[int, ...] = (400, 401, 403, 404)
+    query: tuple[dict, ...] = ()
+
+
+def _id_param() -> dict:
+    return {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"},
+            "description": "The model id."}
+
+
+def operations() -> list[Op]:
+    ops: list[Op] = []
+    for p in STORE_PREFIXES:
+        ops += [
+            Op("get", f"{p}/models", "registry", "List models", responses={200: {JSON: store.ModelList}},
+               query=({"name": "kind", "in": "query", "schema": {"type": "string", "enum": list(store.KINDS)}},
+                      {"name": "ready", "in": "query", "schema": {"type": "string", "enum": ["true", "false", "1", "0"]}}),
+               errors=(400,)),
+            Op("post", f"{p}/models", "registry", "Create a model (200 when it exists: updated)",
+               body=store.CreateModel, responses={200: {JSON: store.ModelView}, 201: {JSON: store.ModelView}},
+               errors=(400, 401, 403, 409, 413)),
+            Op("put", f"{p}/models", "registry", "Update a model's metadata", body=store.UpdateModel,
+               responses={200: {JSON: store.ModelView}}, errors=(400, 401, 403, 404, 409, 413)),
+            Op("get", f"{p}/models/{{model_id}}", "registry", "A model, or its file with ?alt=media (Range works)",
+               responses={200: {JSON: store.ModelView, OCTETS: {"type": "string", "format": "binary"}},
+                          206: {OCTETS: {"type": "string", "format": "binary"}}},
+               query=({"name": "alt", "in": "query", "schema": {"type": "string", "enum": ["media"]}},),
+               errors=(400, 404, 416)),
+            Op("delete", f"{p}/models/{{model_id}}", "registry", "Delete a model and its files",
+               responses={204: {}}, errors=(400, 401, 403, 404, 409)),
+            Op("post", f"{p}/models/{{model_id}}/upload", "registry", "Upload the model's file (multipart)",
+               body=store.UploadForm, body_type="multipart/form-data", responses={200: {JSON: store.ModelView}},
+               errors=(400, 401, 403, 404, 409, 411, 413, 415)),
+            Op("post", f"{p}/models/{{model_id}}/download", "registry",
+               "Download the model's file from a URL or Hugging Face, with progress as Server-Sent Events",
+               body=store.DownloadModel, responses={200: {SSE: store.DownloadProgress}},
+               errors=(400, 401, 403, 404, 409, 413)),
+        ]
+    for p in OPENAI_PREFIXES:
+        ops += [
+            Op("post", f"{p}/chat/completions", "openai", "Chat completion (streamed as SSE with stream: true)",
+               body=openai.ChatCompletionBody, responses={200: {JSON: openai.ChatCompletion, SSE: {"type": "string"}}},
+               errors=(400, 401, 403, 404, 413, 499, 503)),
+            Op("post", f"{p}/completions", "openai", "Text completion",
+               body=openai.CompletionBody, responses={200: {JSON: openai.Completion, SSE: {"type": "string"}}},
+               errors=(400, 401, 403, 404, 413, 499, 503)),
+            Op("post", f"{p}/embeddings", "openai", "Embeddings", body=openai.EmbeddingBody,
+               responses={200: {JSON: openai.EmbeddingList}}, errors=(400, 401, 403, 404, 413, 503)),
+            Op("get", f"{p}/models", "openai", "The loaded models", responses={200: {JSON: openai.ModelEntryList}},
+               errors=(401, 403)),
+            Op("post", f"{p}/models", "openai", "Load a model now", body=openai.LoadModelBody,
+               responses={200: {JSON: openai.ModelEntry}}, errors=(400, 401, 403, 404, 413, 500)),
+            Op("get", f"{p}/models/{{model_id}}", "openai", "One loaded model",
+               responses={200: {JSON: openai.ModelEntry}}, errors=(401, 403, 404)),
+            Op("delete", f"{p}/models/{{model_id}}", "openai", "Unload a model (its file stays)",
+               responses={200: {JSON: openai.ModelDeleted}}, errors=(401, 403, 404)),
+        ]
+    ops += [
+        Op("get", "/v2/models/{model_id}", "kserve", "Model metadata",
+           responses={200: {JSON: kserve.ModelMetadataResponse}}, errors=(400, 401, 403, 404, 500)),
+        Op("get", "/v2/models/{model_id}/ready", "kserve", "Model readiness (loads it when needed)",
+           responses={200: {JSON: kserve.ModelReadyResponse}}, errors=(400, 401, 403, 404, 500)),
+        Op("post", "/v2/models/{model_id}/infer", "kserve", "Inference", body=kserve.InferBody,
+           responses={200: {JSON: kserve.InferResponse}}, errors=(400, 401, 403, 404, 413, 500)),
+        Op("get", "/v2/health/live", "kserve", "Server liveness",
+           responses={200: {JSON: {"type": "object", "properties": {"live": {"type": "boolean"}}}}}, errors=(401, 403)),
+        Op("get", "/v2/health/ready", "kserve", "Server readiness",
+           responses={200: {JSON: {"type": "object", "properties": {"ready": {"type": "boolean"}}}},
+                      503: {JSON: {"type": "object", "properties": {"ready": {"type": "boolean"}}}}},
+           errors=(401, 403)),
+        Op("get", "/healthz", "health", "Liveness", responses={200: {JSON: {"type": "object"}}}, errors=()),
+        Op("get", "/readyz", "health", "Readiness: the --preload models are loaded",
+           responses={200: {JSON: {"type": "object"}}, 503: {JSON: {"type": "object"}}}, errors=()),
+        Op("get", "/metrics", "health", "Prometheus metrics", responses={200: {"text/plain": {"type": "string"}}},
+           errors=()),
+        Op("get", "/openapi.json", "health", "This document", responses={200: {JSON: {"type": "object"}}},
+           errors=()),
+    ]
+    return ops
+
+
+def _error_schema(path: str) -> dict:
+    if path.startswith("/v2/"):
+        return _KSERVE_ERROR
+    if path.startswith(OPENAI_PREFIXES):
+        return _OPENAI_ERROR
+    return _STORE_ERROR
+
+
+def build_document(version: str) -> dict:
+    components: dict[str, Any] = {}
+
+    def schema_of(model_or_schema) -> dict:
+        if isinstance(model_or_schema, dict):
+            return model_or_schema
+        schema = model_or_schema.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, sub in schema.pop("$defs", {}).items():
+            components[name] = sub
+        components[model_or_schema.__name__] = schema
+        return {"$ref": f"#/components/schemas/{model_or_schema.__name__}"}
+
+    paths: dict[str, dict] = {}
+    for op in operations():
+        item: dict[str, Any] = {"tags": [op.tag], "summary": op.summary, "responses": {}}
+        params = ([_id_param()] if "{model_id}" in op.path else []) + list(op.query)
+        if params:
+            item["parameters"] = params
+        if op.body is not None:
+            item["requestBody"] = {"required": True, "content": {op.body_type: {"schema": schema_of(op.body)}}}
+        for status, contents in op.responses.items():
+            item["responses"][str(status)] = {
+                "description": falcon.code_to_http_status(status),
+                **({"content": {ct: {"schema": schema_of(s)} for ct, s in contents.items()}} if contents else {}),
+            }
+        for status in op.errors:
+            item["responses"][str(status)] = {
+                "description": falcon.code_to_http_status(status),
+                "content": {JSON: {"schema": _error_schema(op.path)}},
+            }
+        paths.setdefault(op.path, {})[op.method] = item
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Modelyard", "version": version,
+                 "description": "The model registry (mimOE mModelStore API), the OpenAI API, "
+                                "KServe Open Inference Protocol v2, health and metrics."},
+        "components": {"schemas": components,
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"bearer": []}, {}],
+        "paths": paths,
+    }
+
+
+class OpenApi:
+    def __init__(self, document: dict):
+        self.document = document
+
+    def on_get(self, req, resp):
+        resp.media = self.document
+
+
+def add_routes(app: falcon.App, version: str) -> None:
+    app.add_route("/openapi.json", OpenApi(build_document(version)))
