@@ -60,8 +60,11 @@ AUDIT_POLICY = {
 }
 
 # How long a simulated download takes: long enough for the operator to see the Job
-# active (phase Downloading) and poll it, as it would a real one.
-DOWNLOAD_SECONDS = 4
+# active (phase Downloading) and read its progress, as it would a real one.
+DOWNLOAD_SECONDS = 8
+# What every simulated `modelyard fetch` container prints, served by kwok's kubelet
+# API through the API server's pods/log: half of a 100 MB file.
+FETCH_PROGRESS = {"size": 50_000_000, "totalSize": 100_000_000}
 
 
 def free_port() -> int:
@@ -297,6 +300,15 @@ class ControlPlane:
         for stage in documents:
             if stage["metadata"]["name"] == "pod-complete":
                 stage["spec"]["delay"] = {"durationMilliseconds": DOWNLOAD_SECONDS * 1000}
+        # The log of the fetch container, in the CRI format that kubelets (and kwok) read.
+        fetch_log = self.workdir / "fetch-container.log"
+        fetch_log.write_text(f"2026-01-01T00:00:00.000000000Z stdout F {json.dumps(FETCH_PROGRESS)}\n")
+        documents.append({
+            "apiVersion": "kwok.x-k8s.io/v1alpha1",
+            "kind": "ClusterLogs",
+            "metadata": {"name": "fetch"},
+            "spec": {"logs": [{"containers": ["fetch"], "logsFile": str(fetch_log), "follow": False}]},
+        })
         stages.write_text(yaml.safe_dump_all(documents))
         kubelet_port = free_port()
         self._run("kwok", [

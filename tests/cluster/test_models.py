@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from .conftest import CPU_NODE, GPU_NODE, GPU_PRODUCT
-from .controlplane import ROOT
+from .controlplane import FETCH_PROGRESS, ROOT
 from .kubetools import (MODELS_NAMESPACE, OPERATOR_USER, WRITE_VERBS, AuditTail, audit_events, describe,
                         object_name, wait_until)
 
@@ -132,6 +132,35 @@ def test_kubectl_get_models_shows_the_columns(examples, kubectl):
         assert row["READY"] == str(model["spec"].get("replicas", 1)) and row["AGE"], row
     wide = {row["NAME"]: row for row in _table(kubectl("get", "models", "-n", MODELS_NAMESPACE, "-o", "wide"))}
     assert wide["smollm2-360m"]["ENDPOINT"] == f"http://smollm2-360m.{MODELS_NAMESPACE}.svc:8083", wide
+
+
+PROGRESS_MODEL = {
+    "apiVersion": "modelyard.dev/v1alpha1",
+    "kind": "Model",
+    "metadata": {"name": "progress-test"},
+    "spec": {"kind": "embed", "source": {"url": "https://models.example/progress.gguf"}},
+}
+
+
+def test_progress_shows_while_downloading(examples, kubectl):
+    """The fetch container's JSON lines reach the PROGRESS column: pods/log through the API
+    server (kwok answers for the kubelet), read by the operator within a poll or two."""
+    name = PROGRESS_MODEL["metadata"]["name"]
+    kubectl.apply(yaml.safe_dump(PROGRESS_MODEL))
+    seen: list[tuple[str, str]] = []
+
+    def ready():
+        row = _table(kubectl("get", "model", name, "-n", MODELS_NAMESPACE))[0]
+        seen.append((row["PHASE"], row["PROGRESS"]))
+        return row["PHASE"] == "Ready"
+    wait_until(ready, READY_TIMEOUT, f"{name} to be Ready", interval=0.25)
+    total = FETCH_PROGRESS["totalSize"]
+    percent = f"{FETCH_PROGRESS['size'] * 100 // total}%"
+    assert ("Downloading", percent) in seen, seen
+    assert seen[-1] == ("Ready", ""), seen
+    # Complete: the size is the whole file, and the percentage is gone.
+    assert kubectl.get("models", name)["status"]["download"] == {"size": total, "totalSize": total}
+    kubectl("delete", "model", name, "-n", MODELS_NAMESPACE)
 
 
 def test_a_ready_cluster_is_quiet(examples, kubectl, control_plane):
