@@ -49,7 +49,7 @@ def test_every_call_is_allowed_and_every_granted_verb_is_used(operator, kubectl,
     assert not denied, "RBAC refused calls the operator makes:\n" + "\n".join(denied)
     # Refused for another reason: a body the real API server finds invalid. 404 (a get of
     # what is not there yet) and 409 (a create after a restart) are the operator's normal
-    # questions. Pod logs have no kubelet to come from under kwok, and a request cut by
+    # questions. A pod that has not started yet has no log (400), and a request cut by
     # the SIGKILLs of the restart test ends as "context canceled" (a 500, or a 504 "Timeout").
     rejected = [describe(e) for e in events if e.get("responseStatus", {}).get("code", 200) >= 400
                 and e["responseStatus"]["code"] not in (403, 404, 409)
