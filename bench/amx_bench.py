@@ -37,9 +37,11 @@ CACHE = ROOT / ".cache" / "bench-amx"
 # Runs in the child: one build, one model, one round.
 CHILD = r"""
 import json, sys, time
+import numpy as np
 import llama_cpp as L
 path, n_prompt, n_gen, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-L.llama_log_set(L.llama_log_callback(lambda *a: None), None)
+quiet = L.llama_log_callback(lambda *a: None)  # kept referenced: llama.cpp calls it later
+L.llama_log_set(quiet, None)
 L.llama_backend_init()
 info = L.llama_print_system_info().decode()
 model = L.llama_model_load_from_file(path.encode(), L.llama_model_default_params())
@@ -52,8 +54,7 @@ n_vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(model))
 def decode(tokens):
     arr = (L.llama_token * len(tokens))(*tokens)
     assert L.llama_decode(ctx, L.llama_batch_get_one(arr, len(tokens))) == 0
-    logits = L.llama_get_logits_ith(ctx, -1)
-    return max(range(n_vocab), key=lambda i: logits[i])
+    return int(np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, -1), shape=(n_vocab,)).argmax())
 
 decode([1, 2, 3, 4])  # warm-up: first-touch of weights, thread pool
 L.llama_memory_clear(L.llama_get_memory(ctx), True)
