@@ -67,6 +67,14 @@ DOWNLOAD_SECONDS = 8
 FETCH_PROGRESS = {"size": 50_000_000, "totalSize": 100_000_000}
 
 
+def die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the test process dies, so that a killed or
+    timed-out pytest leaves no API server or etcd behind (Linux's PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -174,7 +182,7 @@ class ControlPlane:
         log = self.workdir / f"{name}.log"
         out = open(log, "ab")
         popen = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 cwd=self.workdir)
+                                 cwd=self.workdir, preexec_fn=die_with_parent)
         out.close()
         process = Process(name, popen, log)
         self.processes.append(process)

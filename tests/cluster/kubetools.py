@@ -92,6 +92,8 @@ class OperatorProcess:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "OperatorProcess":
+        from .controlplane import die_with_parent
+
         env = {**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig)}
         env.pop("KUBERNETES_SERVICE_HOST", None)  # never the in-cluster configuration in a test
         log = open(self.log_path, "ab")
@@ -99,6 +101,7 @@ class OperatorProcess:
         self.process = subprocess.Popen(
             [str(command), "operator", "--namespace", self.namespace, "--liveness", ""],
             env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
         )
         log.close()
         return self
