@@ -67,8 +67,12 @@ def run(argv: list[str]) -> int:
         if problem:
             raise ValueError(problem)
         with store.transfer(args.model_id) as transfer:
-            model = fetch.download_into(transfer, sources, sha256=args.sha256,
-                                        on_progress=out.progress, keep_partial=True)
+            # Taking the transfer finishes a commit that a killed run had decided: then
+            # there may be nothing left to download.
+            model = store.get(args.model_id)
+            if not _already_done(store, model, sources, args):
+                model = fetch.download_into(transfer, sources, sha256=args.sha256,
+                                            on_progress=out.progress, keep_partial=True)
     except KeyboardInterrupt:
         out.error({"error": {"code": 499, "message": "Interrupted; a re-run resumes the download"}})
         return EXIT_INTERRUPTED

@@ -12,7 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
+from modelyard.server.registry.crashpoints import crash_point
 from modelyard.server.registry.errors import Cancelled, TransferBusy
+
+TMP_SUFFIX = ".tmp"
 
 
 class FileWriter:
@@ -104,11 +107,23 @@ class FileWriter:
             t.join()
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
+def atomic_write(path: Path, data: bytes, crash_step: str | None = None) -> None:
+    """Replace `path` with `data` through a fsynced temporary file and a rename.
+
+    A crash leaves the old file, and at worst a `.<name>*.tmp` that `tmp_files` finds.
+    """
+    # The writer's pid is in the name, so a later process can tell an abandoned file
+    # from one that a live process is writing.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.",
+                               suffix=TMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            half = len(data) // 2
+            f.write(data[:half])
+            if crash_step is not None:
+                f.flush()
+                crash_point(crash_step)
+            f.write(data[half:])
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -116,6 +131,27 @@ def atomic_write(path: Path, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def tmp_files(path: Path, abandoned_only: bool = False) -> list[Path]:
+    """Temporary files of `atomic_write(path, ...)`; with `abandoned_only`, those of
+    processes that are gone (a crash left them)."""
+    found = list(path.parent.glob("." + path.name + ".*" + TMP_SUFFIX))
+    if not abandoned_only:
+        return found
+    return [p for p in found if not _alive(p.name[len(path.name) + 2:].split(".", 1)[0])]
+
+
+def _alive(pid: str) -> bool:
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
 
 
 def fsync_dir(folder: Path) -> None:

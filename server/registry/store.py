@@ -12,6 +12,13 @@ A model is ready only when its metadata says every file its kind needs was commi
 and each of those files is on disk with the size that was verified. Files are written
 to `.partial`, checked, fsynced and renamed, so `kill -9` at any moment leaves either
 the old complete file or the new one, never a torn one under the final name.
+
+A commit is decided by one metadata write: it drops the old records of the files it
+replaces and records the new ones as `pending`. From then on the commit only rolls
+forward: the renames and the final metadata write are redone by the next writer of the
+model (a transfer or the start-up recovery) if a crash cut them short. Before that
+write, the old model is untouched. So after a crash at any step a restart shows the old
+complete model or the new one, and a model is never ready with a file it did not verify.
 """
 from __future__ import annotations
 
@@ -26,7 +33,8 @@ from pathlib import Path
 from typing import Iterator, NamedTuple
 
 from modelyard.server.registry import formats
-from modelyard.server.registry.diskio import FileWriter, atomic_write, flock, fsync_dir
+from modelyard.server.registry.crashpoints import crash_point
+from modelyard.server.registry.diskio import FileWriter, atomic_write, flock, fsync_dir, tmp_files
 from modelyard.server.shared.facts import KINDS, id_problem
 from modelyard.server.registry.errors import (  # noqa: F401  (re-exported: callers use store.ModelNotFound)
     Cancelled,
@@ -216,23 +224,60 @@ class Store:
             self._write_meta(model_id, meta)
         return self.get(model_id)
 
-    def _write_meta(self, model_id: str, meta: dict) -> None:
-        atomic_write(self.model_dir(model_id) / META, json.dumps(meta, indent=1).encode())
+    def _write_meta(self, model_id: str, meta: dict, crash_step: str | None = None) -> None:
+        files = meta.get("files", {})
+        meta["totalSize"] = sum(r["size"] for r in files.values()) if files else None
+        atomic_write(self.model_dir(model_id) / META, json.dumps(meta, indent=1).encode(),
+                     crash_step)
 
-    def _record_files(self, model_id: str, done: dict[str, dict], pending: bool) -> None:
-        """Mark committed files; while `pending`, drop their old records first (see commit)."""
+    def _begin_commit(self, model_id: str, records: dict[str, dict]) -> None:
+        """The write that decides a commit: old records out, the new ones pending."""
         with self._id_locks[model_id]:
             meta = dict(self._read_meta(model_id))
             files = dict(meta.get("files", {}))
-            for role, record in done.items():
-                if pending:
-                    files.pop(role, None)
-                else:
+            for role in records:
+                files.pop(role, None)
+            meta["files"] = files
+            meta["pending"] = records
+            self._write_meta(model_id, meta, crash_step="record-write")
+
+    def _finish_commit(self, model_id: str) -> bool:
+        """Roll a decided commit forward: rename its verified `.partial` files into place
+        and record them. Idempotent; the caller holds the model's folder lock. True when
+        there was a commit to finish."""
+        with self._id_locks[model_id]:
+            meta = dict(self._read_meta(model_id))
+            pending = meta.get("pending")
+            if not pending:
+                return False
+            folder = self.model_dir(model_id)
+            for record in pending.values():
+                final = folder / record["name"]
+                partial = final.with_name(final.name + PARTIAL)
+                if partial.exists():
+                    os.replace(partial, final)
+            fsync_dir(folder)
+            crash_point("renamed")
+            files = dict(meta.get("files", {}))
+            for role, record in pending.items():
+                try:
+                    whole = (folder / record["name"]).stat().st_size == record["size"]
+                except FileNotFoundError:
+                    whole = False
+                if whole:  # otherwise left unrecorded: the model is not ready
                     files[role] = record
             meta["files"] = files
-            sizes = [r["size"] for r in files.values()]
-            meta["totalSize"] = sum(sizes) if sizes else None
-            self._write_meta(model_id, meta)
+            del meta["pending"]
+            self._write_meta(model_id, meta, crash_step="metadata-write")
+            # What a download kept to resume these files (its source record, its
+            # huggingface_hub folder) is obsolete once they are committed.
+            for record in pending.values():
+                for path in folder.glob(record["name"] + ".*" + PARTIAL):
+                    if path.is_dir():
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        path.unlink(missing_ok=True)
+            return True
 
     # ---- delete ------------------------------------------------------------------------
 
@@ -274,6 +319,10 @@ class Store:
             self._cancels[model_id] = cancel
         transfer = Transfer(self, model_id, meta["kind"], cancel)
         try:
+            # A commit that a crash interrupted is finished before anything new is written.
+            self._finish_commit(model_id)
+            for path in tmp_files(folder / META, abandoned_only=True):
+                path.unlink(missing_ok=True)
             yield transfer
         finally:
             transfer.discard()
@@ -283,7 +332,8 @@ class Store:
             lock.__exit__(None, None, None)
 
     def recover(self) -> list[str]:
-        """Remove partial files a crash left behind. Returns what was removed.
+        """Finish commits a crash interrupted, and remove the partial and temporary files
+        it left behind. Returns what was removed.
 
         Only for a writable store with no transfer running: it takes each model's lock.
         """
@@ -295,6 +345,11 @@ class Store:
                 continue
             try:
                 with flock(folder, blocking=False):
+                    if (folder / META).exists() and id_problem(folder.name) is None:
+                        self._finish_commit(folder.name)
+                    for path in tmp_files(folder / META):
+                        path.unlink(missing_ok=True)
+                        removed.append(str(path))
                     for path in folder.glob("*" + PARTIAL):
                         if path.is_dir():  # fetch's huggingface_hub download folder
                             shutil.rmtree(path, ignore_errors=True)
@@ -342,8 +397,8 @@ class Transfer:
                sources: dict[str, str] | None = None) -> dict:
         """Verify every written file, then move them into place and record them.
 
-        The old records go first, so a crash between the renames and the final metadata
-        write leaves the model not ready rather than ready with a stale checksum.
+        One metadata write decides the commit (see the module's notes): a crash before it
+        leaves the old model, a crash after it is finished by the next writer.
         """
         records = {}
         for role, writer in self._writers.items():
@@ -365,11 +420,10 @@ class Transfer:
                 # Where the file came from, so a fetch of another source downloads again.
                 "source": (sources or {}).get(role),
             }
-        self.store._record_files(self.model_id, records, pending=True)
-        for role, writer in self._writers.items():
-            os.replace(writer.path, self.folder / self.roles[role])
-        fsync_dir(self.folder)
-        self.store._record_files(self.model_id, records, pending=False)
+        crash_point("partial-synced")
+        self.store._begin_commit(self.model_id, records)
+        crash_point("old-record-dropped")
+        self.store._finish_commit(self.model_id)
         self._writers.clear()
         return self.store.get(self.model_id)
 
