@@ -1,5 +1,5 @@
 /* Forced into every C++ file of a llama.cpp build (-include) to make ggml's AMX kernels
-   work with compilers whose <amxtileintrin.h> declares _tile_loadconfig's operand as
+   work with compilers whose AMX intrinsics declare _tile_loadconfig's memory operand as
    8 bytes (GCC 12 here): the compiler then drops the stores that fill the 64-byte tile
    configuration, and the first tile instruction faults (docs/engines.md).
    For experiments and the AMX benchmark only: `make` builds without AMX. */

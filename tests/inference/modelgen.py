@@ -215,7 +215,7 @@ def make_vocab_gguf(path: Path, base: str = "gpt-2", n_base: int | None = None,
     return Path(path)
 
 
-# llama_ftype values of the quantizations made by llama.cpp's own quantizer (llama.h)
+# llama.cpp's llama_ftype values for the quantizations its own quantizer makes
 LLAMA_FTYPES = {"Q4_0": 2, "Q8_0": 7, "Q4_K_M": 15, "Q5_K_M": 17, "Q6_K": 18}
 
 
