@@ -85,6 +85,12 @@ def _nodes_ready(kubectl: Kubectl) -> bool:
 
 
 @pytest.fixture(scope="session")
+def kubeconfig(control_plane) -> Path:
+    """The cluster admin's kubeconfig (a client certificate in system:masters)."""
+    return control_plane.kubeconfig
+
+
+@pytest.fixture(scope="session")
 def kubectl(control_plane) -> Kubectl:
     """kubectl as the cluster admin."""
     return Kubectl(tool("kubectl"), control_plane.kubeconfig)
