@@ -28,6 +28,7 @@ MAX_DIMS = 4
 INT64_MAX = (1 << 63) - 1
 SIZE_MAX = (1 << 64) - 1
 
+_U64 = struct.Struct("<Q")
 # Metadata value types: id -> (name, struct format of one value; "" for string, None for array)
 VALUE_TYPES = {
     0: ("uint8", "<B"), 1: ("int8", "<b"), 2: ("uint16", "<H"), 3: ("int16", "<h"),
@@ -80,6 +81,34 @@ class _Reader:
                        f"{self.remaining()} bytes later (truncated or corrupt)")
         self.pos += n
         self.f.seek(self.pos)
+
+    def strings(self, count: int, what: str) -> None:
+        """Skip over `count` strings, the elements of array `what`. The hot loop of a real
+        model's header (hundreds of thousands of tokens and merges): messages are built only
+        on failure."""
+        f, size, pos = self.f, self.size, self.pos
+        read, unpack = f.read, _U64.unpack
+        try:
+            for j in range(count):
+                if size - pos < 8:
+                    break
+                n = unpack(read(8))[0]
+                if n > MAX_STRING or n > size - pos - 8:
+                    break
+                if len(read(n)) != n:
+                    raise struct.error
+                pos += 8 + n
+            else:
+                self.pos = pos
+                return
+        except struct.error:
+            self.pos = pos
+            raise _Bad(f"element {j} of {what} at byte {pos}: the file ended early") from None
+        # Read element j again, through the checked path, for its message.
+        self.pos = pos
+        f.seek(pos)
+        self.string(f"element {j} of {what}")
+        raise AssertionError("unreachable: the element was refused above")
 
     def unpack(self, fmt: str, what: str):
         return struct.unpack(fmt, self.take(struct.calcsize(fmt), what))[0]
@@ -176,8 +205,7 @@ def _check(r: _Reader) -> None:
                 raise _Bad(f"metadata key '{_name(key)}' claims {count} elements, beyond the "
                            f"end of the file ({r.remaining()} bytes left)")
             if sub == STRING:
-                for j in range(count):
-                    r.string(f"element {j} of metadata key '{_name(key)}'")
+                r.strings(count, f"metadata key '{_name(key)}'")
             else:
                 r.skip(count * each, label)
         elif vtype == STRING:
