@@ -43,11 +43,13 @@ def settings() -> OperatorSettings:
 @pytest.fixture
 def kubectl(kmock, tmp_path):
     """KMock (the `kmock` fixture of kmock's pytest plugin) with the resources the operator uses."""
-    from .kmock_cluster import Kubectl, declare
+    from .kmock_cluster import FAULTS, Kubectl, declare
 
     logs: dict[str, bytes] = {}
     declare(kmock, logs)
-    return Kubectl(kmock, logs)
+    FAULTS.clear()
+    yield Kubectl(kmock, logs)
+    FAULTS.clear()
 
 
 @pytest.fixture
@@ -59,4 +61,61 @@ def operator(kmock, kubectl, tmp_path):
     process = OperatorProcess(config, tmp_path / "operator.log").start()
     yield process
     process.stop()
+    record_operator_calls(kmock)
     print(process.log()[-20000:])
+
+
+# ---- the operator's calls, for the RBAC test ---------------------------------------------
+# Every call the operator process makes to KMock, as (group, resource, subresource, verb),
+# from every scenario that runs it. The kubeconfig's token tells its requests from the
+# test's own (the test plays kubectl and the controllers without one).
+OPERATOR_CALLS: set[tuple[str, str, str, str]] = set()
+SCENARIOS: dict[str, bool] = {}  # node id -> whether it passed
+CALLS_FILE = "MODELYARD_TEST_RBAC_CALLS"  # set: the calls are appended there as JSON lines
+RBAC_TEST = "test_rbac_derived.py"
+
+
+def _verb(request) -> str:
+    method = str(request.method.value if hasattr(request.method, "value") else request.method).upper()
+    if method == "GET":
+        if request.params.get("watch") in ("true", "1"):
+            return "watch"
+        return "get" if request.name else "list"
+    return {"POST": "create", "PATCH": "patch", "PUT": "update",
+            "DELETE": "delete" if request.name else "deletecollection"}.get(method, method.lower())
+
+
+def operator_calls(kmock) -> set[tuple[str, str, str, str]]:
+    calls = set()
+    for request in list(kmock):
+        auth = {k.lower(): v for k, v in request.headers.items()}.get("authorization")
+        if auth != "Bearer test-token" or request.resource is None or not request.resource.plural:
+            continue
+        calls.add((request.resource.group or "", request.resource.plural,
+                   request.subresource or "", _verb(request)))
+    return calls
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if "operator" in getattr(item, "fixturenames", ()) and report.when == "call":
+        SCENARIOS[item.nodeid] = report.passed
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The RBAC test runs after every scenario of the session."""
+    items.sort(key=lambda item: item.nodeid.split("::")[0].endswith(RBAC_TEST))
+
+
+def record_operator_calls(kmock) -> None:
+    import json
+    import os
+
+    calls = operator_calls(kmock)
+    OPERATOR_CALLS.update(calls)
+    if os.environ.get(CALLS_FILE):
+        with open(os.environ[CALLS_FILE], "a") as f:
+            for call in sorted(calls):
+                f.write(json.dumps(call) + "\n")

@@ -59,6 +59,9 @@ class Emulator(kmock.KubernetesEmulator):
     """
 
     async def _handle(self, request):  # type: ignore[no-untyped-def]
+        fault = _take_fault(request)
+        if fault is not None:
+            return fault
         meta = request.data.get("metadata") if isinstance(request.data, dict) else None
         if request.action == kmock.action.CREATE and meta and not meta.get("name") and meta.get("generateName"):
             meta["name"] = meta["generateName"] + uuid.uuid4().hex[:8]
@@ -72,6 +75,37 @@ class Emulator(kmock.KubernetesEmulator):
             result["items"] = [item for item in result["items"] if wanted.items() <= (
                 (item.get("metadata") or {}).get("labels") or {}).items()]
         return result
+
+
+# Answers a real API server gives under trouble (an etcd hiccup, a webhook timeout):
+# [method, plural, subresource, status, times left]. Only the operator's requests get
+# them (they carry the kubeconfig's token); the test's own calls never do.
+FAULTS: list[list[Any]] = []
+
+
+def inject(method: str, plural: str, status: int = 500, times: int = 1, sub: str | None = None) -> list[Any]:
+    """The operator's next `times` calls of `method` on `plural` answer `status`."""
+    fault = [method.upper(), plural, sub, status, times]
+    FAULTS.append(fault)
+    return fault
+
+
+def _take_fault(request):  # type: ignore[no-untyped-def]
+    import aiohttp.web
+
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    if headers.get("authorization") != "Bearer test-token" or request.resource is None:
+        return None
+    method = str(getattr(request.method, "value", request.method)).upper()
+    for fault in FAULTS:
+        wanted_method, plural, sub, status, left = fault
+        if left > 0 and method == wanted_method and request.resource.plural == plural \
+                and (request.subresource or None) == sub:
+            fault[4] -= 1
+            return aiohttp.web.json_response(
+                {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": status,
+                 "reason": "InternalError", "message": "injected by the test"}, status=status)
+    return None
 
 
 def declare(server: kmock.KubernetesEmulator, logs: dict[str, bytes]) -> None:
