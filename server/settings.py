@@ -43,6 +43,11 @@ class Settings:
         default_factory=lambda: os.cpu_count() or 1,
         metadata={"help": "CPU threads for llama.cpp"},
     )
+    engine_hang_timeout: float = field(
+        default=300.0,
+        metadata={"help": "seconds a model's engine may make no progress while work is queued "
+                          "before its runner process is killed and restarted"},
+    )
     http_threads: int = field(
         default=DEFAULT_HTTP_THREADS, metadata={"help": "gunicorn gthread threads"}
     )

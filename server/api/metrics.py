@@ -33,6 +33,14 @@ class Metrics:
         self.loaded_models = Gauge("modelyard_loaded_models", "Models in memory", registry=r)
         self.embedded_inputs = Counter("modelyard_embedding_inputs_total", "Inputs embedded",
                                        ["model"], registry=r)
+        # Counted by the engine, per llama_decode: what a cancelled request still costs
+        # shows here, where the generated-tokens count shows what clients received.
+        self.decoded_tokens = Counter("modelyard_decoded_tokens_total",
+                                      "Tokens put through llama_decode, by phase (prompt, generate)",
+                                      ["model", "phase"], registry=r)
+        self.engine_restarts = Counter("modelyard_engine_restarts_total",
+                                       "Runner processes that stopped without being asked (crash, "
+                                       "kill, hang); the next request starts a new one", ["model"], registry=r)
 
     def record_generation(self, model: str, gen) -> None:
         """Token counts and timings of a finished Generation."""
@@ -46,7 +54,7 @@ class Metrics:
             self.tokens_per_second.labels(model).observe(rate)
 
     def forget_model(self, model: str) -> None:
-        for g in (self.queue_depth, self.active_sequences):
+        for g in (self.queue_depth, self.active_sequences):  # per-model gauges
             try:
                 g.remove(model)
             except KeyError:

@@ -6,6 +6,7 @@ reloaded on its next use.
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import threading
 import time
@@ -22,7 +23,7 @@ class Loaded:
     id: str
     kind: str
     meta: dict
-    engine: object  # Scheduler | Embedder | OnnxModel
+    engine: object  # RemoteScheduler | RemoteEmbedder (runner processes) | OnnxModel
     model: object = None  # the LlamaModel for GGUF kinds
     file_key: tuple = ()
     loaded_at: float = field(default_factory=time.time)
@@ -38,6 +39,15 @@ def _file_key(paths: list[Path], meta: dict) -> tuple:
         st = path.stat()
         key += (st.st_ino, st.st_mtime_ns, st.st_size)
     return key
+
+
+def _trim_heap() -> None:
+    """Give the heap's free pages back to the operating system (glibc keeps them otherwise):
+    a vocabulary of 150k tokens is tens of MB of small allocations."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 class ModelManager:
@@ -130,42 +140,30 @@ class ModelManager:
             provider = (meta.get("onnx") or {}).get("executionProvider")
             engine = OnnxModel(path, provider, threads=s.threads, name=model_id)
             return Loaded(model_id, kind, meta, engine)
+        from modelyard.server.inference.llama import remote
         from modelyard.server.inference.llama.model import LlamaModel, ModelLoadError
 
         gguf = meta.get("gguf") or {}
+        spec = {
+            "kind": kind, "name": model_id, "path": str(path),
+            "gpu_layers": int(gguf.get("initGpuLayerSize") or 0), "threads": s.threads,
+            "parallel": s.parallel, "context": gguf.get("initContextSize"),
+            "mmproj": str(self.store.file_path(model_id, "mmproj")) if kind == "vlm" else None,
+        }
+        # The engine runs in a runner process; this process keeps only the vocabulary.
         try:
-            model = LlamaModel(path, gpu_layers=int(gguf.get("initGpuLayerSize") or 0))
+            vocab = LlamaModel(path, vocab_only=True)
         except ModelLoadError as exc:
             raise LoadFailed(f"Model '{model_id}' could not be loaded: {exc}") from None
-        projector = None
         try:
-            if kind == "embed":
-                from modelyard.server.inference.llama.embedder import Embedder
-
-                engine = Embedder(model, threads=s.threads, name=model_id,
-                                  context=gguf.get("initContextSize"))
-                return Loaded(model_id, kind, meta, engine, model)
-            from modelyard.server.inference.llama.scheduler import Scheduler
-
-            if kind == "vlm":
-                # The text side runs as an llm's; the projector turns images into embeddings.
-                from modelyard.server.inference.llama.projector import Projector
-
-                try:
-                    projector = Projector(self.store.file_path(model_id, "mmproj"), model,
-                                          threads=s.threads,
-                                          use_gpu=int(gguf.get("initGpuLayerSize") or 0) > 0)
-                except ModelLoadError as exc:
-                    raise LoadFailed(f"Model '{model_id}' could not be loaded: {exc}") from None
-            engine = Scheduler(model, parallel=s.parallel, threads=s.threads,
-                               context_per_slot=gguf.get("initContextSize"),
-                               metrics=self.metrics, name=model_id, projector=projector)
-            return Loaded(model_id, kind, meta, engine, model, projector=projector)
+            engine, projector = remote.start(spec, model_id, vocab, self.metrics, s.engine_hang_timeout)
+        except ModelLoadError as exc:
+            vocab.close()
+            raise LoadFailed(f"Model '{model_id}' could not be loaded: {exc}") from None
         except Exception:
-            if projector is not None:
-                projector.close()
-            model.close()
+            vocab.close()
             raise
+        return Loaded(model_id, kind, meta, engine, vocab, projector=projector)
 
     def unload(self, model_id: str) -> bool:
         """Free a model's memory. False when it was not loaded."""
@@ -181,6 +179,7 @@ class ModelManager:
             item.projector.close()
         if item.model is not None:
             item.model.close()
+        _trim_heap()
         if self.metrics is not None:
             self.metrics.forget_model(model_id)
         self._gauge()

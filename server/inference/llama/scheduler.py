@@ -137,6 +137,9 @@ class Scheduler(ContextThread):
         self.n_ctx_slot = L.llama_n_ctx_seq(self.ctx)
         self.batch = _Batch(params.n_batch)
         self.slots = [_Slot(seq=i) for i in range(self.parallel)]
+        # Tokens put through llama_decode, by phase: what a cancelled request still costs
+        # shows here, not in what its client received.
+        self.decoded = {"prompt": 0, "generate": 0}
         self._waiting: collections.deque[GenRequest] = collections.deque()
         self._start_owner(f"engine-{self.name}")
 
@@ -175,14 +178,17 @@ class Scheduler(ContextThread):
             return
         self.batch.clear()
         decoded: dict[int, list[int]] = {}
+        n_prompt = n_generate = 0
         for seq, n in plan:
             slot = self.slots[seq]
             if slot.pending:
                 chunk = slot.pending[:n]
                 slot.pending = slot.pending[n:]
                 last = not slot.pending
+                n_prompt += len(chunk)
             else:
                 chunk, last = [slot.last_token], True
+                n_generate += 1
             row = self.batch.add(chunk, len(slot.cached), seq, last)
             slot.out_index = row if last else -1
             decoded[seq] = chunk
@@ -190,6 +196,8 @@ class Scheduler(ContextThread):
         if rc != 0:
             self._fail_batch(decoded, f"llama_decode failed with code {rc}")
             return
+        self.decoded["prompt"] += n_prompt
+        self.decoded["generate"] += n_generate
         for seq, chunk in decoded.items():
             slot = self.slots[seq]
             slot.cached.extend(chunk)
