@@ -50,7 +50,8 @@ if complete; then stages; echo "$OUT"; exit 0; fi
 
 # Two cores, shared: two compile jobs at once, and no debug info or symbol tables
 # (-s -w), which also makes the links of the large binaries much lighter.
-export GOFLAGS="${GOFLAGS:--p=2} -trimpath -buildvcs=false"
+# A -p in the caller's GOFLAGS comes later and wins.
+export GOFLAGS="-p=2 -trimpath -buildvcs=false ${GOFLAGS:-}"
 export CGO_ENABLED=0
 export GOTOOLCHAIN=local
 
