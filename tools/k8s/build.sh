@@ -101,7 +101,7 @@ mkdir -p "$KW"
 cp "$KW/go.mod" "$WORK/kube-wrapper.go.mod"
 
 KUBE_CMDS="k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler"
-# The same variables as the release build sets (hack/lib/version.sh), so --version and
+# The same variables as Kubernetes' own release build sets, so --version and
 # /version report the release, not v0.0.0-master.
 MAJOR=${K8S_VERSION#v}; MAJOR=${MAJOR%%.*}
 MINOR=${K8S_VERSION#v*.}; MINOR=${MINOR%%.*}
