@@ -8,6 +8,7 @@ import falcon
 from modelyard.server.api import errors as api_errors
 from modelyard.server.api import health, metrics, openapi
 from modelyard.server.api.kserve import routes as kserve
+from modelyard.server.api.ollama import routes as ollama
 from modelyard.server.api.openai import routes as openai
 from modelyard.server.api.store import download, models
 from modelyard.server.http import jsonio
@@ -36,6 +37,7 @@ def create_app(settings: Settings, store: Store | None = None) -> falcon.App:
     dispatcher = Dispatcher(manager, settings, collectors)
     openai.add_routes(app, dispatcher, settings)
     kserve.add_routes(app, dispatcher, settings)
+    ollama.add_routes(app, dispatcher)
     metrics.add_routes(app, collectors)
     health.add_routes(app, manager)
     openapi.add_routes(app, version("modelyard"))

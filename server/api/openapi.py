@@ -13,12 +13,14 @@ import falcon
 from pydantic import BaseModel
 
 from modelyard.server.api.kserve import codec as kserve
+from modelyard.server.api.ollama import schema as ollama
 from modelyard.server.api.openai import schema as openai
 from modelyard.server.api.store import schema as store
 
 JSON = "application/json"
 SSE = "text/event-stream"
 OCTETS = "application/octet-stream"
+NDJSON = "application/x-ndjson"
 
 STORE_PREFIXES = ("/store/v1", "/mimik-ai/store/v1")
 OPENAI_PREFIXES = ("/v1", "/mimik-ai/openai/v1")
@@ -70,6 +72,10 @@ def operations() -> list[Op]:
                           206: {OCTETS: {"type": "string", "format": "binary"}}},
                query=({"name": "alt", "in": "query", "schema": {"type": "string", "enum": ["media"]}},),
                errors=(400, 404, 416)),
+            Op("head", f"{p}/models/{{model_id}}", "registry", "A model's headers, or its file's with ?alt=media",
+               responses={200: {}, 206: {}},
+               query=({"name": "alt", "in": "query", "schema": {"type": "string", "enum": ["media"]}},),
+               errors=(400, 404, 416)),
             Op("delete", f"{p}/models/{{model_id}}", "registry", "Delete a model and its files",
                responses={204: {}}, errors=(400, 401, 403, 404, 409)),
             Op("post", f"{p}/models/{{model_id}}/upload", "registry", "Upload the model's file (multipart)",
@@ -112,6 +118,35 @@ def operations() -> list[Op]:
            responses={200: {JSON: {"type": "object", "properties": {"ready": {"type": "boolean"}}}},
                       503: {JSON: {"type": "object", "properties": {"ready": {"type": "boolean"}}}}},
            errors=(401, 403)),
+        Op("get", "/", "ollama", "Ollama is running (clients probe it)", responses={200: {"text/plain": {"type": "string"}}},
+           errors=()),
+        Op("head", "/", "ollama", "Ollama is running", responses={200: {}}, errors=()),
+        Op("get", "/api/version", "ollama", "The server's version",
+           responses={200: {JSON: {"type": "object", "required": ["version"], "properties": {"version": {"type": "string"}}}}},
+           errors=(401, 403)),
+        Op("get", "/api/tags", "ollama", "The models",
+           responses={200: {JSON: {"type": "object", "required": ["models"], "properties": {"models": {"type": "array"}}}}},
+           errors=(401, 403)),
+        Op("get", "/api/show", "ollama", "A model's details (the Ollama Toolkit's form)",
+           responses={200: {JSON: {"type": "object"}}},
+           query=({"name": "name", "in": "query", "schema": {"type": "string"}},), errors=(400, 401, 403, 404)),
+        Op("post", "/api/show", "ollama", "A model's details, template, parameters and GGUF metadata",
+           body=ollama.ShowBody, responses={200: {JSON: {"type": "object"}}}, errors=(400, 401, 403, 404, 413)),
+        Op("get", "/api/ps", "ollama", "The loaded models",
+           responses={200: {JSON: {"type": "object", "required": ["models"], "properties": {"models": {"type": "array"}}}}},
+           errors=(401, 403)),
+        Op("post", "/api/generate", "ollama", "Generate (NDJSON stream by default)", body=ollama.GenerateBody,
+           responses={200: {JSON: {"type": "object"}, NDJSON: {"type": "string"}}},
+           errors=(400, 401, 403, 404, 413, 500, 503)),
+        Op("post", "/api/chat", "ollama", "Chat (NDJSON stream by default)", body=ollama.ChatBody,
+           responses={200: {JSON: {"type": "object"}, NDJSON: {"type": "string"}}},
+           errors=(400, 401, 403, 404, 413, 500, 503)),
+        Op("post", "/api/embed", "ollama", "Embeddings", body=ollama.EmbedBody,
+           responses={200: {JSON: {"type": "object", "required": ["embeddings"]}}},
+           errors=(400, 401, 403, 404, 413, 500, 503)),
+        Op("post", "/api/embeddings", "ollama", "One embedding (the older form)", body=ollama.EmbeddingsBody,
+           responses={200: {JSON: {"type": "object", "required": ["embedding"]}}},
+           errors=(400, 401, 403, 404, 413, 500, 503)),
         Op("get", "/healthz", "health", "Liveness", responses={200: {JSON: {"type": "object"}}}, errors=()),
         Op("get", "/readyz", "health", "Readiness: the --preload models are loaded",
            responses={200: {JSON: {"type": "object"}}, 503: {JSON: {"type": "object"}}}, errors=()),
@@ -124,7 +159,7 @@ def operations() -> list[Op]:
 
 
 def _error_schema(path: str) -> dict:
-    if path.startswith("/v2/"):
+    if path.startswith(("/v2/", "/api/")):
         return _KSERVE_ERROR
     if path.startswith(OPENAI_PREFIXES):
         return _OPENAI_ERROR

@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 
 OPENAI_PREFIXES = ("/v1/", "/mimik-ai/openai/v1/")
 KSERVE_PREFIX = "/v2/"
+OLLAMA_PREFIX = "/api/"  # Ollama's {"error": "..."}
 
 _OPENAI_TYPES = {
     400: "invalid_request_error",
@@ -46,7 +47,7 @@ def not_found(model_id: str) -> ApiError:
 
 def error_body(path: str, code: int, message: str) -> dict:
     """The JSON body for an error on `path`."""
-    if path.startswith(KSERVE_PREFIX):
+    if path.startswith(KSERVE_PREFIX) or path.startswith(OLLAMA_PREFIX):
         return {"error": message}
     body = {"code": code, "message": message}
     if path.startswith(OPENAI_PREFIXES):

@@ -17,6 +17,7 @@ from modelyard.server.inference.llama.streams import Generation, Group
 from modelyard.server.inference.errors import BadRequest, EngineUnavailable
 from modelyard.server.inference.images import ImageError
 from modelyard.server.inference.requests import ChatRequest, CompletionRequest, EmbeddingRequest
+from modelyard.server.shared import names
 from modelyard.server.shared.facts import GENERATIVE_KINDS
 
 
@@ -59,8 +60,9 @@ class Dispatcher:
     # ---- models ----------------------------------------------------------------------
 
     def model(self, model_id: str, kinds: tuple[str, ...]):
-        """The loaded model (loading it now when needed), if it is of one of `kinds`."""
-        loaded = self.manager.get(model_id)
+        """The loaded model (loading it now when needed), if it is of one of `kinds`.
+        `model_id` may be an Ollama name (name:tag)."""
+        loaded = self.manager.get(names.to_id(model_id))
         if loaded.kind not in kinds:
             raise BadRequest(f"Model '{model_id}' is of kind {loaded.kind}; this endpoint needs a "
                              f"model of kind {' or '.join(kinds)}")

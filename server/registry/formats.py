@@ -314,3 +314,33 @@ def check_onnx(path: Path) -> None:
         raise FormatError(f"The file is not a loadable ONNX model: {exc}") from None
     if not model.graph.node and not model.graph.output:
         raise FormatError("The file is not a loadable ONNX model: its graph is empty")
+
+
+def gguf_metadata(path: Path) -> dict:
+    """A sound GGUF file's metadata: scalars and strings by key, and for each array its
+    length under `<key>.count` (arrays such as the vocabulary are skipped, not read)."""
+    out: dict = {}
+    with open(path, "rb") as f:
+        r = _Reader(f, path.stat().st_size)
+        try:
+            r.take(8, "the magic and version")
+            r.unpack("<q", "the tensor count")
+            for _ in range(r.unpack("<q", "the metadata count")):
+                key = r.string("a metadata key").decode("utf-8", "replace")
+                vtype = r.unpack("<i", "a value type")
+                if vtype == ARRAY:
+                    sub = r.unpack("<i", "an element type")
+                    count = r.unpack("<Q", "an array length")
+                    out[f"{key}.count"] = count
+                    if sub == STRING:
+                        r.strings(count, key)
+                    else:
+                        r.skip(count * struct.calcsize(VALUE_TYPES[sub][1]), key)
+                elif vtype == STRING:
+                    out[key] = r.string(key).decode("utf-8", "replace")
+                else:
+                    value = r.unpack(VALUE_TYPES[vtype][1], key)
+                    out[key] = bool(value) if vtype == 7 else value
+        except (_Bad, KeyError, struct.error) as exc:
+            raise FormatError(f"cannot read the metadata of {path.name}: {exc}") from None
+    return out

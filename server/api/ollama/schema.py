@@ -1,0 +1,217 @@
+"""Ollama's request bodies, declared as pydantic models, and their translation into the
+engines' typed requests.
+
+Unknown fields and unknown `options` are ignored, as Ollama does: clients send options for
+other runners (`num_gpu`, `use_mmap`, ...), and they must not be an error.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from typing import Any, Literal, Optional, Union
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from modelyard.server.http.bodies import describe
+from modelyard.server.inference.llama.sampling import SamplingParams
+from modelyard.server.inference.requests import IMAGE_MARKER, ImagePart
+
+
+class RequestError(ValueError):
+    """The request is wrong; the message says how."""
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Options(_Body):
+    """The runner options llama.cpp can honour; the rest are accepted and ignored."""
+
+    num_predict: Optional[int] = Field(None, description="Tokens to generate; -1 or absent: until done.")
+    temperature: Optional[float] = Field(None, ge=0)
+    top_k: Optional[int] = Field(None, ge=0)
+    top_p: Optional[float] = Field(None, ge=0, le=1)
+    min_p: Optional[float] = Field(None, ge=0, le=1)
+    seed: Optional[int] = None
+    stop: Optional[Union[str, list[str]]] = None
+    repeat_penalty: Optional[float] = Field(None, ge=0)
+    presence_penalty: Optional[float] = None
+    frequency_penalty: Optional[float] = None
+    num_ctx: Optional[int] = Field(None, ge=1, description="Accepted; the model's context is its registry setting.")
+
+    def sampling(self, grammar: str | None = None) -> SamplingParams:
+        return SamplingParams(
+            temperature=0.8 if self.temperature is None else self.temperature,  # Ollama's default
+            top_p=0.9 if self.top_p is None else self.top_p,
+            top_k=40 if self.top_k is None else self.top_k,
+            min_p=self.min_p or 0.0, seed=self.seed,
+            repeat_penalty=1.1 if self.repeat_penalty is None else self.repeat_penalty,
+            presence_penalty=self.presence_penalty or 0.0, frequency_penalty=self.frequency_penalty or 0.0,
+            grammar=grammar)
+
+    def stops(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else [s for s in self.stop or [] if s]
+
+    def max_tokens(self) -> int | None:
+        return self.num_predict if self.num_predict and self.num_predict > 0 else None
+
+
+KeepAlive = Union[int, float, str, None]
+Format = Union[Literal["json", ""], dict[str, Any], None]
+
+
+class _Generating(_Body):
+    model: str = Field(min_length=1, description="A model name (name:tag) or registry id.")
+    stream: bool = True
+    format: Format = Field(None, description='"json", or a JSON schema the answer must follow.')
+    options: Optional[Options] = None
+    keep_alive: KeepAlive = Field(None, description="Seconds or a duration (5m); 0 unloads after the answer.")
+    think: Optional[Union[bool, str]] = None
+
+    @property
+    def opts(self) -> Options:
+        return self.options or Options()
+
+    def response_format(self) -> dict | None:
+        if self.format == "json":
+            return {"type": "json_object"}
+        if isinstance(self.format, dict):
+            return {"type": "json_schema", "json_schema": {"name": "format", "schema": self.format}}
+        return None
+
+
+class GenerateBody(_Generating):
+    """POST /api/generate."""
+
+    prompt: Optional[str] = None
+    suffix: Optional[str] = None
+    system: Optional[str] = None
+    template: Optional[str] = None
+    raw: bool = False
+    context: Optional[list[int]] = Field(None, description="The context a previous answer returned.")
+    images: Optional[list[str]] = Field(None, description="Base64 images, for a vlm.")
+
+
+class ToolCallFunction(_Body):
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolCall(_Body):
+    function: ToolCallFunction
+
+
+class ChatMessage(_Body):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = ""
+    images: Optional[list[str]] = None
+    tool_calls: Optional[list[ToolCall]] = None
+    thinking: Optional[str] = None
+    tool_name: Optional[str] = None
+
+
+class ChatBody(_Generating):
+    """POST /api/chat."""
+
+    messages: list[ChatMessage] = Field(default_factory=list)
+    tools: Optional[list[dict[str, Any]]] = None
+
+
+class EmbedBody(_Body):
+    """POST /api/embed."""
+
+    model: str = Field(min_length=1)
+    input: Union[str, list[str]]
+    truncate: bool = True
+    dimensions: Optional[int] = Field(None, ge=1)
+    keep_alive: KeepAlive = None
+    options: Optional[dict[str, Any]] = None
+
+
+class EmbeddingsBody(_Body):
+    """POST /api/embeddings (the older form)."""
+
+    model: str = Field(min_length=1)
+    prompt: str
+    keep_alive: KeepAlive = None
+    options: Optional[dict[str, Any]] = None
+
+
+class ShowBody(_Body):
+    """POST /api/show; `name` is the older spelling of `model`."""
+
+    model: Optional[str] = None
+    name: Optional[str] = None
+    verbose: bool = False
+
+    @model_validator(mode="after")
+    def _named(self):
+        if not (self.model or self.name):
+            raise ValueError("'model' is required")
+        return self
+
+    @property
+    def target(self) -> str:
+        return self.model or self.name
+
+
+def validate(model: type[BaseModel], body: dict):
+    try:
+        return model.model_validate(body)
+    except pydantic.ValidationError as exc:
+        raise RequestError(describe(exc)) from None
+
+
+_DURATION = re.compile(r"^(-?\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)?$")
+_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def keep_alive_seconds(value: KeepAlive) -> float | None:
+    """None: the default; 0: unload now; negative: keep loaded. Go's durations (5m, 1h30m)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    total, rest = 0.0, value.strip()
+    for number, unit in re.findall(r"(-?\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)?", rest):
+        total += float(number) * _UNIT[unit or None]
+    if not re.fullmatch(r"(-?\d+(?:\.\d+)?(ns|us|µs|ms|s|m|h)?)+", rest):
+        raise RequestError(f"'keep_alive' must be seconds or a duration such as 5m, got {value!r}")
+    return total
+
+
+def decode_images(images: list[str] | None, where: str) -> list[ImagePart]:
+    out = []
+    for i, data in enumerate(images or []):
+        data = data.split(",", 1)[1] if data.startswith("data:") and "," in data else data
+        try:
+            out.append(ImagePart(base64.b64decode(data, validate=True), f"{where}.images[{i}]"))
+        except (binascii.Error, ValueError):
+            raise RequestError(f"{where}.images[{i}]: the image's base64 does not decode") from None
+    return out
+
+
+def chat_messages(body: ChatBody) -> tuple[list[dict], list[ImagePart]]:
+    """Ollama's messages as the engines' (OpenAI-shaped) messages: tool-call arguments
+    become JSON strings, images become markers in the text."""
+    out, images = [], []
+    for i, m in enumerate(body.messages):
+        imgs = decode_images(m.images, f"messages[{i}]")
+        images += imgs
+        content = m.content + "".join(IMAGE_MARKER for _ in imgs)
+        msg: dict = {"role": m.role, "content": content}
+        if m.tool_calls:
+            msg["tool_calls"] = [{"id": f"call_{i}_{j}", "type": "function",
+                                  "function": {"name": c.function.name,
+                                               "arguments": json.dumps(c.function.arguments)}}
+                                 for j, c in enumerate(m.tool_calls)]
+        if m.role == "tool":
+            msg["tool_call_id"] = m.tool_name or ""
+            if m.tool_name:
+                msg["name"] = m.tool_name
+        out.append(msg)
+    return out, images
