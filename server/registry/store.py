@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -73,7 +74,7 @@ def _check_id(model_id: str) -> None:
 
 
 def public_view(meta: dict, ready: bool) -> dict:
-    """What the API shows of a model (the seed's Model object)."""
+    """What the API shows of a model (the mModelStore API's Model object)."""
     out = {"id": meta["id"], "version": meta.get("version", ""), "kind": meta["kind"]}
     out["readyToUse"] = ready
     if meta.get("totalSize") is not None:
@@ -296,6 +297,32 @@ class Store:
                 shutil.rmtree(folder, ignore_errors=True)
                 self._cache.pop(model_id, None)
 
+    def copy(self, source: str, destination: str) -> dict:
+        """A second id for a model's files, without copying a byte: the new folder holds
+        hard links, so deleting either id leaves the other whole. The new folder is built
+        under a hidden name and renamed, so the copy appears complete or not at all."""
+        self._check_writable()
+        _check_id(destination)
+        meta = dict(self._read_meta(source))
+        if not self._is_ready(source, meta):
+            raise InvalidFile(f"Model '{source}' has no complete file to copy yet")
+        target = self.model_dir(destination)
+        with self._id_locks[destination]:
+            if target.exists():
+                raise TransferBusy(f"Model '{destination}' exists; delete it first")
+            staging = Path(tempfile.mkdtemp(prefix=f".copy-{destination}-", dir=self.models_dir))
+            try:
+                for record in meta.get("files", {}).values():
+                    os.link(self.model_dir(source) / record["name"], staging / record["name"])
+                meta.update({"id": destination, "createdAt": int(time.time() * 1000)})
+                atomic_write(staging / META, json.dumps(meta, indent=1).encode())
+                os.rename(staging, target)
+                fsync_dir(self.models_dir)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+        return self.get(destination)
+
     # ---- transfers ---------------------------------------------------------------------
 
     @contextmanager
@@ -342,6 +369,10 @@ class Store:
         removed = []
         for folder in self.models_dir.iterdir():
             if not folder.is_dir():
+                continue
+            if folder.name.startswith(".copy-"):  # a copy that a crash cut short
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(str(folder))
                 continue
             try:
                 with flock(folder, blocking=False):

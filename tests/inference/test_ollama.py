@@ -185,3 +185,25 @@ def test_one_name_mapping_for_every_api(oc, client):
     c = client.chat.completions.create(model="chat:latest", messages=MESSAGES, temperature=0, max_tokens=16,
                                        extra_body={"repeat_penalty": 1.1})
     assert a.message.content == b.message.content == c.choices[0].message.content
+
+
+def test_copy_shares_the_file_and_delete_keeps_the_other_name(oc, server):
+    oc.copy("embed", "embed-copy:v2")
+    src = server.store / "models" / "embed" / "model.gguf"
+    dst = server.store / "models" / "embed-copy--v2" / "model.gguf"
+    assert dst.stat().st_ino == src.stat().st_ino  # one file, two names: no bytes copied
+    names = {m.model for m in oc.list().models}
+    assert "embed-copy:v2" in names
+    r = httpx.get(server.url + "/store/v1/models/embed-copy--v2")
+    assert r.status_code == 200 and r.json()["readyToUse"] is True
+    first = oc.embed(model="embed-copy:v2", input="first text").embeddings[0]
+    oc.delete("embed-copy:v2")
+    assert not dst.exists() and src.exists()
+    assert "embed-copy:v2" not in {m.model for m in oc.list().models}
+    assert oc.embed(model="embed", input="first text").embeddings[0] == pytest.approx(first, abs=1e-6)
+    with pytest.raises(ollama.ResponseError) as e:
+        oc.delete("embed-copy:v2")
+    assert e.value.status_code == 404
+    with pytest.raises(ollama.ResponseError) as e:
+        oc.copy("nope", "other")
+    assert e.value.status_code == 404

@@ -17,7 +17,7 @@ import falcon
 import gguf
 
 from modelyard.server.shared import names
-from modelyard.server.api.ollama.schema import (ChatBody, EmbedBody, EmbeddingsBody, GenerateBody,
+from modelyard.server.api.ollama.schema import (ChatBody, CopyBody, DeleteBody, EmbedBody, EmbeddingsBody, GenerateBody,
                                                 RequestError, ShowBody, chat_messages, decode_images,
                                                 keep_alive_seconds, validate)
 from modelyard.server.http.bodies import read_json_object
@@ -142,6 +142,22 @@ class Show(_Models):
             "digest": view.get("sha256", ""), "format": "gguf", "family": details["family"],
             "parameter_size": details["parameter_size"], "quantization_level": details["quantization_level"],
         }
+
+
+class Copy(_Models):
+    def on_post(self, req, resp):
+        body = _parse(CopyBody, read_json_object(req, self.dispatcher.settings.max_body_size))
+        self.store.copy(names.to_id(body.source), names.to_id(body.destination))
+        resp.media = {"status": "success"}
+
+
+class Delete(_Models):
+    def on_delete(self, req, resp):
+        body = _parse(DeleteBody, read_json_object(req, self.dispatcher.settings.max_body_size))
+        model_id = names.to_id(body.target)
+        self.dispatcher.manager.unload(model_id)
+        self.store.delete(model_id)
+        resp.media = {"status": "success"}
 
 
 class Ps(_Models):
@@ -427,6 +443,8 @@ def add_routes(app: falcon.App, dispatcher: Dispatcher) -> None:
     app.add_route("/api/tags", Tags(dispatcher))
     app.add_route("/api/show", Show(dispatcher))
     app.add_route("/api/ps", Ps(dispatcher))
+    app.add_route("/api/copy", Copy(dispatcher))
+    app.add_route("/api/delete", Delete(dispatcher))
     app.add_route("/api/generate", Generate(dispatcher))
     app.add_route("/api/chat", Chat(dispatcher))
     app.add_route("/api/embed", Embed(dispatcher))

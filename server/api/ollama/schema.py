@@ -159,6 +159,17 @@ class ShowBody(_Body):
         return self.model or self.name
 
 
+class CopyBody(_Body):
+    """POST /api/copy: a second name for the same file."""
+
+    source: str = Field(min_length=1)
+    destination: str = Field(min_length=1)
+
+
+class DeleteBody(ShowBody):
+    """DELETE /api/delete (`model`, or the older `name`)."""
+
+
 def validate(model: type[BaseModel], body: dict):
     try:
         return model.model_validate(body)
