@@ -25,7 +25,7 @@
 # wheel of the pinned version. The tests pass the one the Makefile built for the host,
 # so they do not compile llama.cpp a second time; such an image is for that CPU only.
 # Without it the `wheels` stage below is empty and llama.cpp is compiled here (about
-# 6 minutes on 2 cores, once per change of pyproject.toml: the dependencies are a layer
+# 6 minutes on 2 cores, once per change of the runtime dependencies: they are a layer
 # of their own, below the source).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -34,6 +34,16 @@ ARG CUDA_RUNTIME_IMAGE=nvidia/cuda:12.6.3-runtime-ubuntu24.04
 
 # Empty unless replaced with `--build-context wheels=DIR`.
 FROM scratch AS wheels
+
+# The runtime dependencies of each image, read from pyproject.toml. The build stages copy
+# these files, whose content alone decides whether their install layer is rebuilt: an
+# edit of the test extras, the README or the source does not compile llama.cpp again.
+FROM ${PYTHON_IMAGE} AS requirements
+COPY pyproject.toml /src/
+RUN python3 -c "import tomllib; p = tomllib.load(open('/src/pyproject.toml', 'rb'))['project']; \
+extra = p['optional-dependencies']; \
+open('/server.txt', 'w').write('\n'.join(p['dependencies'] + extra['engines']) + '\n'); \
+open('/operator.txt', 'w').write('\n'.join(p['dependencies'] + extra['operator']) + '\n')"
 
 # ---- bases: the build and run images of each variant share the Python path, so
 # ---- the virtualenv built in one runs in the other.
@@ -62,20 +72,17 @@ RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY --from=wheels / /wheels/
-COPY pyproject.toml README.m[d] ./
-# The dependencies first, from pyproject.toml alone, so that a change of the source
-# does not compile llama.cpp again.
+COPY --from=requirements /server.txt /tmp/requirements.txt
 # -mno-amx-*: ggml's AMX kernels crash on ordinary Q8_0 models (docs/engines.md). They
 # are off unless -march=native or GGML_AMX_* turns them on; the flags keep them off
 # whatever LLAMA_CPU_ARGS says, as the Makefile's local build does. x86 only.
-RUN python3 -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-print('\n'.join(p['dependencies'] + p['optional-dependencies']['engines']))" > /tmp/requirements.txt \
-    && case "$(uname -m)" in \
+RUN case "$(uname -m)" in \
         x86_64) no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"; \
                 cpu="$LLAMA_CPU_ARGS -DCMAKE_C_FLAGS='$no_amx' -DCMAKE_CXX_FLAGS='$no_amx'" ;; \
         *) cpu="-DGGML_NATIVE=OFF" ;; \
     esac \
     && CMAKE_ARGS="$cpu" pip install --find-links /wheels -r /tmp/requirements.txt
+COPY pyproject.toml README.m[d] ./
 COPY server ./server
 COPY operator ./operator
 RUN pip install --no-deps .
@@ -88,16 +95,15 @@ RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY --from=wheels / /wheels/
-COPY pyproject.toml README.m[d] ./
-RUN python3 -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-print('\n'.join(p['dependencies'] + p['optional-dependencies']['engines']))" > /tmp/requirements.txt \
-    && case "$(uname -m)" in \
+COPY --from=requirements /server.txt /tmp/requirements.txt
+RUN case "$(uname -m)" in \
         x86_64) no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"; \
                 cpu="$LLAMA_CPU_ARGS -DCMAKE_C_FLAGS='$no_amx' -DCMAKE_CXX_FLAGS='$no_amx'" ;; \
         *) cpu="-DGGML_NATIVE=OFF" ;; \
     esac \
     && CMAKE_ARGS="$cpu -DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHITECTURES} -DCMAKE_EXE_LINKER_FLAGS=-Wl,--allow-shlib-undefined" \
         pip install --find-links /wheels -r /tmp/requirements.txt
+COPY pyproject.toml README.m[d] ./
 COPY server ./server
 COPY operator ./operator
 RUN pip install --no-deps .
@@ -126,10 +132,9 @@ FROM ${PYTHON_IMAGE} AS operator-build
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
+COPY --from=requirements /operator.txt /tmp/requirements.txt
+RUN pip install -r /tmp/requirements.txt
 COPY pyproject.toml README.m[d] ./
-RUN python3 -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-print('\n'.join(p['dependencies'] + p['optional-dependencies']['operator']))" > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt
 COPY server ./server
 COPY operator ./operator
 RUN pip install --no-deps .

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import platform
 import secrets
 import sys
 import time
@@ -199,3 +200,17 @@ def test_server_image_default_command_prints_serve_help(server_image):
     assert done.returncode == 0, done.stderr
     assert "usage: modelyard serve" in done.stdout
     assert podman("image", "inspect", "--format", "{{.Config.User}}", server_image).stdout.strip() == "10001:10001"
+
+
+def test_server_image_llama_cpp_has_no_amx_kernels(server_image, llama_wheels):
+    """ggml's AMX kernels crash on Q8_0 models: neither build may carry them."""
+    script = "import llama_cpp; print(llama_cpp.llama_print_system_info().decode())"
+    info = podman("run", "--rm", "--entrypoint", "python3", server_image, "-c", script, timeout=120).stdout
+    features = {name.strip(): value.strip() for name, _, value in
+                (part.partition("=") for part in info.split("|")) if value.strip()}
+    if platform.machine() == "x86_64":
+        assert features.get("AVX2") == "1", info
+    assert not any(name.startswith("AMX") and value == "1" for name, value in features.items()), info
+    if llama_wheels is None:
+        # Compiled by the Dockerfile for any x86-64-v3 CPU, not for the build machine.
+        assert features.get("AVX512", "0") == "0", info
