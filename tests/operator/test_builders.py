@@ -181,3 +181,36 @@ def test_settings_from_env():
     assert settings.progress_interval == 2.5
     with pytest.raises(ValueError):
         OperatorSettings.from_env({"MODELYARD_GPU_TOLERATIONS": "{}"})
+
+
+def test_event_about_a_model():
+    from modelyard.operator.builders.events import build_event
+
+    model = {"apiVersion": "modelyard.dev/v1alpha1", "kind": "Model",
+             "metadata": {"name": "m1", "namespace": "ai", "uid": "u-1"}}
+    assert build_event(model, "Warning", "DownloadFailed", "x" * 1500, "2026-01-02T03:04:05Z") == {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": "m1.", "namespace": "ai"},
+        "involvedObject": {"apiVersion": "modelyard.dev/v1alpha1", "kind": "Model", "name": "m1",
+                           "namespace": "ai", "uid": "u-1"},
+        "type": "Warning",
+        "reason": "DownloadFailed",
+        "message": "x" * 1000,  # the API server refuses longer ones
+        "source": {"component": "modelyard-operator"},
+        "reportingComponent": "modelyard.dev/operator",
+        "reportingInstance": "modelyard-operator",
+        "firstTimestamp": "2026-01-02T03:04:05Z",
+        "lastTimestamp": "2026-01-02T03:04:05Z",
+        "count": 1,
+    }
+    # A body without apiVersion and kind (as kopf may hand it) still names the Model.
+    bare = {"metadata": {"name": "m2", "namespace": "ns"}}
+    event = build_event(bare, "Normal", "Ready", "ok", "t")
+    assert event["involvedObject"] == {"apiVersion": "modelyard.dev/v1alpha1", "kind": "Model",
+                                       "name": "m2", "namespace": "ns", "uid": None}
+    assert event["message"] == "ok"
+    # The object is named as it was given.
+    other = {"apiVersion": "modelyard.dev/v1beta1", "kind": "OtherModel", "metadata": bare["metadata"]}
+    named = build_event(other, "Normal", "Ready", "ok", "t")["involvedObject"]
+    assert (named["apiVersion"], named["kind"]) == ("modelyard.dev/v1beta1", "OtherModel")
