@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 PYTEST_ARGS ?=
 
-.PHONY: run test fuzz k8s bench bench-registry bench-inference bench-operator e2e clean
+.PHONY: run test fuzz mutation k8s bench bench-registry bench-inference bench-operator e2e clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -84,6 +84,11 @@ test: $(VENV)/.test-deps .cache/llama-cpp-python/.version k8s
 # A longer schemathesis run against /openapi.json than the one in `make test`.
 fuzz: $(VENV)/.test-deps .cache/llama-cpp-python/.version
 	MODELYARD_FUZZ_EXAMPLES=40 MODELYARD_FUZZ_MIN_CASES=2000 $(PY) -m pytest tests/api/test_fuzz.py
+
+# Mutation testing of the pure modules with mutmut, in a staging copy under .cache/mutation
+# (docs/testing.md has the scores). Not part of `make test`: it takes tens of minutes.
+mutation: $(VENV)/.test-deps
+	$(PY) tests/support/mutation.py
 
 # Each benchmark compares Modelyard with its peers in one run; results go into
 # docs/benchmarks.md with the command that produced them.
