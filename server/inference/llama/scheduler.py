@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import llama_cpp as L
 import numpy as np
 
+from modelyard.server.inference import testhooks
 from modelyard.server.inference.llama.model import LlamaModel
 from modelyard.server.inference.llama.context_thread import ContextThread
 from modelyard.server.inference.llama.sampling import SamplingParams, build_chain
@@ -192,7 +193,7 @@ class Scheduler(ContextThread):
             row = self.batch.add(chunk, len(slot.cached), seq, last)
             slot.out_index = row if last else -1
             decoded[seq] = chunk
-        rc = L.llama_decode(self.ctx, self.batch.c)
+        rc = testhooks.decode_result(L.llama_decode(self.ctx, self.batch.c))
         if rc != 0:
             self._fail_batch(decoded, f"llama_decode failed with code {rc}")
             return
