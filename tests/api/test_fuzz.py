@@ -18,7 +18,7 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, respons
                                                status_code_conformance)
 
 # Per operation and mode (valid and invalid requests); about 40 operations.
-EXAMPLES = int(os.environ.get("MODELYARD_FUZZ_EXAMPLES", "6"))
+EXAMPLES = int(os.environ.get("MODELYARD_FUZZ_EXAMPLES", "7"))
 MIN_CASES = int(os.environ.get("MODELYARD_FUZZ_MIN_CASES", "300"))
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 

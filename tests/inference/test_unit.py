@@ -16,8 +16,8 @@ from modelyard.server.shared import facts
 from modelyard.server.inference.llama.embedder import pack
 from modelyard.server.inference.llama.streams import TextAssembler
 from modelyard.server.inference.llama.slots import choose_slot, common_prefix, plan_batch
-from modelyard.server.http.errors import ApiError
 from modelyard.server.inference.dispatch import fit_tokens
+from modelyard.server.inference.errors import BadRequest
 from modelyard.server.http.disconnect import peer_closed
 from modelyard.server.api.openai.schema import RequestError, parse_chat, parse_completion, parse_embeddings
 
@@ -79,9 +79,11 @@ def test_jinja_template_and_tools_fallback():
 def test_fit_tokens():
     assert fit_tokens(10, None, 100) == 90
     assert fit_tokens(10, 5, 100) == 5
-    with pytest.raises(ApiError) as e:
+    with pytest.raises(BadRequest) as e:  # the engines' own error; the API layer makes it a 400
         fit_tokens(90, 20, 100)
-    assert "100 tokens" in e.value.message and "90" in e.value.message and "110" in e.value.message
+    message = str(e.value)
+    assert e.value.code == 400
+    assert "100 tokens" in message and "90" in message and "110" in message
 
 
 def test_request_validation():
