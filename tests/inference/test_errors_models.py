@@ -1,6 +1,8 @@
 """The mimOE OpenAI API's error table, the models routes, and load-on-first-use."""
 from __future__ import annotations
 
+import time
+
 import httpx
 import openai
 import pytest
@@ -135,3 +137,19 @@ def test_serve_time_overrides_apply_to_preloaded_models(start_server):
     # A model that is not preloaded keeps the registry's own value.
     r = c.chat.completions.create(model="chat-hint", messages=long_prompt, max_tokens=1)
     assert 256 < r.usage.prompt_tokens < CTX
+
+
+def test_readyz_says_why_a_preload_failed(start_server):
+    server = start_server("--preload", "chat", "--preload", "missing-model", "--preload", "pending")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        r = httpx.get(server.url + "/readyz")
+        if r.json().get("errors"):
+            break
+        time.sleep(0.2)
+    assert r.status_code == 503 and r.json()["status"] == "loading"
+    errors = r.json()["errors"]
+    assert errors["missing-model"] == "Model 'missing-model' not found"
+    assert "not ready" in errors["pending"]
+    assert "chat" not in errors
+    assert httpx.get(server.url + "/v2/health/ready", headers=AUTH).json() == {"ready": False, "errors": errors}
