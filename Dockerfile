@@ -73,15 +73,10 @@ ENV PATH=/opt/venv/bin:$PATH PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY --from=wheels / /wheels/
 COPY --from=requirements /server.txt /tmp/requirements.txt
-# -mno-amx-*: ggml's AMX kernels crash on ordinary Q8_0 models (docs/engines.md). They
-# are off unless -march=native or GGML_AMX_* turns them on; the flags keep them off
-# whatever LLAMA_CPU_ARGS says, as the Makefile's local build does. x86 only.
-RUN case "$(uname -m)" in \
-        x86_64) no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"; \
-                cpu="$LLAMA_CPU_ARGS -DCMAKE_C_FLAGS='$no_amx' -DCMAKE_CXX_FLAGS='$no_amx'" ;; \
-        *) cpu="-DGGML_NATIVE=OFF" ;; \
-    esac \
-    && CMAKE_ARGS="$cpu" pip install --find-links /wheels -r /tmp/requirements.txt
+# The CPU options, and never ggml's AMX kernels (tools/llama_cmake_args.sh says why).
+COPY tools/llama_cmake_args.sh /tmp/
+RUN CMAKE_ARGS="$(sh /tmp/llama_cmake_args.sh "$LLAMA_CPU_ARGS")" \
+        pip install --find-links /wheels -r /tmp/requirements.txt
 COPY pyproject.toml README.m[d] ./
 COPY server ./server
 COPY operator ./operator
@@ -96,12 +91,8 @@ ENV PATH=/opt/venv/bin:$PATH PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY --from=wheels / /wheels/
 COPY --from=requirements /server.txt /tmp/requirements.txt
-RUN case "$(uname -m)" in \
-        x86_64) no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"; \
-                cpu="$LLAMA_CPU_ARGS -DCMAKE_C_FLAGS='$no_amx' -DCMAKE_CXX_FLAGS='$no_amx'" ;; \
-        *) cpu="-DGGML_NATIVE=OFF" ;; \
-    esac \
-    && CMAKE_ARGS="$cpu -DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHITECTURES} -DCMAKE_EXE_LINKER_FLAGS=-Wl,--allow-shlib-undefined" \
+COPY tools/llama_cmake_args.sh /tmp/
+RUN CMAKE_ARGS="$(sh /tmp/llama_cmake_args.sh "$LLAMA_CPU_ARGS") -DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHITECTURES} -DCMAKE_EXE_LINKER_FLAGS=-Wl,--allow-shlib-undefined" \
         pip install --find-links /wheels -r /tmp/requirements.txt
 COPY pyproject.toml README.m[d] ./
 COPY server ./server
