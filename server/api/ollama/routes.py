@@ -53,15 +53,20 @@ class _Models:
     def __init__(self, dispatcher: Dispatcher):
         self.dispatcher = dispatcher
         self.store = dispatcher.manager.store
-        self._meta: dict[tuple, dict] = {}
+        self._meta: dict[str, tuple[tuple, dict]] = {}
 
     def gguf_meta(self, model_id: str) -> dict:
         path = self.store.file_path(model_id)
         st = path.stat()
-        key = (model_id, st.st_ino, st.st_mtime_ns, st.st_size)
-        got = self._meta.get(key)
-        if got is None:
-            got = self._meta[key] = formats.gguf_metadata(path)
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        cached = self._meta.get(model_id)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        try:
+            got = formats.gguf_metadata(path)
+        except formats.FormatError:  # checked at upload; a file changed since shows bare
+            got = {}
+        self._meta[model_id] = (key, got)  # one entry per model: the file's current version
         return got
 
     def details(self, model_id: str) -> dict:
