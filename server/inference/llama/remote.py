@@ -102,18 +102,24 @@ class Runner:
         self._reader.start()
 
     def _handshake(self, spec: dict) -> dict:
+        """The runner's first answer: its engine's facts, or why it could not load."""
         self.send(spec)
         try:
             if not self.conn.poll(LOAD_TIMEOUT):
                 self.proc.kill()
+                self.proc.wait()
                 raise ModelLoadError(f"the engine did not load within {LOAD_TIMEOUT:.0f} s")
-            msg = self.conn.recv()
-        except (EOFError, OSError):
-            raise ModelLoadError(f"the engine stopped while loading ({_why(self.proc.wait())})") from None
-        if msg[0] == "failed":
-            self.proc.wait()
-            raise ModelLoadError(msg[1])
-        return msg[1]
+            try:
+                msg = self.conn.recv()
+            except (EOFError, OSError):
+                raise ModelLoadError(f"the engine stopped while loading ({_why(self.proc.wait())})") from None
+            if msg[0] == "failed":
+                self.proc.wait()
+                raise ModelLoadError(msg[1])
+            return msg[1]
+        except ModelLoadError:
+            self.conn.close()
+            raise
 
     # ---- talking ---------------------------------------------------------------------
 
