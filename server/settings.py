@@ -48,6 +48,10 @@ class Settings:
         metadata={"help": "seconds a model's engine may make no progress while work is queued "
                           "before its runner process is killed and restarted"},
     )
+    ollama_registry: str = field(
+        default="registry.ollama.ai",
+        metadata={"help": "registry host[:port] that short names (llama3.2:1b) pull from and push to"},
+    )
     http_threads: int = field(
         default=DEFAULT_HTTP_THREADS, metadata={"help": "gunicorn gthread threads"}
     )
