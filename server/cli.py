@@ -5,7 +5,7 @@ import argparse
 import dataclasses
 import sys
 
-from modelyard.server.shared.facts import CHAT_TEMPLATE_HINTS
+from modelyard.server.shared.facts import CHAT_TEMPLATE_HINTS, KV_CACHE_TYPES
 from modelyard.server.settings import Settings
 
 
@@ -33,6 +33,7 @@ def _serve_parser(sub) -> None:
     p.add_argument("--init-gpu-layer-size", type=int, help=f"{helps['init_gpu_layer_size']} (MODELYARD_INIT_GPU_LAYER_SIZE)")
     p.add_argument("--chat-template-hint", help=f"{helps['chat_template_hint']} (MODELYARD_CHAT_TEMPLATE_HINT)")
     p.add_argument("--execution-provider", help=f"{helps['execution_provider']} (MODELYARD_EXECUTION_PROVIDER)")
+    p.add_argument("--kv-cache-type", help=f"{helps['kv_cache_type']} (MODELYARD_KV_CACHE_TYPE)")
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -41,6 +42,10 @@ def serve(args: argparse.Namespace) -> int:
     if settings.chat_template_hint and settings.chat_template_hint not in CHAT_TEMPLATE_HINTS:
         print(f"modelyard: unknown --chat-template-hint '{settings.chat_template_hint}'; "
               f"use one of: {', '.join(CHAT_TEMPLATE_HINTS)}", file=sys.stderr)
+        return 2
+    if settings.kv_cache_type and settings.kv_cache_type not in KV_CACHE_TYPES:
+        print(f"modelyard: unknown --kv-cache-type '{settings.kv_cache_type}'; "
+              f"use one of: {', '.join(KV_CACHE_TYPES)}", file=sys.stderr)
         return 2
     if not settings.api_key and not settings.loopback_only():
         print(

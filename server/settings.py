@@ -76,6 +76,10 @@ class Settings:
     execution_provider: str | None = field(
         default=None, metadata={"help": "ONNX provider for the preloaded models (overrides onnx.executionProvider)"}
     )
+    kv_cache_type: str | None = field(
+        default=None, metadata={"help": "KV cache type (f16, q8_0, q4_0) for the preloaded llm and vlm models "
+                                        "(overrides gguf.kvCacheType)"}
+    )
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> "Settings":
@@ -95,7 +99,8 @@ class Settings:
             return {}
         gguf = {k: v for k, v in (("initContextSize", self.init_context_size),
                                   ("initGpuLayerSize", self.init_gpu_layer_size),
-                                  ("chatTemplateHint", self.chat_template_hint)) if v is not None}
+                                  ("chatTemplateHint", self.chat_template_hint),
+                                  ("kvCacheType", self.kv_cache_type)) if v is not None}
         onnx = {"executionProvider": self.execution_provider} if self.execution_provider else {}
         return {k: v for k, v in (("gguf", gguf), ("onnx", onnx)) if v}
 

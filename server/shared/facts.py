@@ -29,6 +29,41 @@ CHAT_TEMPLATE_HINTS = (
     "vicuna-orca", "openchat",
 )
 
+# gguf.kvCacheType: the types llama.cpp stores the K and V cache in (type_k, type_v), the
+# default first. q8_0 and q4_0 are blocks of 32 values with one scale, so a head dimension
+# that is a multiple of 32 stores them whole; llama.cpp needs flash attention for a
+# quantized V cache.
+KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
+DEFAULT_KV_CACHE_TYPE = "f16"
+# The kinds whose engine keeps a KV cache across steps; an embed model's cache lives for
+# one batch (and an encoder has none), so the setting does not apply to it.
+KV_CACHE_KINDS = GENERATIVE_KINDS
+# Silicon Studio's `kv_quantization` (bits) -> the cache type.
+_KV_QUANTIZATION_BITS = {8: "q8_0", 4: "q4_0"}
+
+
+def kv_cache_type_for_bits(bits: object) -> str:
+    """The cache type for Silicon Studio's `kv_quantization`: 8 -> q8_0, 4 -> q4_0, and no
+    value (None) -> f16, no quantization. ValueError names the values it takes."""
+    if bits is None:
+        return DEFAULT_KV_CACHE_TYPE
+    if isinstance(bits, bool) or not isinstance(bits, int) or bits not in _KV_QUANTIZATION_BITS:
+        raise ValueError(f"kv_quantization must be 4 or 8 (or omitted for none), got {bits!r}")
+    return _KV_QUANTIZATION_BITS[bits]
+
+
+def kv_cache_problem(kind: object, kv_cache_type: object) -> str | None:
+    """Why this kv cache type cannot go with this kind, or None; callers put the field's
+    name in front ("Field 'gguf.kvCacheType' ...", "spec.gguf.kvCacheType ...")."""
+    if kv_cache_type is None:
+        return None
+    if kv_cache_type not in KV_CACHE_TYPES:
+        return f"must be one of {', '.join(KV_CACHE_TYPES)} (got {kv_cache_type!r})"
+    if kind not in KV_CACHE_KINDS and kv_cache_type != DEFAULT_KV_CACHE_TYPE:
+        return (f"applies only to kinds {' and '.join(KV_CACHE_KINDS)}: an {kind} model keeps "
+                "no KV cache between batches")
+    return None
+
 # ---- model ids (the mModelStore API's rules) -----------------------------------------
 
 ID_PATTERN = re.compile(r"^[a-zA-Z0-9._-]+$")
