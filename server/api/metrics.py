@@ -38,6 +38,12 @@ class Metrics:
         self.decoded_tokens = Counter("modelyard_decoded_tokens_total",
                                       "Tokens put through llama_decode, by phase (prompt, generate)",
                                       ["model", "phase"], registry=r)
+        # llama.cpp's own measure, taken when the engine loads: shows the cache type a model
+        # really runs with, and what each token of context costs in memory.
+        self.kv_cache_bytes_per_token = Gauge("modelyard_kv_cache_bytes_per_token",
+                                              "Bytes one token takes in a model's KV cache (all "
+                                              "layers), by cache type", ["model", "type"], registry=r)
+        self._kv_cache_types: dict[str, str] = {}  # model -> its gauge's type label
         self.engine_restarts = Counter("modelyard_engine_restarts_total",
                                        "Runner processes that stopped without being asked (crash, "
                                        "kill, hang); the next request starts a new one", ["model"], registry=r)
@@ -59,6 +65,17 @@ class Metrics:
                 g.remove(model)
             except KeyError:
                 pass
+        kv_type = self._kv_cache_types.pop(model, None)
+        if kv_type is not None:
+            self.kv_cache_bytes_per_token.remove(model, kv_type)
+
+    def set_kv_cache(self, model: str, kv_type: str, bytes_per_token: int) -> None:
+        """A loaded engine's cache type and llama.cpp's measure of a token's bytes in it."""
+        old = self._kv_cache_types.pop(model, None)
+        if old is not None:
+            self.kv_cache_bytes_per_token.remove(model, old)
+        self._kv_cache_types[model] = kv_type
+        self.kv_cache_bytes_per_token.labels(model, kv_type).set(bytes_per_token)
 
 
 class MetricsMiddleware:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelyard.server.inference.errors import LoadFailed, ModelNotFound, ModelNotReady
+from modelyard.server.shared.facts import KV_CACHE_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,9 @@ class ModelManager:
         self._guard = threading.Lock()
         self._preload_done = threading.Event()
         self._preload_errors: dict[str, str] = {}
+        # Cache types asked for at load time (Silicon Studio's kv_quantization), by model:
+        # they outrank the registry's and --kv-cache-type, and stay until the next such load.
+        self._kv_cache_types: dict[str, str] = {}
 
     # ---- lookups ---------------------------------------------------------------------
 
@@ -71,9 +75,13 @@ class ModelManager:
         return self.load(model_id)
 
     def _meta(self, model_id: str) -> dict:
-        """The registry's metadata, with the serve-time overrides of a preloaded model."""
+        """The registry's metadata, with the serve-time overrides of a preloaded model and
+        the cache type the last load_with_kv_cache_type asked for."""
         meta = self.store.get(model_id)
         overrides = self.settings.overrides_for(model_id)
+        kv = self._kv_cache_types.get(model_id)
+        if kv is not None:
+            overrides = {**overrides, "gguf": {**overrides.get("gguf", {}), "kvCacheType": kv}}
         if not overrides:
             return meta
         return {**meta, **{k: {**(meta.get(k) or {}), **v} for k, v in overrides.items()}}
@@ -148,6 +156,8 @@ class ModelManager:
             "kind": kind, "name": model_id, "path": str(path),
             "gpu_layers": int(gguf.get("initGpuLayerSize") or 0), "threads": s.threads,
             "parallel": s.parallel, "context": gguf.get("initContextSize"),
+            # An embed model's cache lives for one batch (an encoder has none): f16 always.
+            "kv_cache_type": gguf.get("kvCacheType") if kind in KV_CACHE_KINDS else None,
             "mmproj": str(self.store.file_path(model_id, "mmproj")) if kind == "vlm" else None,
         }
         # The engine runs in a runner process; this process keeps only the vocabulary.
@@ -163,7 +173,21 @@ class ModelManager:
         except Exception:
             vocab.close()
             raise
+        per_token = getattr(engine, "kv_bytes_per_token", None)
+        if self.metrics is not None and per_token is not None:
+            self.metrics.set_kv_cache(model_id, engine.kv_cache_type, per_token)
         return Loaded(model_id, kind, meta, engine, vocab, projector=projector)
+
+    def load_with_kv_cache_type(self, model_id: str, kv_cache_type: str | None) -> Loaded:
+        """Load with this KV cache type (facts.KV_CACHE_TYPES; None: the registry's), for
+        APIs whose load request names one (Silicon Studio's kv_quantization, mapped by
+        facts.kv_cache_type_for_bits). A loaded model whose type differs is reloaded; later
+        requests of every API use the model as loaded, until the next such call."""
+        if kv_cache_type is None:
+            self._kv_cache_types.pop(model_id, None)
+        else:
+            self._kv_cache_types[model_id] = kv_cache_type
+        return self.load(model_id)
 
     def unload(self, model_id: str) -> bool:
         """Free a model's memory. False when it was not loaded."""

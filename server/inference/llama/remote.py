@@ -279,6 +279,10 @@ class RemoteScheduler(_RemoteEngine):
     def __init__(self, runner: Runner, model):
         super().__init__(runner, model)
         self.n_ctx_slot = runner.info["n_ctx_slot"]
+        # What the engine's context was made with, and what a token costs in its KV cache
+        # as llama.cpp measures it (the Scheduler's attributes of the same names).
+        self.kv_cache_type = runner.info.get("kv_cache_type")
+        self.kv_bytes_per_token = runner.info.get("kv_bytes_per_token")
 
     def submit(self, req):
         self.runner.check()

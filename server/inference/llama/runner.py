@@ -96,8 +96,10 @@ def _serve(conn: Connection, spec: dict) -> None:
                 link.flush((0, 0, self.decoded["prompt"], self.decoded["generate"]))
 
         engine = StepScheduler(model, parallel=spec["parallel"], threads=spec["threads"],
-                               context_per_slot=spec["context"], name=name, projector=projector)
-        info = {"n_ctx_slot": engine.n_ctx_slot}
+                               context_per_slot=spec["context"], name=name, projector=projector,
+                               kv_cache_type=spec.get("kv_cache_type"))
+        info = {"n_ctx_slot": engine.n_ctx_slot, "kv_cache_type": engine.kv_cache_type,
+                "kv_bytes_per_token": engine.kv_bytes_per_token}
     conn.send(("ready", info))
 
     requests: dict[int, GenRequest] = {}

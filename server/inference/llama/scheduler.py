@@ -23,6 +23,7 @@ import numpy as np
 from modelyard.server.inference import testhooks
 from modelyard.server.inference.llama.model import LlamaModel
 from modelyard.server.inference.llama.context_thread import ContextThread
+from modelyard.server.inference.llama.kvcache import head_sizes, kv_cache_config
 from modelyard.server.inference.llama.sampling import SamplingParams, build_chain
 from modelyard.server.inference.llama.slots import choose_slot, plan_batch
 
@@ -113,7 +114,7 @@ class Scheduler(ContextThread):
 
     def __init__(self, model: LlamaModel, parallel: int = 4, threads: int = 1,
                  context_per_slot: int | None = None, metrics=None, name: str = "",
-                 projector=None):
+                 projector=None, kv_cache_type: str | None = None):
         self.model = model
         self.projector = projector  # a vlm's projector.Projector: decodes image embeddings
         self.name = name or model.path.stem
@@ -131,18 +132,45 @@ class Scheduler(ContextThread):
         params.n_threads = threads
         params.n_threads_batch = threads
         params.no_perf = True
+        kv = kv_cache_config(kv_cache_type, *head_sizes(model.meta, model.n_embd, L.llama_model_n_head(model.ptr)))
+        params.type_k, params.type_v = kv.type_k, kv.type_v
+        if kv.flash_attn:
+            params.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_ENABLED
+        self.kv_cache_type = kv.name
         self.ctx = L.llama_init_from_model(model.ptr, params)
         if not self.ctx:
-            raise MemoryError(f"llama.cpp could not create a context of {params.n_ctx} tokens")
+            raise MemoryError(f"llama.cpp could not create a context of {params.n_ctx} tokens "
+                              f"with a {kv.name} KV cache")
         self.mem = L.llama_get_memory(self.ctx)
         self.n_ctx_slot = L.llama_n_ctx_seq(self.ctx)
         self.batch = _Batch(params.n_batch)
+        self.kv_bytes_per_token = self._measure_kv_bytes()
         self.slots = [_Slot(seq=i) for i in range(self.parallel)]
         # Tokens put through llama_decode, by phase: what a cancelled request still costs
         # shows here, not in what its client received.
         self.decoded = {"prompt": 0, "generate": 0}
         self._waiting: collections.deque[GenRequest] = collections.deque()
         self._start_owner(f"engine-{self.name}")
+
+    def _measure_kv_bytes(self) -> int | None:
+        """What one token costs in the KV cache, in llama.cpp's own accounting: the growth of
+        a sequence's saved state from one cached token to two (every layer's K and V rows in
+        the cache's type, and the cell's position). Run once, before the scheduler thread
+        starts, on slot 0, which it leaves empty. None when the model cannot be probed so."""
+        if self.model.has_encoder:  # its decoder runs only after an encode
+            return None
+        try:
+            sizes = []
+            for pos in (0, 1):
+                self.batch.clear()
+                self.batch.add([max(self.model.bos, 0)], pos, 0, True)
+                if L.llama_decode(self.ctx, self.batch.c) != 0:
+                    return None
+                sizes.append(L.llama_state_seq_get_size(self.ctx, 0))
+            return sizes[1] - sizes[0]
+        finally:
+            L.llama_memory_seq_rm(self.mem, 0, -1, -1)
+            self.batch.clear()
 
     # ---- the request side ------------------------------------------------------------
 
