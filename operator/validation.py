@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from modelyard.server.shared.facts import EXECUTION_PROVIDERS, KINDS, id_problem, vlm_problem
+from modelyard.server.shared.facts import EXECUTION_PROVIDERS, KINDS, id_problem, kv_cache_problem, vlm_problem
 
 ACCESS_MODES = ("ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod")
 _REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -40,6 +40,9 @@ def spec_problems(name: str, spec: dict[str, Any]) -> list[str]:
     provider = (spec.get("onnx") or {}).get("executionProvider")
     if provider is not None and provider not in EXECUTION_PROVIDERS:
         problems.append(f"spec.onnx.executionProvider must be one of {', '.join(EXECUTION_PROVIDERS)}")
+    kv = kv_cache_problem(kind, (spec.get("gguf") or {}).get("kvCacheType"))
+    if kv:
+        problems.append(f"spec.gguf.kvCacheType {kv}")
     mode = (spec.get("cache") or {}).get("accessMode")
     if mode is not None and mode not in ACCESS_MODES:
         problems.append(f"spec.cache.accessMode must be one of {', '.join(ACCESS_MODES)}")

@@ -18,6 +18,7 @@ _TUNING_ENV = [
     ("gguf", "chatTemplateHint", "MODELYARD_CHAT_TEMPLATE_HINT"),
     ("gguf", "initContextSize", "MODELYARD_INIT_CONTEXT_SIZE"),
     ("gguf", "initGpuLayerSize", "MODELYARD_INIT_GPU_LAYER_SIZE"),
+    ("gguf", "kvCacheType", "MODELYARD_KV_CACHE_TYPE"),
     ("onnx", "executionProvider", "MODELYARD_EXECUTION_PROVIDER"),
 ]
 

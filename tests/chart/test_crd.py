@@ -86,3 +86,21 @@ def test_a_bad_spec_fails_the_schema():
     model["spec"]["kind"] = "chat"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(model, SCHEMA)
+
+
+def test_kv_cache_type_is_the_servers_list_and_refuses_others():
+    from modelyard.server.shared.facts import KV_CACHE_TYPES
+
+    field = SCHEMA["properties"]["spec"]["properties"]["gguf"]["properties"]["kvCacheType"]
+    assert tuple(field["enum"]) == KV_CACHE_TYPES
+    assert "q8_0" in field["description"] and "flash attention" in field["description"]
+    model = yaml.safe_load(next(p for p in EXAMPLES if "llama" in p.name).read_text())
+    assert model["spec"]["gguf"]["kvCacheType"] == "q8_0"
+    jsonschema.validate(model, SCHEMA)
+    for bad in ("q5_0", "Q8_0", 8):
+        model["spec"]["gguf"]["kvCacheType"] = bad
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(model, SCHEMA)
+    # an embed model has no KV cache to quantize: a CEL rule, which jsonschema does not run
+    rules = [r["rule"] for r in SCHEMA["properties"]["spec"]["x-kubernetes-validations"]]
+    assert any("kvCacheType" in r and "['llm', 'vlm']" in r for r in rules)

@@ -214,3 +214,11 @@ def test_event_about_a_model():
     other = {"apiVersion": "modelyard.dev/v1beta1", "kind": "OtherModel", "metadata": bare["metadata"]}
     named = build_event(other, "Normal", "Ready", "ok", "t")["involvedObject"]
     assert (named["apiVersion"], named["kind"]) == ("modelyard.dev/v1beta1", "OtherModel")
+
+
+def test_the_kv_cache_type_reaches_the_pods_and_rolls_them(settings):
+    plain = builders.build_deployment(make_model(), settings, source_hash="abc")
+    assert not any(e["name"] == "MODELYARD_KV_CACHE_TYPE" for e in container(plain)["env"])
+    q8 = builders.build_deployment(make_model(gguf={"kvCacheType": "q8_0"}), settings, source_hash="abc")
+    assert {"name": "MODELYARD_KV_CACHE_TYPE", "value": "q8_0"} in container(q8)["env"]
+    assert q8["spec"]["template"]["metadata"]["annotations"] != plain["spec"]["template"]["metadata"]["annotations"]

@@ -102,7 +102,7 @@ async def test_the_life_of_a_model(operator, kubectl):
 
     # 4a. A serving field changes: the pod-spec hash changes and the Deployment rolls.
     old_hash = deployment["metadata"]["annotations"][names.ANNOTATION_POD_SPEC_HASH]
-    await kubectl.change_spec(NAME, {"gguf": {"initContextSize": 8192}, "replicas": 2})
+    await kubectl.change_spec(NAME, {"gguf": {"initContextSize": 8192, "kvCacheType": "q8_0"}, "replicas": 2})
 
     async def rolled():
         current = await kubectl.get("deployments", NAME)
@@ -110,6 +110,8 @@ async def test_the_life_of_a_model(operator, kubectl):
     rolled_out = await eventually(rolled, what="a new pod-spec hash")
     assert rolled_out["spec"]["replicas"] == 2
     assert {"name": "MODELYARD_INIT_CONTEXT_SIZE", "value": "8192"} in \
+        rolled_out["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "MODELYARD_KV_CACHE_TYPE", "value": "q8_0"} in \
         rolled_out["spec"]["template"]["spec"]["containers"][0]["env"]
     assert (await status_of(kubectl))["observedGeneration"] == 2
     assert len(await kubectl.list("jobs")) == 1  # serving fields never download again

@@ -44,3 +44,13 @@ def test_kind_sha_and_numbers():
 def test_url_source_must_be_http():
     assert spec_problems("m", make_model(source={"url": "ftp://x/y.gguf"})["spec"]) == [
         "spec.source.url must be an http(s) URL"]
+
+
+def test_kv_cache_type():
+    assert spec_problems("m", make_model(gguf={"kvCacheType": "q8_0"})["spec"]) == []
+    assert spec_problems("m", make_model(gguf={"kvCacheType": "q5_1"})["spec"]) == [
+        "spec.gguf.kvCacheType must be one of f16, q8_0, q4_0 (got 'q5_1')"]
+    embed = make_model(kind="embed", gguf={"kvCacheType": "q4_0"})
+    assert spec_problems("m", embed["spec"]) == [
+        "spec.gguf.kvCacheType applies only to kinds llm and vlm: an embed model keeps no KV cache between batches"]
+    assert spec_problems("m", make_model(kind="embed", gguf={"kvCacheType": "f16"})["spec"]) == []
