@@ -7,6 +7,7 @@ import falcon
 
 from modelyard.server.api import errors as api_errors
 from modelyard.server.api import health, metrics, openapi
+from modelyard.server.api.anthropic import routes as anthropic
 from modelyard.server.api.kserve import routes as kserve
 from modelyard.server.api.ollama import routes as ollama
 from modelyard.server.api.openai import routes as openai
@@ -36,6 +37,7 @@ def create_app(settings: Settings, store: Store | None = None) -> falcon.App:
     manager = ModelManager(store, settings, collectors)
     dispatcher = Dispatcher(manager, settings, collectors)
     openai.add_routes(app, dispatcher, settings)
+    anthropic.add_routes(app, dispatcher, settings)
     kserve.add_routes(app, dispatcher, settings)
     ollama.add_routes(app, dispatcher)
     metrics.add_routes(app, collectors)

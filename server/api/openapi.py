@@ -12,6 +12,7 @@ from typing import Any
 import falcon
 from pydantic import BaseModel
 
+from modelyard.server.api.anthropic import schema as anthropic
 from modelyard.server.api.kserve import codec as kserve
 from modelyard.server.api.ollama import schema as ollama
 from modelyard.server.api.openai import schema as openai
@@ -33,6 +34,9 @@ _OPENAI_ERROR = {"type": "object", "required": ["error"], "properties": {"error"
     "type": "object", "required": ["code", "message", "type"],
     "properties": {"code": {"type": "integer"}, "message": {"type": "string"}, "type": {"type": "string"}}}}}
 _KSERVE_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+_ANTHROPIC_ERROR = {"type": "object", "required": ["type", "error"], "properties": {
+    "type": {"const": "error"}, "error": {"type": "object", "required": ["type", "message"],
+                                          "properties": {"type": {"type": "string"}, "message": {"type": "string"}}}}}
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,12 @@ def operations() -> list[Op]:
                responses={200: {JSON: openai.ModelDeleted}}, errors=(401, 403, 404)),
         ]
     ops += [
+        Op("post", "/v1/messages", "anthropic", "Anthropic Messages (streamed as SSE with stream: true)",
+           body=anthropic.MessagesBody, responses={200: {JSON: anthropic.MessageOut, SSE: {"type": "string"}}},
+           errors=(400, 401, 403, 404, 413, 499, 503)),
+        Op("post", "/v1/messages/count_tokens", "anthropic", "The prompt's length in tokens",
+           body=anthropic.CountTokensBody, responses={200: {JSON: anthropic.TokenCount}},
+           errors=(400, 401, 403, 404, 413, 503)),
         Op("get", "/v2/models/{model_id}", "kserve", "Model metadata",
            responses={200: {JSON: kserve.ModelMetadataResponse}}, errors=(400, 401, 403, 404, 500)),
         Op("get", "/v2/models/{model_id}/ready", "kserve", "Model readiness (loads it when needed)",
@@ -163,6 +173,8 @@ def operations() -> list[Op]:
 
 
 def _error_schema(path: str) -> dict:
+    if path.startswith("/v1/messages"):
+        return _ANTHROPIC_ERROR
     if path.startswith(("/v2/", "/api/")):
         return _KSERVE_ERROR
     if path.startswith(OPENAI_PREFIXES):
@@ -204,7 +216,7 @@ def build_document(version: str) -> dict:
     return {
         "openapi": "3.1.0",
         "info": {"title": "Modelyard", "version": version,
-                 "description": "The model registry (mimOE mModelStore API), the OpenAI API, "
+                 "description": "The model registry (mimOE mModelStore API), the OpenAI API, the Anthropic Messages API, "
                                 "KServe Open Inference Protocol v2, health and metrics."},
         "components": {"schemas": components,
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},

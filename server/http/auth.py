@@ -1,4 +1,5 @@
-"""Bearer-key auth: which routes need the key, and a constant-time comparison."""
+"""API-key auth: which routes need the key, where a request carries it, and a
+constant-time comparison."""
 from __future__ import annotations
 
 import hmac
@@ -26,8 +27,17 @@ def key_matches(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
+def given_key(authorization: str | None, x_api_key: str | None) -> str | None:
+    """The key a request carries: `Authorization: Bearer <key>`, or else `x-api-key: <key>`
+    (Anthropic's clients send that one)."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return (x_api_key or "").strip() or None
+
+
 class AuthMiddleware:
-    """Checks `Authorization: Bearer <key>` when a key is configured."""
+    """Checks the key when one is configured."""
 
     def __init__(self, api_key: str | None):
         self.api_key = api_key
@@ -35,13 +45,12 @@ class AuthMiddleware:
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         if not self.api_key or not needs_key(req.method, req.path):
             return
-        header = req.get_header("Authorization") or ""
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = given_key(req.get_header("Authorization"), req.get_header("x-api-key"))
+        if token is None:
             raise ApiError(
                 401,
-                "Missing API key: send 'Authorization: Bearer <key>'",
+                "Missing API key: send 'Authorization: Bearer <key>' (or 'x-api-key: <key>')",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        if not key_matches(token.strip(), self.api_key):
+        if not key_matches(token, self.api_key):
             raise ApiError(403, "Invalid API key")

@@ -2,8 +2,8 @@
 
 Every failure the server reports goes through `ApiError` or Falcon's own HTTPError, and
 one serializer turns it into the right body for the route family: the mModelStore API's
-shape everywhere, plus OpenAI's `type` under /v1, and the KServe OIP's `{"error": "..."}`
-under /v2.
+shape everywhere, plus OpenAI's `type` under /v1, the KServe OIP's `{"error": "..."}`
+under /v2, and Anthropic's `{"type": "error", "error": {"type", "message"}}` under /v1/messages.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 OPENAI_PREFIXES = ("/v1/", "/mimik-ai/openai/v1/")
 KSERVE_PREFIX = "/v2/"
 OLLAMA_PREFIX = "/api/"  # Ollama's {"error": "..."}
+ANTHROPIC_PATH = "/v1/messages"  # and below it (count_tokens)
 
 _OPENAI_TYPES = {
     400: "invalid_request_error",
@@ -27,6 +28,27 @@ _OPENAI_TYPES = {
     429: "rate_limit_error",
     503: "server_error",
 }
+
+# Anthropic's error types by status (its SDKs pick their exception classes by status).
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_error_type(code: int) -> str:
+    return _ANTHROPIC_TYPES.get(code, "api_error" if code >= 500 else "invalid_request_error")
+
+
+def is_anthropic(path: str) -> bool:
+    return path == ANTHROPIC_PATH or path.startswith(ANTHROPIC_PATH + "/")
 
 
 class ApiError(falcon.HTTPError):
@@ -47,6 +69,8 @@ def not_found(model_id: str) -> ApiError:
 
 def error_body(path: str, code: int, message: str) -> dict:
     """The JSON body for an error on `path`."""
+    if is_anthropic(path):
+        return {"type": "error", "error": {"type": anthropic_error_type(code), "message": message}}
     if path.startswith(KSERVE_PREFIX) or path.startswith(OLLAMA_PREFIX):
         return {"error": message}
     body = {"code": code, "message": message}

@@ -71,8 +71,20 @@ class Dispatcher:
     # ---- chat ------------------------------------------------------------------------
 
     def chat(self, req: ChatRequest) -> ChatJob:
+        loaded, tokens, media, gbnf, use_tools, forced = self._chat_prompt(req)
+        group = Group()
+        self._start(loaded.engine, tokens, req, gbnf, group, media)
+        return ChatJob(loaded, group, frozenset(t["function"]["name"] for t in req.tools or []),
+                       parse_tools=use_tools, forced_tool=forced is not None)
+
+    def count_chat_tokens(self, req: ChatRequest) -> int:
+        """The prompt's length in tokens, images included, as chat() would submit it."""
+        return len(self._chat_prompt(req)[1])
+
+    def _chat_prompt(self, req: ChatRequest):
+        """(loaded model, prompt tokens, media, grammar, tools used, forced tool) of a chat request."""
         loaded = self.model(req.model, GENERATIVE_KINDS)
-        engine, model = loaded.engine, loaded.model
+        model = loaded.model
         use_tools = bool(req.tools) and req.tool_choice != "none"
         forced = None
         if use_tools and req.tool_choice == "required":
@@ -107,10 +119,7 @@ class Dispatcher:
         else:
             tokens = model.tokenize(prompt.text, add_special=prompt.add_special, parse_special=True)
             media = ()
-        group = Group()
-        self._start(engine, tokens, req, gbnf, group, media)
-        return ChatJob(loaded, group, frozenset(t["function"]["name"] for t in req.tools or []),
-                       parse_tools=use_tools, forced_tool=forced is not None)
+        return loaded, tokens, media, gbnf, use_tools, forced
 
     # ---- completions -----------------------------------------------------------------
 
@@ -147,7 +156,10 @@ class Dispatcher:
 
         if not tokens:
             raise BadRequest("The prompt is empty")
-        max_tokens = fit_tokens(len(tokens), req.max_tokens, engine.n_ctx_slot)
+        wanted = req.max_tokens
+        if req.fit_max_tokens and wanted and len(tokens) + wanted > engine.n_ctx_slot:
+            wanted = None  # as much as the context leaves
+        max_tokens = fit_tokens(len(tokens), wanted, engine.n_ctx_slot)
         params = req.sampling
         if gbnf:
             try:

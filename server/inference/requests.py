@@ -24,6 +24,9 @@ class Generate:
     include_usage: bool
     logprobs: int | None  # None, or how many top alternatives
     n: int = 1
+    # Cut a max_tokens that the context cannot hold to what it can, rather than refuse it:
+    # Anthropic clients must send max_tokens, and send the large ones their API allows.
+    fit_max_tokens: bool = False
 
 
 @dataclass(frozen=True)

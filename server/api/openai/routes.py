@@ -6,6 +6,7 @@ from typing import Iterator
 
 import falcon
 
+from modelyard.server.api.generating import run_to_end
 from modelyard.server.api.openai import format as fmt
 from modelyard.server.http.bodies import read_json_object, read_model
 from modelyard.server.http.errors import ApiError, bad_request, not_found
@@ -16,7 +17,6 @@ from modelyard.server.api.openai.schema import (LoadModelBody, RequestError, par
 from modelyard.server.registry.errors import InvalidId, ModelNotFound
 from modelyard.server.shared.facts import KINDS
 from modelyard.server.inference.tool_calls import may_become_call
-from modelyard.server.http.disconnect import ClientWatch
 from modelyard.server.http.sse import stream_events
 
 PREFIXES = ("/v1", "/mimik-ai/openai/v1")
@@ -55,19 +55,14 @@ class _Generating:
         at once rather than run to max_tokens for nobody."""
         piece = group.gens[0].engine.model.piece
         entries: list[list] = [[] for _ in group.gens]
-        watch = ClientWatch(req)
+
+        def keep(gen, step):
+            if step.logprob is not None:
+                entries[gen.index].append((piece(step.token), step.logprob))
         try:
-            for item in group.steps(wait=watch.interval):
-                if watch.gone():
-                    raise ApiError(499, "The client closed the connection before the answer was ready")
-                gen, step = item or (None, None)
-                if step is not None and step.logprob is not None:
-                    entries[gen.index].append((piece(step.token), step.logprob))
+            run_to_end(req, group, keep)
         finally:
             self._close(creq, group)
-        failed = next((g.error for g in group.gens if g.error), None)
-        if failed:
-            raise ApiError(503, failed)
         return entries
 
     def _stream(self, creq, group: Group, chunks) -> Iterator[bytes]:

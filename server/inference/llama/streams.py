@@ -25,6 +25,7 @@ class TextAssembler:
         self.text = ""
         self.sent = 0
         self.stopped = False
+        self.matched: str | None = None  # the stop string that ended the text
 
     def feed(self, token: int) -> str:
         if self.stopped:
@@ -42,9 +43,9 @@ class TextAssembler:
             return ""
         if self.stops:
             start = max(0, self.sent - self._longest)
-            hits = [i for i in (self.text.find(s, start) for s in self.stops) if i >= 0]
+            hits = [(i, s) for i, s in ((self.text.find(s, start), s) for s in self.stops) if i >= 0]
             if hits:
-                cut = min(hits)
+                cut, self.matched = min(hits, key=lambda hit: hit[0])
                 self.text = self.text[:cut]
                 self.stopped = True
                 return self._take(len(self.text))
