@@ -89,6 +89,24 @@ def test_an_update_to_an_unknown_type_is_refused(server):
     assert r.status_code == 400 and "kvCacheType" in r.json()["error"]["message"], r.text
 
 
+def test_a_load_that_names_a_type_keeps_it_for_later_requests(server):
+    # what Silicon Studio's load with kv_quantization calls, on the server's store
+    from modelyard.server.inference.manager import ModelManager
+    from modelyard.server.registry.store import Store
+    from modelyard.server.settings import Settings
+    from modelyard.server.shared.facts import kv_cache_type_for_bits
+
+    manager = ModelManager(Store(server.store), Settings(store=server.store, threads=2, parallel=1))
+    try:
+        item = manager.load_with_kv_cache_type("kv-f16", kv_cache_type_for_bits(8))
+        assert (item.engine.kv_cache_type, item.engine.kv_bytes_per_token) == ("q8_0", 1644)
+        assert manager.get("kv-f16") is item  # other APIs' requests use it as loaded
+        item = manager.load_with_kv_cache_type("kv-f16", None)  # back to the registry's
+        assert (item.engine.kv_cache_type, item.engine.kv_bytes_per_token) == ("f16", 3084)
+    finally:
+        manager.close()
+
+
 def test_serve_overrides_the_type_of_preloaded_models(server):
     server.stop()
     server.args += ("--preload", "kv-f16", "--kv-cache-type", "q4_0")
