@@ -34,7 +34,7 @@ def _operations(fuzz_server):
 # In positive mode, requests to the inference routes name a real model half of the time,
 # so generated sampling settings, prompts and tensors reach the engines.
 REAL = {"/chat/completions": "chat", "/completions": "chat", "/embeddings": "embed", "/v1/models": "chat",
-        "/openai/v1/models": "chat"}
+        "/openai/v1/models": "chat", "/v1/messages": "chat", "/v1/messages/count_tokens": "chat"}
 
 
 def _aim(case, use_real: bool):

@@ -1,0 +1,1 @@
+"""The Anthropic Messages API at /v1/messages: request models, response shapes, routes."""

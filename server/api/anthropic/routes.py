@@ -12,10 +12,9 @@ from typing import Iterator
 import falcon
 
 from modelyard.server.api.anthropic import format as fmt
-from modelyard.server.api.anthropic.schema import RequestError, parse_count_tokens, parse_messages, thinking_on
+from modelyard.server.api.anthropic.schema import parse_count_tokens, parse_messages, thinking_on
 from modelyard.server.api.generating import run_to_end
 from modelyard.server.http.bodies import read_json_object
-from modelyard.server.http.errors import bad_request
 from modelyard.server.http.sse import stream_events
 from modelyard.server.inference.dispatch import ChatJob, Dispatcher
 
@@ -25,20 +24,13 @@ from modelyard.server.inference.dispatch import ChatJob, Dispatcher
 PING_SECONDS = 10
 
 
-def _parse(parser, body):
-    try:
-        return parser(body)
-    except RequestError as exc:
-        raise bad_request(str(exc)) from None
-
-
 class Messages:
     def __init__(self, dispatcher: Dispatcher, settings):
         self.dispatcher = dispatcher
         self.settings = settings
 
     def on_post(self, req, resp):
-        body, creq = _parse(parse_messages, read_json_object(req, self.settings.max_body_size))
+        body, creq = parse_messages(read_json_object(req, self.settings.max_body_size))
         job = self.dispatcher.chat(creq)
         parse = partial(self.dispatcher.tool_parse, job) if job.parse_tools else None
         shaper = fmt.Shaper(body.model, thinking_on(body), parse, job.forced_tool)
@@ -84,7 +76,7 @@ class CountTokens:
         self.settings = settings
 
     def on_post(self, req, resp):
-        creq = _parse(parse_count_tokens, read_json_object(req, self.settings.max_body_size))
+        creq = parse_count_tokens(read_json_object(req, self.settings.max_body_size))
         resp.media = {"input_tokens": self.dispatcher.count_chat_tokens(creq)}
 
 

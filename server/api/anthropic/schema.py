@@ -4,7 +4,8 @@ translation into the engines' typed ChatRequest.
 Unknown fields are ignored (`cache_control`, `citations`, `service_tier`, `container`,
 ...: they mean nothing to a local model); known ones are checked strictly. Content
 blocks that this server cannot honour (documents, server tools, images by URL) are a
-400 that says so, not silently dropped. Pure: nothing here touches a model.
+400 that says so, not silently dropped. Pure: nothing here touches a model; a request
+that is wrong raises the 400 (ApiError) that says how.
 """
 from __future__ import annotations
 
@@ -13,18 +14,14 @@ import binascii
 import json
 from typing import Annotated, Any, Literal, Optional, Union
 
-import pydantic
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from modelyard.server.http.bodies import describe
+from modelyard.server.http.bodies import validate
+from modelyard.server.http.errors import bad_request
 from modelyard.server.inference.llama.sampling import SamplingParams
 from modelyard.server.inference.requests import IMAGE_MARKER, ChatRequest, ImagePart
 
 MAX_STOPS = 16
-
-
-class RequestError(ValueError):
-    """The request is wrong; the message says how."""
 
 
 class _Body(BaseModel):
@@ -83,7 +80,7 @@ Block = Annotated[Union[TextBlock, ImageBlock, ToolUseBlock, ToolResultBlock, Th
 BLOCK_TYPES = ("text", "image", "tool_use", "tool_result", "thinking", "redacted_thinking")
 
 
-class Message(_Body):
+class InputMessage(_Body):
     role: Literal["user", "assistant"]
     content: Union[str, list[Block]]
 
@@ -113,7 +110,7 @@ class Message(_Body):
 
 # ---- tools, thinking, output -----------------------------------------------------------
 
-class Tool(_Body):
+class CustomTool(_Body):
     type: Optional[Literal["custom"]] = Field(
         None, description="Only custom tools; Anthropic's server tools (web search, ...) are not served here.")
     name: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[a-zA-Z0-9_-]+$")]
@@ -178,9 +175,9 @@ class _Prompted(_Body):
     """What /v1/messages and /v1/messages/count_tokens share: everything that makes the prompt."""
 
     model: ModelName
-    messages: Annotated[list[Message], Field(min_length=1)]
+    messages: Annotated[list[InputMessage], Field(min_length=1)]
     system: Optional[System] = None
-    tools: Optional[list[Tool]] = None
+    tools: Optional[list[CustomTool]] = None
     tool_choice: Optional[ToolChoice] = None
     thinking: Optional[Annotated[Union[ThinkingEnabled, ThinkingOther], Field(discriminator="type")]] = None
 
@@ -215,19 +212,12 @@ class CountTokensBody(_Prompted):
 
 # ---- into the engines' request ---------------------------------------------------------
 
-def _validate(model: type[BaseModel], body: dict):
-    try:
-        return model.model_validate(body)
-    except pydantic.ValidationError as exc:
-        raise RequestError(describe(exc)) from None
-
-
 def thinking_on(b: _Prompted) -> bool:
     return b.thinking is not None and b.thinking.type != "disabled"
 
 
 def parse_messages(body: dict) -> tuple[MessagesBody, ChatRequest]:
-    b: MessagesBody = _validate(MessagesBody, body)
+    b: MessagesBody = validate(MessagesBody, body)
     sampling = SamplingParams(temperature=1.0 if b.temperature is None else b.temperature,
                               top_p=1.0 if b.top_p is None else b.top_p, top_k=b.top_k or 0)
     rf = None
@@ -238,7 +228,7 @@ def parse_messages(body: dict) -> tuple[MessagesBody, ChatRequest]:
 
 
 def parse_count_tokens(body: dict) -> ChatRequest:
-    b: CountTokensBody = _validate(CountTokensBody, body)
+    b: CountTokensBody = validate(CountTokensBody, body)
     return _chat_request(b, sampling=SamplingParams(), max_tokens=None, stop=[], stream=False)
 
 
@@ -249,7 +239,7 @@ def _chat_request(b: _Prompted, **generate) -> ChatRequest:
                        tools=tools, tool_choice=tool_choice(b.tool_choice, bool(tools)), **generate)
 
 
-def openai_tool(t: Tool) -> dict:
+def openai_tool(t: CustomTool) -> dict:
     """A tool as the engines take it (OpenAI's function form)."""
     fn = {"name": t.name, "parameters": t.input_schema}
     if t.description:
@@ -266,7 +256,7 @@ def tool_choice(choice, have_tools: bool) -> str | dict:
     return {"any": "required"}.get(choice.type, choice.type)
 
 
-def conversation(system: System | None, raw: list[Message]) -> tuple[list[dict], list[ImagePart]]:
+def conversation(system: System | None, raw: list[InputMessage]) -> tuple[list[dict], list[ImagePart]]:
     """Anthropic's system and messages as chat messages (OpenAI's roles), and their images
     in the order their markers stand in the text.
 
@@ -328,22 +318,22 @@ def _text_or_marker(block, where: str, images: list[ImagePart]) -> str:
     if isinstance(block, ImageBlock):
         images.append(ImagePart(decode_image(block.source, where), where))
         return IMAGE_MARKER
-    raise RequestError(f"{where}: a {block.type} block cannot stand here")  # the validator keeps this out
+    raise bad_request(f"{where}: a {block.type} block cannot stand here")  # the validator keeps this out
 
 
 def decode_image(source, where: str) -> bytes:
     if not isinstance(source, Base64Source):
-        raise RequestError(f"{where}: images must be sent as base64 (source.type 'base64'); "
+        raise bad_request(f"{where}: images must be sent as base64 (source.type 'base64'); "
                            "this server does not fetch URLs or files")
     try:
         return base64.b64decode(source.data, validate=True)
     except (binascii.Error, ValueError):
-        raise RequestError(f"{where}: the image's base64 does not decode") from None
+        raise bad_request(f"{where}: the image's base64 does not decode") from None
 
 
 # ---- responses (for the OpenAPI document) ----------------------------------------------
 
-class Usage(BaseModel):
+class MessageUsage(BaseModel):
     input_tokens: int
     output_tokens: int
     cache_creation_input_tokens: Optional[int] = None
@@ -358,7 +348,7 @@ class MessageOut(BaseModel):
     content: list[dict[str, Any]] = Field(description="text, thinking and tool_use blocks.")
     stop_reason: Optional[Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"]]
     stop_sequence: Optional[str]
-    usage: Usage
+    usage: MessageUsage
 
 
 class TokenCount(BaseModel):
