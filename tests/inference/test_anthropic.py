@@ -376,3 +376,25 @@ def test_text_that_becomes_a_call_is_held_then_sent_as_tool_use():
     assert fmt.stop_reason("length", None, False) == ("max_tokens", None)
     assert fmt.stop_reason("stop", "##", False) == ("stop_sequence", "##")
     assert fmt.stop_reason("stop", None, False) == ("end_turn", None)
+
+
+def test_output_config_json_schema_is_enforced(ac):
+    schema = {"type": "object", "required": ["colour"], "additionalProperties": False,
+              "properties": {"colour": {"type": "string", "enum": ["red", "green", "blue"]}}}
+    r = ac.messages.create(model="chat", max_tokens=60, messages=USER, extra_body={"temperature": 0.7},
+                           output_config={"format": {"type": "json_schema", "schema": schema}})
+    assert json.loads(text_of(r))["colour"] in ("red", "green", "blue")
+
+
+def test_earlier_thinking_is_left_out_of_the_prompt(ac):
+    answer = {"role": "assistant", "content": [{"type": "text", "text": "Red, green, blue."}]}
+    thought = {"role": "assistant", "content": [
+        {"type": "thinking", "thinking": "Let me think about colours at length.", "signature": "x"},
+        {"type": "text", "text": "Red, green, blue."}]}
+    more = {"role": "user", "content": "And two more?"}
+    counts = [ac.messages.count_tokens(model="chat", messages=[*USER, a, more]).input_tokens for a in (answer, thought)]
+    assert counts[0] == counts[1]
+    r = create(ac, max_tokens=4, messages=[*USER, thought, more], thinking={"type": "enabled", "budget_tokens": 1024})
+    assert r.usage.input_tokens == counts[0]
+    # this model writes no <think>: the answer is all text
+    assert [b.type for b in r.content] == ["text"]
