@@ -10,6 +10,7 @@ from modelyard.server.api import health, metrics, openapi
 from modelyard.server.api.anthropic import routes as anthropic
 from modelyard.server.api.kserve import routes as kserve
 from modelyard.server.api.ollama import routes as ollama
+from modelyard.server.api.ollama import transfers as ollama_transfers
 from modelyard.server.api.openai import routes as openai
 from modelyard.server.api.store import download, models
 from modelyard.server.http import jsonio
@@ -40,6 +41,7 @@ def create_app(settings: Settings, store: Store | None = None) -> falcon.App:
     anthropic.add_routes(app, dispatcher, settings)
     kserve.add_routes(app, dispatcher, settings)
     ollama.add_routes(app, dispatcher)
+    ollama_transfers.add_routes(app, store, settings)
     metrics.add_routes(app, collectors)
     health.add_routes(app, manager)
     openapi.add_routes(app, version("modelyard"))

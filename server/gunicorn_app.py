@@ -10,6 +10,7 @@ import sys
 from gunicorn.app.base import BaseApplication
 
 from modelyard.server.settings import Settings
+from modelyard.server.registry.blobs import Blobs
 from modelyard.server.registry.store import Store
 
 ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms'
@@ -64,7 +65,7 @@ def run_server(settings: Settings) -> int:
         print(f"modelyard: store {settings.store} is read-only; registry changes are refused",
               file=sys.stderr)
     else:
-        for path in store.recover():
+        for path in store.recover() + Blobs(store.root).recover():
             print(f"modelyard: removed leftover {path}", file=sys.stderr)
     ModelyardServer(settings).run()
     return 0

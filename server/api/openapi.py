@@ -58,6 +58,11 @@ def _id_param() -> dict:
             "description": "The model id."}
 
 
+def _digest_param() -> dict:
+    return {"name": "digest", "in": "path", "required": True, "schema": {"type": "string"},
+            "description": "sha256:<64 hex digits>"}
+
+
 def operations() -> list[Op]:
     ops: list[Op] = []
     for p in STORE_PREFIXES:
@@ -146,6 +151,22 @@ def operations() -> list[Op]:
            body=ollama.CopyBody, responses={200: {JSON: {"type": "object"}}}, errors=(400, 401, 403, 404, 409, 413)),
         Op("delete", "/api/delete", "ollama", "Delete a model (other names of its file keep it)",
            body=ollama.DeleteBody, responses={200: {JSON: {"type": "object"}}}, errors=(400, 401, 403, 404, 409, 413)),
+        Op("post", "/api/pull", "ollama", "Pull a model from Hugging Face (hf.co/org/repo:quant) or an OCI "
+           "registry (host/namespace/model:tag), with NDJSON progress", body=ollama.PullBody,
+           responses={200: {JSON: {"type": "object"}, NDJSON: {"type": "string"}}},
+           errors=(400, 401, 403, 404, 409, 413, 502)),
+        Op("post", "/api/push", "ollama", "Push a model to the OCI registry its name names, with NDJSON progress",
+           body=ollama.PullBody, responses={200: {JSON: {"type": "object"}, NDJSON: {"type": "string"}}},
+           errors=(400, 401, 403, 404, 409, 413, 502)),
+        Op("post", "/api/create", "ollama", "Create a model from a model or from blobs (system, template, "
+           "parameters, quantize)", body=ollama.CreateBody,
+           responses={200: {JSON: {"type": "object"}, NDJSON: {"type": "string"}}},
+           errors=(400, 401, 403, 404, 409, 413)),
+        Op("head", "/api/blobs/{digest}", "ollama", "Whether a blob is here (200) or not (404)",
+           responses={200: {}, 404: {}}, errors=(400, 401, 403), query=(_digest_param(),)),
+        Op("post", "/api/blobs/{digest}", "ollama", "Upload a blob; its sha256 must equal the digest",
+           body_type=OCTETS, responses={201: {}}, errors=(400, 401, 403, 409, 411, 413),
+           query=(_digest_param(),)),
         Op("get", "/api/ps", "ollama", "The loaded models",
            responses={200: {JSON: {"type": "object", "required": ["models"], "properties": {"models": {"type": "array"}}}}},
            errors=(401, 403)),
@@ -200,8 +221,9 @@ def build_document(version: str) -> dict:
         params = ([_id_param()] if "{model_id}" in op.path else []) + list(op.query)
         if params:
             item["parameters"] = params
-        if op.body is not None:
-            item["requestBody"] = {"required": True, "content": {op.body_type: {"schema": schema_of(op.body)}}}
+        if op.body is not None or op.body_type == OCTETS:
+            body = schema_of(op.body) if op.body is not None else {"type": "string", "format": "binary"}
+            item["requestBody"] = {"required": True, "content": {op.body_type: {"schema": body}}}
         for status, contents in op.responses.items():
             item["responses"][str(status)] = {
                 "description": falcon.code_to_http_status(status),

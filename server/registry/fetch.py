@@ -27,6 +27,7 @@ from modelyard.server.registry import store as st
 from modelyard.server.registry.errors import FetchError
 
 PROGRESS_INTERVAL = 0.25  # seconds between progress events: a few per second
+HF_CHUNK = 1 << 20  # bytes per huggingface_hub read: the grain of its progress and resumes
 RETRIES = 5  # attempts in a row that bring no new byte before giving up
 BACKOFF = (0.5, 1, 2, 4, 8)
 # A read that stalls this long counts as a dropped connection (and bounds how long a
@@ -51,6 +52,7 @@ class Source:
     repo_id: str | None = None
     filename: str | None = None
     revision: str = "main"
+    headers: tuple[tuple[str, str], ...] = ()  # sent with a plain URL's requests (a registry's token)
 
     @property
     def is_hf(self) -> bool:
@@ -155,7 +157,8 @@ def download_into(transfer: st.Transfer, sources: dict[str, Source], sha256: str
             if source.is_hf:
                 writer = _download_hf(transfer, role, source, report, check_cancel)
             else:
-                writer = _HttpDownload(transfer, role, source.url, report, check_cancel, keep).run()
+                writer = _HttpDownload(transfer, role, source.url, report, check_cancel, keep,
+                                       dict(source.headers)).run()
             writer.keep = keep
             done.append(writer)
         check_cancel()
@@ -195,8 +198,9 @@ class _HttpDownload:
     """One file over http(s), resumed with Range after a drop (and across runs)."""
 
     def __init__(self, transfer: st.Transfer, role: str, url: str, report: _Reporter,
-                 check_cancel: Callable[[], None], keep: bool):
+                 check_cancel: Callable[[], None], keep: bool, headers: dict | None = None):
         self.transfer, self.role, self.url = transfer, role, url
+        self.headers = headers or {}
         self.report, self.check_cancel, self.keep = report, check_cancel, keep
         self.validator: str | None = None  # ETag or Last-Modified, for If-Range
         previous = self._read_sidecar()
@@ -226,7 +230,7 @@ class _HttpDownload:
 
     def _attempt(self) -> bool:
         """One GET from where the file stands. True when the file is complete."""
-        headers = {"Accept-Encoding": "identity"}  # sizes and ranges are of the raw bytes
+        headers = {**self.headers, "Accept-Encoding": "identity"}  # sizes and ranges are of the raw bytes
         if self.writer.size:
             headers["Range"] = f"bytes={self.writer.size}-"
             if self.validator:
@@ -324,8 +328,13 @@ def _hf_dir(transfer: st.Transfer, role: str) -> Path:
 
 def _download_hf(transfer: st.Transfer, role: str, source: Source, report: _Reporter,
                  check_cancel: Callable[[], None]) -> st.FileWriter:
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+
+    # huggingface_hub reads the body in chunks of this size and reports (and resumes)
+    # only whole chunks; its 10 MB default means one progress event, and one chance to
+    # notice a cancel, per 10 MB. The module constant is its only knob.
+    constants.DOWNLOAD_CHUNK_SIZE = HF_CHUNK
 
     local_dir = _hf_dir(transfer, role)
     # huggingface_hub names its temporary file per process, so an old one is never

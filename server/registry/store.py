@@ -67,7 +67,7 @@ class _Entry(NamedTuple):
     json: bytes
 
 
-def _check_id(model_id: str) -> None:
+def check_id(model_id: str) -> None:
     problem = id_problem(model_id)
     if problem:
         raise InvalidId(f"Invalid model id {model_id!r}: it {problem}")
@@ -112,7 +112,7 @@ class Store:
     # ---- paths -------------------------------------------------------------------------
 
     def model_dir(self, model_id: str) -> Path:
-        _check_id(model_id)
+        check_id(model_id)
         return self.models_dir / model_id
 
     def file_path(self, model_id: str, role: str = "model") -> Path:
@@ -158,7 +158,7 @@ class Store:
         1,000 models fast. (String paths: pathlib's overhead was most of such a list.)
         """
         if not checked:
-            _check_id(model_id)
+            check_id(model_id)
         path = self._models + "/" + model_id + "/" + META
         try:
             st = os.stat(path)
@@ -177,6 +177,13 @@ class Store:
 
     def _read_meta(self, model_id: str) -> dict:
         return self._entry(model_id).meta
+
+    def meta(self, model_id: str) -> dict:
+        """A copy of a model's whole record: its files' records (`files`: name, size,
+        sha256, source) and what other APIs keep beside (`ollama`: template, system...)."""
+        meta = json.loads(json.dumps(self._read_meta(model_id)))
+        meta.setdefault("files", {})
+        return meta
 
     def committed_source(self, model_id: str, role: str = "model") -> str | None:
         """The source a committed file was fetched from (None for uploads)."""
@@ -201,7 +208,7 @@ class Store:
 
     def create(self, fields: dict) -> tuple[dict, bool]:
         """Create a model's metadata, or update it when the id exists. Returns (model, created)."""
-        self._check_writable()
+        self.check_writable()
         model_id = fields["id"]
         folder = self.model_dir(model_id)
         with self._id_locks[model_id]:
@@ -218,7 +225,7 @@ class Store:
 
     def update(self, model_id: str, changes: dict) -> dict:
         """Change metadata fields (gguf, onnx, version) of an existing model."""
-        self._check_writable()
+        self.check_writable()
         with self._id_locks[model_id]:
             meta = dict(self._read_meta(model_id))
             meta.update(changes)
@@ -284,7 +291,7 @@ class Store:
 
     def delete(self, model_id: str) -> None:
         """Remove a model and its files, cancelling a transfer in progress here first."""
-        self._check_writable()
+        self.check_writable()
         folder = self.model_dir(model_id)
         if not (folder / META).exists():
             raise ModelNotFound(model_id)
@@ -301,8 +308,8 @@ class Store:
         """A second id for a model's files, without copying a byte: the new folder holds
         hard links, so deleting either id leaves the other whole. The new folder is built
         under a hidden name and renamed, so the copy appears complete or not at all."""
-        self._check_writable()
-        _check_id(destination)
+        self.check_writable()
+        check_id(destination)
         meta = dict(self._read_meta(source))
         if not self._is_ready(source, meta):
             raise InvalidFile(f"Model '{source}' has no complete file to copy yet")
@@ -331,7 +338,7 @@ class Store:
 
         Leaving the block without `commit()` removes what was written.
         """
-        self._check_writable()
+        self.check_writable()
         meta = self._read_meta(model_id)
         folder = self.model_dir(model_id)
         try:
@@ -394,7 +401,7 @@ class Store:
                 continue  # a live `modelyard fetch` owns it
         return removed
 
-    def _check_writable(self) -> None:
+    def check_writable(self) -> None:
         if self.read_only:
             raise ReadOnlyStore(
                 "This store is read-only: the model is managed by its Model resource. "
@@ -415,14 +422,30 @@ class Transfer:
         self._writers: dict[str, FileWriter] = {}
 
     def writer(self, role: str, resume: bool = False) -> "FileWriter":
+        writer = FileWriter(self.partial_path(role), self.cancel, resume)
+        self._writers[role] = writer
+        return writer
+
+    def partial_path(self, role: str) -> Path:
         if role not in self.roles:
             raise InvalidFile(
                 f"A '{self.kind}' model has no '{role}' file; it takes: {', '.join(self.roles)}"
             )
         final = self.folder / self.roles[role]
-        writer = FileWriter(final.with_name(final.name + PARTIAL), self.cancel, resume)
-        self._writers[role] = writer
-        return writer
+        return final.with_name(final.name + PARTIAL)
+
+    def place(self, role: str, source: Path) -> "FileWriter":
+        """Take an existing file (a blob, another model's file) as this role's new content:
+        a hard link where the filesystem allows, so no byte is copied and the source stays
+        as it is (store files are only ever replaced by rename, never written in place).
+        It is hashed and checked at commit like any written file."""
+        partial = self.partial_path(role)
+        partial.unlink(missing_ok=True)
+        try:
+            os.link(source, partial)
+        except OSError:  # another filesystem
+            shutil.copyfile(source, partial)
+        return self.writer(role, resume=True)
 
     def commit(self, sha256: dict[str, str] | None = None,
                sources: dict[str, str] | None = None) -> dict:

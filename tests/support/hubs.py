@@ -2,13 +2,15 @@
 
 Plain files live at `/files/<name>`. Hub files answer HEAD and GET on
 `/<org>/<repo>/resolve/<revision>/<file>` with ETag, X-Repo-Commit and Content-Length,
-as huggingface_hub 2.4.0 expects (point it here with HF_ENDPOINT). Both honour Range and
+as huggingface_hub 2.4.0 expects (point it here with HF_ENDPOINT), and a repo's file list
+answers `/api/models/<org>/<repo>/tree/<revision>` (HfApi.list_repo_tree, one page). Both honour Range and
 If-Range; a file can be told to drop the connection once after N bytes, to trickle, or to
 ignore Range. Every request is logged, so tests can assert what the client sent.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import socket
 import threading
@@ -18,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 _RESOLVE = re.compile(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
+_TREE = re.compile(r"^/api/models/([^/]+/[^/]+)/tree/([^/]+)/?$")
 CHUNK = 64 * 1024
 
 
@@ -70,6 +73,12 @@ class FileHub:
         self.files[f"hf:{repo_id}/{filename}"] = served
         return served
 
+    def tree(self, repo_id: str) -> list[dict]:
+        prefix = f"hf:{repo_id}/"
+        return [{"type": "file", "path": key[len(prefix):], "size": len(served.data),
+                 "oid": hashlib.sha1(served.data).hexdigest()}
+                for key, served in sorted(self.files.items()) if key.startswith(prefix)]
+
     def gets(self, path_part: str) -> list[Logged]:
         return [r for r in self.log if r.method == "GET" and path_part in r.path]
 
@@ -100,6 +109,9 @@ def _handler(hub: FileHub):
         def _serve(self, body: bool) -> None:
             hub.log.append(Logged(self.command, self.path,
                                   {k.lower(): v for k, v in self.headers.items()}))
+            tree = _TREE.match(self.path.split("?", 1)[0])
+            if tree:
+                return self._tree(*tree.groups())
             served = hub.lookup(self.path)
             if served is None:
                 return self._status(404, {"X-Error-Code": "EntryNotFound"})
@@ -148,6 +160,18 @@ def _handler(hub: FileHub):
                     ahead = sent / served.rate - (time.monotonic() - began)
                     if ahead > 0:
                         time.sleep(ahead)
+
+        def _tree(self, repo_id: str, revision: str) -> None:
+            entries = hub.tree(repo_id)
+            if revision not in ("main", COMMIT) or not entries:
+                return self._status(404, {"X-Error-Code": "RepoNotFound"})
+            body = json.dumps(entries).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command == "GET":
+                self.wfile.write(body)
 
         def _status(self, code: int, headers: dict) -> None:
             self.send_response(code)

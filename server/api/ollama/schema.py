@@ -60,6 +60,20 @@ class Options(_Body):
         return self.num_predict if self.num_predict and self.num_predict > 0 else None
 
 
+def with_defaults(options: Options | None, parameters: dict | None) -> Options:
+    """The request's options over the model's own parameters (its Modelfile's PARAMETERs).
+    A stored parameter that does not fit is skipped: it came from a registry, not this client."""
+    merged = dict(options.model_dump(exclude_none=True)) if options else {}
+    for key, value in (parameters or {}).items():
+        if key not in merged:
+            try:
+                Options.model_validate({key: value})
+            except pydantic.ValidationError:
+                continue
+            merged[key] = value
+    return Options.model_validate(merged)
+
+
 KeepAlive = Union[int, float, str, None]
 Format = Union[Literal["json", ""], dict[str, Any], None]
 
@@ -141,12 +155,13 @@ class EmbeddingsBody(_Body):
     options: Optional[dict[str, Any]] = None
 
 
-class ShowBody(_Body):
-    """POST /api/show; `name` is the older spelling of `model`."""
+
+
+class _Named(_Body):
+    """A body naming a model as `model` (Ollama) or `name` (the Ollama Toolkit, older Ollama)."""
 
     model: Optional[str] = None
     name: Optional[str] = None
-    verbose: bool = False
 
     @model_validator(mode="after")
     def _named(self):
@@ -157,6 +172,13 @@ class ShowBody(_Body):
     @property
     def target(self) -> str:
         return self.model or self.name
+
+
+
+class ShowBody(_Named):
+    """POST /api/show; `name` is the older spelling of `model`."""
+
+    verbose: bool = False
 
 
 class CopyBody(_Body):
@@ -226,3 +248,25 @@ def chat_messages(body: ChatBody) -> tuple[list[dict], list[ImagePart]]:
                 msg["name"] = m.tool_name
         out.append(msg)
     return out, images
+
+
+class PullBody(_Named):
+    """POST /api/pull and POST /api/push."""
+
+    stream: bool = True
+    insecure: bool = Field(False, description="Reach the registry over plain http (a registry on loopback).")
+
+
+class CreateBody(_Named):
+    """POST /api/create: Ollama's fields, or the Ollama Toolkit's `modelfile`."""
+
+    stream: bool = True
+    from_: Optional[str] = Field(None, alias="from", description="The model to start from.")
+    files: Optional[dict[str, str]] = Field(None, description="File name -> blob digest (sha256:...).")
+    template: Optional[str] = None
+    system: Optional[str] = None
+    license: Optional[Union[str, list[str]]] = None
+    parameters: Optional[dict[str, Any]] = None
+    quantize: Optional[str] = Field(None, description="q4_K_M, q8_0, ...: quantize with llama.cpp.")
+    modelfile: Optional[str] = None
+    adapters: Optional[dict[str, str]] = None

@@ -1,0 +1,150 @@
+"""Ollama's model transfers: /api/pull, /api/push, /api/create, and /api/blobs/{digest}.
+
+Pull, push and create stream NDJSON progress by default (`stream: false`: one object at
+the end). What can be refused is refused before the stream starts, as a plain
+`{"error": ...}` with its status: a bad body, an unknown model, a name the registry or
+the hub does not have. A failure after that is a last `{"error": ...}` line. Closing
+the connection cancels the work, and a cancelled pull or create leaves no model behind.
+"""
+from __future__ import annotations
+
+import falcon
+
+from modelyard.server.api.ollama.modelfile import ModelfileError, parse
+from modelyard.server.api.ollama.schema import CreateBody, PullBody, RequestError, validate
+from modelyard.server.http.bodies import RawBody, read_json_object, too_large
+from modelyard.server.http.errors import bad_request
+from modelyard.server.http.jsonio import dumps
+from modelyard.server.http.worker_stream import WorkerStream, Work, run_to_end
+from modelyard.server.registry import derive, pulls
+from modelyard.server.registry.blobs import Blobs, digest_hex
+from modelyard.server.registry.errors import StoreError
+from modelyard.server.registry.store import Store, check_id
+from modelyard.server.settings import Settings
+from modelyard.server.shared import names
+
+NDJSON = "application/x-ndjson"
+
+
+def _body(req, model, settings: Settings):
+    try:
+        return validate(model, read_json_object(req, settings.max_body_size))
+    except RequestError as exc:
+        raise bad_request(str(exc)) from None
+
+
+def _error_line(exc: BaseException) -> dict:
+    if isinstance(exc, StoreError):
+        return {"error": str(exc)}
+    return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _respond(resp, stream: bool, work: Work, name: str) -> None:
+    if not stream:
+        resp.media = run_to_end(work) or {"status": "success"}
+        return
+    resp.content_type = NDJSON
+    resp.stream = WorkerStream(work, lambda event: dumps(event) + b"\n", _error_line, name=name)
+
+
+class Pull:
+    def __init__(self, store: Store, settings: Settings):
+        self.store, self.settings = store, settings
+
+    def on_post(self, req, resp):
+        body = _body(req, PullBody, self.settings)
+        self.store.check_writable()
+        check_id(names.to_id(body.target))
+        # Planned before the response starts: an unknown repo or tag is a 404 here.
+        plan = pulls.plan_pull(body.target, body.insecure, self.settings.ollama_registry)
+        _respond(resp, body.stream, lambda emit, cancel: self._pull(plan, emit, cancel),
+                 f"pull-{plan.model_id}")
+
+    def _pull(self, plan, emit, cancel) -> None:
+        emit({"status": "pulling manifest"})
+        pulls.pull(self.store, plan, emit, cancel)
+
+
+class Push:
+    def __init__(self, store: Store, settings: Settings):
+        self.store, self.settings = store, settings
+
+    def on_post(self, req, resp):
+        body = _body(req, PullBody, self.settings)
+        self.store.get(names.to_id(body.target))  # 404 before the stream
+        _respond(resp, body.stream,
+                 lambda emit, cancel: pulls.push(self.store, body.target, emit, cancel, body.insecure),
+                 f"push-{names.to_id(body.target)}")
+
+
+class Create:
+    def __init__(self, store: Store, blobs: Blobs, settings: Settings):
+        self.store, self.blobs, self.settings = store, blobs, settings
+
+    def on_post(self, req, resp):
+        body = _body(req, CreateBody, self.settings)
+        recipe = self.recipe(body)
+        derive.check(self.store, self.blobs, recipe)
+        _respond(resp, body.stream,
+                 lambda emit, cancel: derive.create(self.store, self.blobs, recipe, emit, cancel),
+                 f"create-{recipe.model_id}")
+
+    def recipe(self, body: CreateBody) -> derive.Recipe:
+        fields = body.model_dump(by_alias=True, exclude_none=True)
+        if body.modelfile:
+            try:
+                fields = {**parse(body.modelfile), **{k: v for k, v in fields.items() if k != "modelfile"}}
+            except ModelfileError as exc:
+                raise bad_request(f"Modelfile: {exc}") from None
+        if body.adapters:
+            raise bad_request("'adapters' (LoRA) are not supported yet")
+        base, files = fields.get("from"), fields.get("files") or {}
+        if bool(base) == bool(files):
+            raise bad_request("Send 'from' (a model) or 'files' (uploaded blobs), one of the two")
+        for digest in files.values():
+            digest_hex(digest)  # 400 for a malformed digest
+        license = fields.get("license")
+        ollama = {"system": fields.get("system"), "template": fields.get("template"),
+                  "parameters": fields.get("parameters"),
+                  "license": "\n".join(license) if isinstance(license, list) else license}
+        return derive.Recipe(names.to_id(body.target), base=names.to_id(base) if base else None,
+                             files=derive.blob_roles(self.blobs, files) if files else {},
+                             ollama={k: v for k, v in ollama.items() if v is not None},
+                             quantize=fields.get("quantize"))
+
+
+class Blob:
+    """HEAD: 200 when the blob is here, 404 when not. POST: the raw bytes, verified."""
+
+    def __init__(self, blobs: Blobs, store: Store, settings: Settings):
+        self.blobs, self.store, self.settings = blobs, store, settings
+
+    def on_head(self, req, resp, digest):
+        resp.status = falcon.HTTP_200 if self.blobs.has(digest) else falcon.HTTP_404
+
+    def on_post(self, req, resp, digest):
+        digest_hex(digest)
+        self.store.check_writable()
+        length = req.content_length
+        if length is None:
+            raise falcon.HTTPLengthRequired(description="Send the blob with a Content-Length")
+        if length > self.settings.max_upload_size:
+            raise too_large(length, self.settings.max_upload_size)
+        body = RawBody(req.env, length)
+
+        def read(view: memoryview) -> int:
+            n = body.readinto(view)
+            if n == 0 and body.remaining:
+                raise bad_request(f"The body ended {body.remaining} bytes short of its Content-Length")
+            return n
+
+        self.blobs.receive(digest, read)
+        resp.status = falcon.HTTP_201
+
+
+def add_routes(app: falcon.App, store: Store, settings: Settings) -> None:
+    blobs = Blobs(store.root)
+    app.add_route("/api/pull", Pull(store, settings))
+    app.add_route("/api/push", Push(store, settings))
+    app.add_route("/api/create", Create(store, blobs, settings))
+    app.add_route("/api/blobs/{digest}", Blob(blobs, store, settings))

@@ -1,0 +1,156 @@
+"""New models made from what the store already holds, as `ollama create` makes them:
+from another model or from uploaded blobs, with their own system prompt, template and
+parameters, and optionally quantized by llama.cpp.
+
+Files are taken by hard link (Transfer.place), so a derived model shares its base's
+bytes and deleting either leaves the other whole; a quantized model gets a new file.
+Every file still passes the commit's checks, so a create never makes a model ready
+with a file that does not load.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from modelyard.server.registry import formats, quantize
+from modelyard.server.registry import store as st
+from modelyard.server.registry.blobs import Blobs
+from modelyard.server.registry.errors import InvalidFile, ModelNotFound
+
+Emit = Callable[[dict], None]
+
+
+@dataclass
+class Recipe:
+    """What a create asks for; `base` is a model id, or `files` names blobs by role."""
+
+    model_id: str
+    base: str | None = None
+    files: dict[str, str] = field(default_factory=dict)  # role -> blob digest (see blob_roles)
+    ollama: dict = field(default_factory=dict)  # template, system, parameters, license
+    quantize: str | None = None
+
+
+def blob_roles(blobs: Blobs, files: dict[str, str]) -> dict[str, str]:
+    """Ollama's `files` (file name -> digest) by store role: a CLIP GGUF is the projector."""
+    roles: dict[str, str] = {}
+    for name, digest in files.items():
+        path = blobs.path(digest)
+        if not path.is_file():
+            raise InvalidFile(f"File '{name}': no blob {digest}; upload it first with "
+                              f"POST /api/blobs/{digest}")
+        try:
+            arch = formats.gguf_metadata(path).get("general.architecture")
+        except formats.FormatError as exc:
+            raise InvalidFile(f"File '{name}' is not a GGUF model: {exc}") from None
+        role = "mmproj" if arch == "clip" else "model"
+        if role in roles:
+            raise InvalidFile(f"More than one {'projector' if role == 'mmproj' else 'model'} file in 'files'")
+        roles[role] = digest
+    if "model" not in roles:
+        raise InvalidFile("'files' holds no model GGUF (only a projector)")
+    return roles
+
+
+def check(store: st.Store, blobs: Blobs, recipe: Recipe) -> None:
+    """Everything a create can be refused for before it starts (so the refusal is a plain
+    4xx, not a line in a stream). Raises StoreError subclasses."""
+    store.check_writable()
+    st.check_id(recipe.model_id)
+    if recipe.base is not None:
+        base = store.get(recipe.base)
+        if not base["readyToUse"] or base["kind"] == "onnx":
+            raise InvalidFile(f"Model '{recipe.base}' has no complete GGUF file to create from")
+        source = store.file_path(recipe.base)
+    else:
+        source = blobs.path(recipe.files["model"])
+    if recipe.quantize:
+        quantize.ftype(recipe.quantize)
+        quantize.check_source(formats.gguf_metadata(source).get("general.file_type"))
+
+
+def create(store: st.Store, blobs: Blobs, recipe: Recipe, emit: Emit, cancel: threading.Event) -> dict:
+    """Make (or replace) `recipe.model_id` (after `check`); returns its registry view."""
+    sources: dict[str, Path]
+    if recipe.base is not None:
+        base = store.get(recipe.base)
+        record = store.meta(recipe.base)
+        kind, gguf_settings = base["kind"], record.get("gguf")
+        ollama = dict(record.get("ollama") or {})
+        sources = {role: store.file_path(recipe.base, role) for role in record["files"]}
+    else:
+        kind, gguf_settings, ollama = ("vlm" if "mmproj" in recipe.files else "llm"), None, {}
+        sources = {role: blobs.path(digest) for role, digest in recipe.files.items()}
+    params = {**(ollama.get("parameters") or {}), **(recipe.ollama.get("parameters") or {})}
+    ollama.update({k: v for k, v in recipe.ollama.items() if k != "parameters" and v is not None})
+    if params:
+        ollama["parameters"] = params
+
+    try:
+        existing = store.get(recipe.model_id)
+    except ModelNotFound:
+        existing = None
+    fields = {"id": recipe.model_id, "kind": kind, "version": (existing or {}).get("version", "")}
+    if gguf_settings:
+        fields["gguf"] = gguf_settings
+    store.create(fields)
+    ok = False
+    try:
+        with store.transfer(recipe.model_id) as transfer:
+            for role, path in sources.items():
+                if role == "model" and recipe.quantize:
+                    _quantize(path, transfer, recipe.quantize, emit, cancel)
+                else:
+                    emit({"status": f"using existing layer sha256:{_sha(store, recipe, role, path)}"})
+                    transfer.place(role, path)
+            emit({"status": "verifying sha256 digest"})
+            transfer.commit()
+        emit({"status": "writing manifest"})
+        view = store.update(recipe.model_id, {"ollama": ollama}) if ollama else store.get(recipe.model_id)
+        ok = True
+    finally:
+        if not ok and existing is None:
+            try:
+                store.delete(recipe.model_id)
+            except st.StoreError:
+                pass
+    emit({"status": "success"})
+    return view
+
+
+def _sha(store: st.Store, recipe: Recipe, role: str, path: Path) -> str:
+    if recipe.base is not None:
+        return store.meta(recipe.base)["files"][role]["sha256"]
+    return path.name.removeprefix("sha256-")
+
+
+def _quantize(source: Path, transfer: st.Transfer, target: str, emit: Emit, cancel: threading.Event) -> None:
+    meta = formats.gguf_metadata(source)
+    file_type = meta.get("general.file_type")
+    status = f"quantizing {_type_name(file_type)} model to {target.upper()}"
+    out = transfer.partial_path("model")
+
+    def progress(done: int, total: int) -> None:
+        emit({"status": status, "digest": "0", "total": total, "completed": done})
+
+    quantize.quantize(source, out, target, file_type, progress, _Either(cancel, transfer.cancel))
+    transfer.writer("model", resume=True)  # hash what the quantizer wrote; commit checks it
+
+
+def _type_name(file_type: int | None) -> str:
+    return {0: "F32", 1: "F16", 32: "BF16"}.get(file_type, f"type {file_type}")
+
+
+class _Either:
+    """A cancel that is set when either of two events is: the client's or the store's (DELETE)."""
+
+    def __init__(self, a: threading.Event, b: threading.Event):
+        self.a, self.b = a, b
+
+    def is_set(self) -> bool:
+        return self.a.is_set() or self.b.is_set()
+
+    def wait(self, timeout: float) -> bool:
+        return self.a.wait(timeout) or self.b.is_set()

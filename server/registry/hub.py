@@ -1,0 +1,82 @@
+"""Which files of a Hugging Face repo a pull by repo name means: Ollama's
+`hf.co/{org}/{repo}:{quant}`, Mullama's `hf:org/repo[:file]`, Silicon Studio's `org/repo`.
+
+A repo usually holds one GGUF per quantization, and a vision model's projector beside
+them (`mmproj-*.gguf`). `pick_gguf` is the pure choice; `repo_files` lists the repo
+through huggingface_hub (HF_ENDPOINT and HF_TOKEN apply, as for every hub download).
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from modelyard.server.registry.errors import FetchError
+
+# When no quantization is named: the first of these the repo has, as Ollama picks Q4_K_M
+# for `hf.co/org/repo`: the usual balance of size and quality.
+PREFERENCE = ("Q4_K_M", "Q4_K_S", "Q4_0", "Q5_K_M", "Q5_0", "Q6_K", "Q8_0", "F16", "BF16", "F32")
+
+
+@dataclass(frozen=True)
+class RepoFile:
+    path: str
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class Choice:
+    model: RepoFile
+    mmproj: RepoFile | None = None
+
+
+def _is_projector(path: str) -> bool:
+    return "mmproj" in path.rsplit("/", 1)[-1].lower()
+
+
+def _has_quant(path: str, quant: str) -> bool:
+    """Whether a file name carries `quant` as a whole word (Q4_K_M is not Q4_K_M_L)."""
+    stem = path.rsplit("/", 1)[-1].lower().removesuffix(".gguf")
+    return re.search(rf"(^|[-._]){re.escape(quant.lower())}($|[-._])", stem) is not None
+
+
+def pick_gguf(files: list[RepoFile], quant: str | None = None) -> Choice:
+    """The model file of `quant` (or the preferred quantization) and the repo's projector.
+
+    Raises FetchError (404) naming what the repo has, so the user can pick."""
+    ggufs = sorted((f for f in files if f.path.lower().endswith(".gguf")), key=lambda f: f.path)
+    models = [f for f in ggufs if not _is_projector(f.path)]
+    projectors = [f for f in ggufs if _is_projector(f.path)]
+    if not models:
+        raise FetchError("The repo has no GGUF model file", code=404)
+    wanted = [quant] if quant and quant.lower() != "latest" else list(PREFERENCE)
+    chosen = next((f for q in wanted for f in models if _has_quant(f.path, q)), None)
+    if chosen is None and (not quant or quant.lower() == "latest"):
+        chosen = models[0]
+    if chosen is None:
+        have = ", ".join(f.path for f in models)
+        raise FetchError(f"The repo has no GGUF file of quantization '{quant}'; it has: {have}", code=404)
+    # The projector of the same precision as the model when there are several, else the first.
+    projector = next((p for p in projectors if any(_has_quant(p.path, q) for q in ("F16", "BF16"))),
+                     projectors[0] if projectors else None)
+    return Choice(chosen, projector)
+
+
+def repo_files(repo_id: str, revision: str = "main") -> list[RepoFile]:
+    """Every file of a model repo on the hub, with sizes. Raises FetchError."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+    from huggingface_hub.hf_api import RepoFile as HubFile
+
+    try:
+        api = HfApi(token=os.environ.get("HF_TOKEN") or None)
+        tree = api.list_repo_tree(repo_id, revision=revision, recursive=True)
+        return [RepoFile(f.path, f.size) for f in tree if isinstance(f, HubFile)]
+    except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else 502
+        raise FetchError(f"Listing Hugging Face repo '{repo_id}' failed ({status}): "
+                         f"{str(exc).splitlines()[0]}", code=404 if status in (401, 404) else 502) from None
+    except HFValidationError as exc:
+        raise FetchError(f"Invalid Hugging Face repo '{repo_id}': {exc}", code=400) from None
+    except OSError as exc:
+        raise FetchError(f"Listing Hugging Face repo '{repo_id}' failed: {exc}") from None
