@@ -139,7 +139,7 @@ def test_client_disconnect_during_upload_leaves_no_partial(server, tmp_path):
             b"Content-Type: multipart/form-data; boundary=" + boundary +
             b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body[: len(body) // 2]
         )
-        assert wait_for(lambda: partials(server))
+        assert wait_for(lambda: partials(server), timeout=30)  # a loaded machine is slow to start it
     # Truncated body: the server must notice, answer nothing useful, and clean up.
     assert wait_for(lambda: not partials(server), timeout=20), partials(server)
     assert httpx.get(f"{server.url}/store/v1/models/m1").json()["readyToUse"] is False

@@ -17,6 +17,7 @@ import falcon
 import gguf
 
 from modelyard.server.shared import names
+from modelyard.server.api.ollama import templates
 from modelyard.server.api.ollama.schema import (ChatBody, CopyBody, DeleteBody, EmbedBody, EmbeddingsBody, GenerateBody,
                                                 RequestError, ShowBody, chat_messages, decode_images,
                                                 keep_alive_seconds, validate, with_defaults)
@@ -293,11 +294,21 @@ class Generate(_Generate):
             images = decode_images(body.images, "body")
         except RequestError as exc:
             raise bad_request(str(exc)) from None
-        if body.raw or body.context:
-            model = loaded.model
-            tokens = list(body.context or []) + model.tokenize(body.prompt or "", add_special=not body.context)
-            creq = CompletionRequest(**common, prompts=[tokens])
-            _, group, _ = self.dispatcher.completion(creq)
+        # A prompt laid out here (fill-in-the-middle, raw, a continued context, an Ollama
+        # template) goes to the engine as tokens; otherwise the model's chat template serves.
+        tokens = None
+        if body.suffix:
+            tokens = loaded.model.infill_prompt(body.prompt or "", body.suffix)
+            if tokens is None:
+                raise bad_request(f"{body.model} does not support insert (its vocabulary has no "
+                                  "fill-in-the-middle tokens)")
+        elif body.raw or body.context:
+            tokens = list(body.context or []) + loaded.model.tokenize(body.prompt or "",
+                                                                     add_special=not body.context)
+        elif not images and (templated := self._templated(body, record, system)) is not None:
+            tokens = loaded.model.tokenize(templated, add_special=True)
+        if tokens is not None:
+            _, group, _ = self.dispatcher.completion(CompletionRequest(**common, prompts=[tokens]))
             job = None
         else:
             messages = ([{"role": "system", "content": system}] if system else []) + [
@@ -345,6 +356,22 @@ class Generate(_Generate):
             resp.media = finish(gen)
             return
         self._respond(resp, body, body.model, group, chunk, finish, close)
+
+
+    @staticmethod
+    def _templated(body, record: dict, system: str | None) -> str | None:
+        """The prompt rendered by the request's `template`, or by the model's own Ollama
+        template (from a create or a pull) when it is one this renderer runs; None: the
+        model's GGUF chat template serves, as for /v1."""
+        template = body.template or record.get("template")
+        if not template:
+            return None
+        try:
+            return templates.render(template, {"System": system or "", "Prompt": body.prompt or ""})
+        except templates.TemplateError as exc:
+            if body.template:
+                raise bad_request(f"'template': {exc}") from None
+            return None
 
 
 class Chat(_Generate):

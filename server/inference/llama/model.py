@@ -120,6 +120,22 @@ class LlamaModel:
     def detokenize(self, tokens: list[int], special: bool = False) -> str:
         return b"".join(self.piece(t, special) for t in tokens).decode(errors="replace")
 
+    def fim_tokens(self) -> tuple[int, int, int] | None:
+        """(prefix, suffix, middle) tokens of a model trained to fill in the middle (code
+        models: <|fim_prefix|>...), as llama.cpp's vocabulary finds them; None without."""
+        ids = (L.llama_vocab_fim_pre(self.vocab), L.llama_vocab_fim_suf(self.vocab), L.llama_vocab_fim_mid(self.vocab))
+        return None if -1 in ids else ids
+
+    def infill_prompt(self, prefix: str, suffix: str) -> list[int] | None:
+        """The tokens of a fill-in-the-middle prompt, laid out as llama.cpp's server lays
+        them out: [BOS] <prefix token> prefix <suffix token> suffix <middle token>."""
+        fim = self.fim_tokens()
+        if fim is None:
+            return None
+        pre, suf, mid = fim
+        return (([self.bos] if self.add_bos else []) + [pre] + self.tokenize(prefix, add_special=False)
+                + [suf] + self.tokenize(suffix, add_special=False) + [mid])
+
     def is_eog(self, token: int) -> bool:
         return bool(L.llama_vocab_is_eog(self.vocab, token))
 
