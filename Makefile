@@ -28,10 +28,18 @@ $(VENV)/bin/python:
 #   ggml_backend_amx_mul_mat crashes the process on ordinary Q8_0 models there
 #   (docs/engines.md). -mno-amx-* keeps every other feature of the CPU (AVX-512, VNNI,
 #   BF16) and leaves the AMX path out; GCC honours an explicit -mno-* whatever -march says.
+# - LLAMA_AMX=patched opts in to the AMX kernels with their tile configuration fixed
+#   (tools/amx_ldtilecfg_fix.h): about 3x faster Q8_0 prompts on AMX CPUs
+#   (docs/benchmarks.md), on a code path upstream barely exercises (docs/engines.md).
 # CMAKE_ARGS adds to the flags, e.g. CMAKE_ARGS=-DGGML_CUDA=on on a GPU machine.
 LLAMA_PIN := $(shell grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml)
+LLAMA_AMX ?= off
 NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+ifeq ($(LLAMA_AMX),patched)
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=ON -DCMAKE_CXX_FLAGS='-include $(CURDIR)/tools/amx_ldtilecfg_fix.h' $(CMAKE_ARGS)
+else
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=ON -DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)' $(CMAKE_ARGS)
+endif
 MODELYARD_CACHE ?= $(HOME)/.cache/modelyard
 WHEELS := $(MODELYARD_CACHE)/wheels/$(subst ==,-,$(LLAMA_PIN))-$(shell echo "$(LLAMA_CMAKE_ARGS)" | sha256sum | cut -c1-12)
 LLAMA_WHEEL := $(WHEELS)/.built

@@ -2,7 +2,7 @@
    work with compilers whose AMX intrinsics declare _tile_loadconfig's memory operand as
    8 bytes (GCC 12 here): the compiler then drops the stores that fill the 64-byte tile
    configuration, and the first tile instruction faults (docs/engines.md).
-   For experiments and the AMX benchmark only: `make` builds without AMX. */
+   `make` builds without AMX; `make LLAMA_AMX=patched` builds with this header. */
 #ifdef __cplusplus
 #include <immintrin.h>
 #undef _tile_loadconfig
