@@ -211,9 +211,15 @@ def build_document(version: str) -> dict:
             return model_or_schema
         schema = model_or_schema.model_json_schema(ref_template="#/components/schemas/{model}")
         for name, sub in schema.pop("$defs", {}).items():
-            components[name] = sub
-        components[model_or_schema.__name__] = schema
+            add(name, sub)
+        add(model_or_schema.__name__, schema)
         return {"$ref": f"#/components/schemas/{model_or_schema.__name__}"}
+
+    def add(name: str, schema: dict) -> None:
+        # Components are named after their classes: two families' classes of one name
+        # would silently document one family's body with the other's schema.
+        if components.setdefault(name, schema) != schema:
+            raise ValueError(f"two request or response models are both named {name!r}: rename one")
 
     paths: dict[str, dict] = {}
     for op in operations():

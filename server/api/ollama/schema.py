@@ -112,20 +112,20 @@ class GenerateBody(_Generating):
     images: Optional[list[str]] = Field(None, description="Base64 images, for a vlm.")
 
 
-class ToolCallFunction(_Body):
+class OllamaToolCallFunction(_Body):
     name: str
     arguments: dict[str, Any] = Field(default_factory=dict)
 
 
-class ToolCall(_Body):
-    function: ToolCallFunction
+class OllamaToolCall(_Body):
+    function: OllamaToolCallFunction
 
 
 class ChatMessage(_Body):
     role: Literal["system", "user", "assistant", "tool"]
     content: str = ""
     images: Optional[list[str]] = None
-    tool_calls: Optional[list[ToolCall]] = None
+    tool_calls: Optional[list[OllamaToolCall]] = None
     thinking: Optional[str] = None
     tool_name: Optional[str] = None
 
