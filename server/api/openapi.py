@@ -12,14 +12,10 @@ from typing import Any
 import falcon
 from pydantic import BaseModel
 
-from modelyard.server.http.errors import is_mullama
-
 from modelyard.server.api.anthropic import schema as anthropic
 from modelyard.server.api.kserve import codec as kserve
-from modelyard.server.api.mullama import schema as mullama
 from modelyard.server.api.ollama import schema as ollama
 from modelyard.server.api.openai import schema as openai
-from modelyard.server.api.silicon import schema as silicon
 from modelyard.server.api.store import schema as store
 
 JSON = "application/json"
@@ -38,10 +34,6 @@ _OPENAI_ERROR = {"type": "object", "required": ["error"], "properties": {"error"
     "type": "object", "required": ["code", "message", "type"],
     "properties": {"code": {"type": "integer"}, "message": {"type": "string"}, "type": {"type": "string"}}}}}
 _KSERVE_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
-_MULLAMA_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
-    "type": "object", "required": ["message", "type", "code"],
-    "properties": {"message": {"type": "string"}, "code": {"type": "string"}, "type": {
-        "enum": ["invalid_request", "not_found", "model_error", "conflict", "internal_error", "overloaded"]}}}}}
 _ANTHROPIC_ERROR = {"type": "object", "required": ["type", "error"], "properties": {
     "type": {"const": "error"}, "error": {"type": "object", "required": ["type", "message"],
                                           "properties": {"type": {"type": "string"}, "message": {"type": "string"}}}}}
@@ -69,80 +61,6 @@ def _id_param() -> dict:
 def _digest_param() -> dict:
     return {"name": "digest", "in": "path", "required": True, "schema": {"type": "string"},
             "description": "sha256:<64 hex digits>"}
-
-
-def _name_param() -> dict:
-    return {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
-            "description": "The model's alias (name:tag) or registry id."}
-
-
-def _mullama_operations() -> list[Op]:
-    name = (_name_param(),)
-    return [
-        Op("get", "/api/models", "mullama", "Every ready GGUF model, loaded or not",
-           responses={200: {JSON: mullama.MullamaModelList}}, errors=(401, 403)),
-        Op("get", "/api/models/{name}", "mullama", "A model, with its architecture, vocabulary size and "
-           "capabilities from its GGUF", responses={200: {JSON: mullama.MullamaModelDetail}},
-           errors=(400, 401, 403, 404), query=name),
-        Op("delete", "/api/models/{name}", "mullama", "Unload a model and delete it from the store",
-           responses={200: {JSON: mullama.MullamaStatusResult}}, errors=(400, 401, 403, 404, 409), query=name),
-        Op("post", "/api/models/{name}/unload", "mullama", "Unload a model (409 when it is not loaded)",
-           responses={200: {JSON: mullama.MullamaStatusResult}}, errors=(400, 401, 403, 404, 409), query=name),
-        Op("post", "/api/models/pull", "mullama", "Pull a catalogue model or hf:org/repo[:file] (NDJSON "
-           "progress with stream: true)", body=mullama.MullamaPullBody,
-           responses={200: {JSON: mullama.MullamaPullResult, NDJSON: {"type": "string"}}},
-           errors=(400, 401, 403, 404, 409, 413, 502)),
-        Op("post", "/api/models/load", "mullama", "Load a model with its context size and GPU layers (409 when "
-           "it is loaded with them already)", body=mullama.MullamaLoadBody,
-           responses={200: {JSON: mullama.MullamaLoadResult}}, errors=(400, 401, 403, 404, 409, 413, 500, 501)),
-        Op("get", "/api/system/status", "mullama", "Version, uptime, models, requests, tokens and memory",
-           responses={200: {JSON: mullama.MullamaSystemStatus}}, errors=(401, 403)),
-        Op("get", "/api/defaults", "mullama", "The catalogue of small useful GGUF models",
-           responses={200: {JSON: {"type": "array", "items": mullama.MullamaDefaultEntry.model_json_schema()}}},
-           errors=(401, 403)),
-        Op("post", "/api/defaults/{name}/use", "mullama", "Pull a catalogue model, load it, make it the default",
-           responses={200: {JSON: mullama.MullamaLoadResult}}, errors=(400, 401, 403, 404, 409, 500, 502), query=name),
-        Op("get", "/status", "mullama", "The daemon's status", responses={200: {JSON: mullama.MullamaStatus}}, errors=()),
-        Op("get", "/health", "mullama", "200 while serving, 503 while the --preload models load",
-           responses={200: {JSON: {"type": "object"}}, 503: {JSON: {"type": "object"}}}, errors=()),
-    ]
-
-
-def _silicon_operations() -> list[Op]:
-    e, s = "/api/engine", silicon
-    status = {200: {JSON: s.SiliconStatusOut}}
-    return [
-        Op("get", f"{e}/models", "silicon", "Every model: status, download progress, path, size",
-           responses={200: {JSON: s.SiliconModelListOut}}, errors=(401, 403)),
-        Op("post", f"{e}/models/download", "silicon", "Download a Hugging Face repo's GGUF in the background",
-           body=s.SiliconDownloadBody, responses={202: {JSON: s.SiliconStatusOut}},
-           errors=(400, 401, 403, 404, 409, 413)),
-        Op("post", f"{e}/models/delete", "silicon", "Delete a model (a registered file stays on disk)",
-           body=s.SiliconModelRef, responses=status, errors=(400, 401, 403, 404, 409, 413)),
-        Op("post", f"{e}/models/register", "silicon", "Register a GGUF file, or a folder with its projector, "
-           "where it lies", body=s.SiliconRegisterBody, responses=status, errors=(400, 401, 403, 409, 413)),
-        Op("post", f"{e}/models/scan", "silicon", "Register every valid GGUF under a folder; say what was skipped",
-           body=s.SiliconScanBody, responses={200: {JSON: s.SiliconScanOut}}, errors=(400, 401, 403, 413)),
-        Op("get", f"{e}/models/active", "silicon", "The model this API loaded last, or {\"model\": null}",
-           responses={200: {JSON: s.SiliconActiveOut}}, errors=(401, 403)),
-        Op("post", f"{e}/models/load", "silicon", "Load a model (kv_quantization 4 or 8: a quantized KV cache)",
-           body=s.SiliconLoadBody, responses={200: {JSON: s.SiliconLoadOut}},
-           errors=(400, 401, 403, 404, 413, 500, 503)),
-        Op("post", f"{e}/models/unload", "silicon", "Unload a model (the active one without a body)",
-           body=s.SiliconUnloadBody, responses=status, errors=(400, 401, 403, 413)),
-        Op("get", f"{e}/models/adapters", "silicon", "Fine-tuned adapters (none: fine-tuning is not served yet)",
-           responses={200: {JSON: s.SiliconAdapterList}}, errors=(401, 403)),
-        Op("get", f"{e}/models/{{model_id}}/format", "silicon", "The tokenizer's metadata from the GGUF",
-           responses={200: {JSON: s.SiliconFormatOut}}, errors=(400, 401, 403, 404)),
-        Op("post", f"{e}/chat", "silicon", "Chat, streamed as SSE {\"text\"} events and a final done event "
-           "with the usage", body=s.SiliconChatBody, responses={200: {SSE: s.SiliconChatEvent}},
-           errors=(400, 401, 403, 404, 413, 500, 503)),
-        Op("post", f"{e}/chat/stop", "silicon", "Stop the chats being streamed (of one model when named)",
-           body=s.SiliconStopBody, responses=status, errors=(400, 401, 403, 413)),
-        Op("post", f"{e}/predict", "silicon", "A completion for inline suggestions, at the highest priority",
-           body=s.SiliconPredictBody, responses={200: {JSON: s.SiliconPredictOut}},
-           errors=(400, 401, 403, 404, 413, 499, 500, 503)),
-    ]
 
 
 def operations() -> list[Op]:
@@ -264,8 +182,6 @@ def operations() -> list[Op]:
         Op("post", "/api/embeddings", "ollama", "One embedding (the older form)", body=ollama.EmbeddingsBody,
            responses={200: {JSON: {"type": "object", "required": ["embedding"]}}},
            errors=(400, 401, 403, 404, 413, 500, 503)),
-        *_mullama_operations(),
-        *_silicon_operations(),
         Op("get", "/healthz", "health", "Liveness", responses={200: {JSON: {"type": "object"}}}, errors=()),
         Op("get", "/readyz", "health", "Readiness: the --preload models are loaded",
            responses={200: {JSON: {"type": "object"}}, 503: {JSON: {"type": "object"}}}, errors=()),
@@ -278,8 +194,6 @@ def operations() -> list[Op]:
 
 
 def _error_schema(path: str) -> dict:
-    if is_mullama(path):
-        return _MULLAMA_ERROR
     if path.startswith("/v1/messages"):
         return _ANTHROPIC_ERROR
     if path.startswith(("/v2/", "/api/")):
