@@ -19,6 +19,12 @@ forward: the renames and the final metadata write are redone by the next writer 
 model (a transfer or the start-up recovery) if a crash cut them short. Before that
 write, the old model is untouched. So after a crash at any step a restart shows the old
 complete model or the new one, and a model is never ready with a file it did not verify.
+
+A model registered by path (`register_path`, see registered.py) has no file in its folder:
+its records name the user's files, which the store never writes, renames or deletes. It is
+decided by one metadata write too (a crash before it leaves the folder without model.json,
+which start-up removes, or the previous registration). It is ready only while each file
+stats as it did when it was verified (inode, mtime, size); otherwise the view says why not.
 """
 from __future__ import annotations
 
@@ -33,7 +39,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
-from modelyard.server.registry import formats
+from modelyard.server.registry import formats, registered
 from modelyard.server.registry.crashpoints import crash_point
 from modelyard.server.registry.diskio import FileWriter, atomic_write, flock, fsync_dir, tmp_files
 from modelyard.server.shared.facts import KINDS, id_problem
@@ -73,10 +79,15 @@ def check_id(model_id: str) -> None:
         raise InvalidId(f"Invalid model id {model_id!r}: it {problem}")
 
 
-def public_view(meta: dict, ready: bool) -> dict:
-    """What the API shows of a model (the mModelStore API's Model object)."""
+def public_view(meta: dict, ready: bool, reason: str | None = None) -> dict:
+    """What the API shows of a model (the mModelStore API's Model object). A model registered
+    by path adds `registeredPath`, and `notReadyReason` while it is not ready."""
     out = {"id": meta["id"], "version": meta.get("version", ""), "kind": meta["kind"]}
     out["readyToUse"] = ready
+    if meta.get("registeredPath"):
+        out["registeredPath"] = meta["registeredPath"]
+        if not ready and reason:
+            out["notReadyReason"] = reason
     if meta.get("totalSize") is not None:
         out["totalSize"] = meta["totalSize"]
     out["createdAt"] = meta["createdAt"]
@@ -87,6 +98,17 @@ def public_view(meta: dict, ready: bool) -> dict:
     if ready and main:
         out["sha256"] = main["sha256"]
     return out
+
+
+def _external_key(meta: dict) -> tuple:
+    """The stats of a registered model's files (in the store's folder, nothing: ())."""
+    if not meta.get("registeredPath"):
+        return ()
+    return tuple(registered.stat_key(r["path"]) for r in meta.get("files", {}).values() if r.get("path"))
+
+
+def is_registered(meta: dict) -> bool:
+    return bool(meta.get("registeredPath"))
 
 
 class Store:
@@ -117,7 +139,30 @@ class Store:
 
     def file_path(self, model_id: str, role: str = "model") -> Path:
         meta = self._read_meta(model_id)
-        return self.model_dir(model_id) / files_for(meta["kind"])[role]
+        name = files_for(meta["kind"])[role]
+        record = meta.get("files", {}).get(role)
+        if record and record.get("path"):  # registered by path: the user's file
+            return Path(record["path"])
+        return self.model_dir(model_id) / name
+
+    def open_file(self, model_id: str, role: str = "model"):
+        """A ready model's file, open for reading. A registered file is checked after it is
+        opened (fstat against its record), so what is read is the file that was verified,
+        not one that replaced it between a readiness check and the open. Raises InvalidFile
+        when the model is not ready."""
+        entry = self._entry(model_id)
+        if not entry.view["readyToUse"]:
+            reason = entry.view.get("notReadyReason") or "readyToUse is false"
+            raise InvalidFile(f"Model '{model_id}' has no complete file: {reason}")
+        f = open(self.file_path(model_id, role), "rb")
+        record = entry.meta.get("files", {}).get(role) or {}
+        if record.get("path"):
+            st = os.fstat(f.fileno())
+            problem = registered.change_problem(role, record, (st.st_ino, st.st_mtime_ns, st.st_size))
+            if problem:
+                f.close()
+                raise InvalidFile(problem)
+        return f
 
     # ---- reads -------------------------------------------------------------------------
 
@@ -164,13 +209,17 @@ class Store:
             st = os.stat(path)
             key = (st.st_ino, st.st_mtime_ns, st.st_size)
             cached = self._cache.get(model_id)
-            if cached and cached.key == key:
+            # A registered model's files change without model.json changing: their stats
+            # are part of the key (none for a model whose files are in the store).
+            if cached and cached.key[:3] == key and cached.key == key + _external_key(cached.meta):
                 return cached
             with open(path, "rb") as f:
                 meta = json.loads(f.read())
         except FileNotFoundError:
             raise ModelNotFound(model_id) from None
-        view = public_view(meta, self._is_ready(model_id, meta))
+        key += _external_key(meta)
+        reason = self._not_ready_reason(model_id, meta)
+        view = public_view(meta, reason is None, reason)
         entry = _Entry(key, meta, view, json.dumps(view).encode())
         self._cache[model_id] = entry
         return entry
@@ -191,18 +240,27 @@ class Store:
         return record.get("source")
 
     def _is_ready(self, model_id: str, meta: dict) -> bool:
-        """Every file the kind needs was committed and is on disk at its verified size."""
+        return self._not_ready_reason(model_id, meta) is None
+
+    def _not_ready_reason(self, model_id: str, meta: dict) -> str | None:
+        """None when every file the kind needs was committed and is on disk at its verified
+        size (a registered file: with the stat it was verified with); else why not."""
         committed = meta.get("files", {})
         for role, name in files_for(meta["kind"]).items():
             record = committed.get(role)
+            if record and record.get("path"):
+                problem = registered.change_problem(role, record, registered.stat_key(record["path"]))
+                if problem:
+                    return problem
+                continue
             if not record or record.get("name") != name:
-                return False
+                return f"no committed {role} file"
             try:
                 if os.stat(os.path.join(self._models, model_id, name)).st_size != record["size"]:
-                    return False
+                    return f"the {role} file is not at its verified size"
             except FileNotFoundError:
-                return False
-        return True
+                return f"the {role} file is missing"
+        return None
 
     # ---- metadata writes -------------------------------------------------------------
 
@@ -287,10 +345,71 @@ class Store:
                         path.unlink(missing_ok=True)
             return True
 
+    # ---- models registered by path ---------------------------------------------------
+
+    def register_path(self, model_id: str, path: str | Path, kind: str | None = None,
+                      fields: dict | None = None, mmproj: str | Path | None = None) -> dict:
+        """Register the GGUF file at `path` (or the folder holding one with its `mmproj`
+        projector, or the file with the projector `mmproj` names) as model `model_id`, where
+        it lies: checked as an upload is, hashed, and recorded with its stat; nothing is
+        copied. `kind` defaults to what the files say (vlm with a projector, embed for an
+        encoder, else llm). `fields` adds metadata (version, gguf, an API's own section). Registering an id that is registered already verifies again and
+        replaces it; an id whose files are in the store is refused (409). Returns the view.
+        Raises InvalidFile, InvalidId, TransferBusy, ReadOnlyStore."""
+        self.check_writable()
+        check_id(model_id)
+        target = Path(path)
+        if target.is_absolute():
+            target = Path(os.path.normpath(target))  # no '..' in what is recorded
+        found = registered.resolve(target)
+        if mmproj is not None:
+            if found.mmproj is not None or not target.is_file():
+                raise InvalidFile("Name the projector of a model file, not of a folder")
+            found = registered.Found(found.model, registered.resolve(Path(mmproj)).model)
+        for file in (found.model, found.mmproj):
+            if file is not None and _inside(file, self.models_dir):
+                raise InvalidFile(f"'{file}' is inside the store already; use its model instead")
+        architecture = registered.check(found)
+        inferred = registered.kind_for(found, architecture)
+        kind = kind or inferred
+        if kind not in KINDS or kind == "onnx":
+            raise InvalidFile(f"Kind '{kind}' cannot be registered by path: only GGUF models (llm, vlm, embed)")
+        if kind == "vlm" and found.mmproj is None:
+            raise InvalidFile(f"A vlm needs its projector: register the folder that holds "
+                              f"'{found.model.name}' and an mmproj GGUF")
+        if kind != "vlm" and found.mmproj is not None:
+            raise InvalidFile(f"Only a vlm takes a projector; '{target}' holds {found.mmproj.name}")
+        records = {"model": registered.hash_file(found.model)}
+        if found.mmproj is not None:
+            records["mmproj"] = registered.hash_file(found.mmproj)
+        folder = self.model_dir(model_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            lock = flock(folder, blocking=False)
+            lock.__enter__()
+        except BlockingIOError:
+            raise TransferBusy(f"Model '{model_id}' has an upload or download in progress") from None
+        try:
+            with self._id_locks[model_id]:
+                try:
+                    meta = dict(self._read_meta(model_id))
+                except ModelNotFound:
+                    meta = {"id": model_id, "createdAt": int(time.time() * 1000), "version": ""}
+                if meta.get("files") and not is_registered(meta) or meta.get("pending"):
+                    raise TransferBusy(f"Model '{model_id}' exists with its files in the store; "
+                                       f"delete it first or register under another id")
+                meta.update(fields or {})
+                meta.update({"kind": kind, "files": records, "registeredPath": str(target)})
+                self._write_meta(model_id, meta)
+        finally:
+            lock.__exit__(None, None, None)
+        return self.get(model_id)
+
     # ---- delete ------------------------------------------------------------------------
 
     def delete(self, model_id: str) -> None:
-        """Remove a model and its files, cancelling a transfer in progress here first."""
+        """Remove a model and its files, cancelling a transfer in progress here first. A model
+        registered by path has only its metadata here: the user's files stay."""
         self.check_writable()
         folder = self.model_dir(model_id)
         if not (folder / META).exists():
@@ -313,13 +432,15 @@ class Store:
         meta = dict(self._read_meta(source))
         if not self._is_ready(source, meta):
             raise InvalidFile(f"Model '{source}' has no complete file to copy yet")
+        # A registered model's files are the user's: the copy is a second registration.
+        links = [] if is_registered(meta) else list(meta.get("files", {}).values())
         target = self.model_dir(destination)
         with self._id_locks[destination]:
             if target.exists():
                 raise TransferBusy(f"Model '{destination}' exists; delete it first")
             staging = Path(tempfile.mkdtemp(prefix=f".copy-{destination}-", dir=self.models_dir))
             try:
-                for record in meta.get("files", {}).values():
+                for record in links:
                     os.link(self.model_dir(source) / record["name"], staging / record["name"])
                 meta.update({"id": destination, "createdAt": int(time.time() * 1000)})
                 atomic_write(staging / META, json.dumps(meta, indent=1).encode())
@@ -348,6 +469,12 @@ class Store:
             raise TransferBusy(
                 f"Model '{model_id}' already has an upload or download in progress"
             ) from None
+        meta = self._read_meta(model_id)  # as it is now that no registration can run
+        if is_registered(meta):
+            lock.__exit__(None, None, None)
+            raise TransferBusy(f"Model '{model_id}' is registered by path ({meta['registeredPath']}): "
+                               f"its files are not in the store; register the new file, or delete "
+                               f"the model first")
         cancel = threading.Event()
         with self._guard:
             self._cancels[model_id] = cancel
@@ -407,6 +534,13 @@ class Store:
                 "This store is read-only: the model is managed by its Model resource. "
                 "Change the Model with kubectl instead."
             )
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except OSError:
+        return False
 
 
 class Transfer:

@@ -6,12 +6,13 @@ from pathlib import Path
 import numpy as np
 
 
-def make_gguf(path: Path, size_bytes: int = 64 * 1024, seed: int = 0) -> Path:
-    """A GGUF file with one f32 tensor, about `size_bytes` long. Valid, not a usable LLM."""
+def make_gguf(path: Path, size_bytes: int = 64 * 1024, seed: int = 0, arch: str = "llama") -> Path:
+    """A GGUF file with one f32 tensor, about `size_bytes` long. Valid, not a usable LLM
+    (with arch "clip", what a vision projector's header says)."""
     import gguf
 
     n = max(size_bytes // 4, 8)
-    writer = gguf.GGUFWriter(str(path), "llama")
+    writer = gguf.GGUFWriter(str(path), arch)
     writer.add_name(f"test-{seed}")
     writer.add_tensor("blob", np.random.default_rng(seed).random(n, dtype=np.float32))
     writer.write_header_to_file()

@@ -1,6 +1,7 @@
 """The model registry (the mimOE mModelStore API) at /store/v1 and /mimik-ai/store/v1."""
 from __future__ import annotations
 
+import os
 import re
 
 import falcon
@@ -71,7 +72,10 @@ class Model:
         if not model["readyToUse"]:
             raise bad_request(f"Model '{model['id']}' has no complete file yet (readyToUse is false)")
         path = self.store.file_path(model["id"])
-        size = path.stat().st_size
+        # Opened first and sized from the open file: a file registered by path is checked
+        # against its record once open, so what is sent is the file that was verified.
+        f = self.store.open_file(model["id"])
+        size = os.fstat(f.fileno()).st_size
         start, end = 0, size - 1
         resp.accept_ranges = "bytes"
         # The file's sha256 names its content exactly: a strong validator for If-Range.
@@ -86,7 +90,6 @@ class Model:
             resp.content_range = (start, end, size)
         resp.content_type = "application/octet-stream"
         resp.downloadable_as = path.name.replace("model", model["id"], 1)
-        f = open(path, "rb")
         f.seek(start)
         # A plain file with a length: gunicorn hands it to sendfile().
         resp.set_stream(f, end - start + 1)

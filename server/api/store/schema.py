@@ -143,6 +143,11 @@ class ModelView(BaseModel):
     sha256: Optional[str] = Field(None, description="The main file's sha256, once ready.")
     gguf: Optional[GgufSettings] = None
     onnx: Optional[OnnxSettings] = None
+    registeredPath: Optional[str] = Field(
+        None, description="Where the model's file (or folder) lies when it was registered by path "
+                          "instead of stored; deleting the model leaves it there.")
+    notReadyReason: Optional[str] = Field(
+        None, description="Why a model registered by path is not ready (its file changed or is gone).")
 
 
 class ModelList(BaseModel):

@@ -1,0 +1,235 @@
+"""Models registered where they lie: a GGUF file, or a folder holding one and its projector,
+that the store points at instead of holding (Silicon Studio's register and scan, Mullama's
+load by path).
+
+The store keeps only the metadata of such a model. Each file's record carries its absolute
+`path` and what `os.stat` said of it when it was checked and hashed (inode, mtime, size). The
+user's file can change or vanish at any time, and the store never writes it: a record whose
+file no longer stats the same makes the model not ready, with a reason, so no API serves or
+loads a file other than the one that was verified. Registering again re-verifies it.
+
+Pure choices (which files of a folder make a model, which kind) are apart from the disk
+reads (`stat_key`, `hash_file`, `scan`).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from modelyard.server.registry import formats
+from modelyard.server.registry.errors import InvalidFile
+
+# llama.cpp architectures of embedding models (encoders): registered as kind embed.
+EMBED_ARCHITECTURES = frozenset({
+    "bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jina-bert-v3", "modern-bert",
+    "neo-bert", "t5encoder",
+})
+PROJECTOR_ARCHITECTURE = "clip"
+HASH_CHUNK = 1 << 20
+
+
+def is_projector_name(name: str) -> bool:
+    return "mmproj" in name.lower()
+
+
+def stat_key(path: str | Path) -> tuple[int, int, int] | None:
+    """(inode, mtime in ns, size) of a file, or None when it is gone or not a file."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if not os.path.isfile(path):
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def record_key(record: dict) -> tuple[int, int, int]:
+    return (record["ino"], record["mtimeNs"], record["size"])
+
+
+def change_problem(role: str, record: dict, now: tuple[int, int, int] | None) -> str | None:
+    """Why a registered file is no longer the one that was verified, or None (pure)."""
+    path = record["path"]
+    what = "projector" if role == "mmproj" else "model file"
+    if now is None:
+        return f"The registered {what} {path} is gone; register it again once it is back"
+    if now != record_key(record):
+        detail = (f"its size went from {record['size']} to {now[2]} bytes" if now[2] != record["size"]
+                  else "it was modified or replaced")
+        return (f"The registered {what} {path} changed on disk since it was verified ({detail}); "
+                f"register it again to verify the new file")
+    return None
+
+
+@dataclass(frozen=True)
+class Found:
+    """The files one registration takes: the model, and a vlm's projector."""
+
+    model: Path
+    mmproj: Path | None = None
+
+
+@dataclass
+class ScanResult:
+    found: list[Found] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)  # {"path", "reason"}
+
+
+def _architecture(path: Path) -> str | None:
+    return formats.gguf_metadata(path).get("general.architecture")
+
+
+def _gguf_problem(path: Path, role: str = "model") -> str | None:
+    try:
+        formats.check_gguf(path, role)
+    except formats.FormatError as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"cannot read it: {exc.strerror or exc}"
+    return None
+
+
+def pair(models: list[Path], projectors: list[Path]) -> list[Found]:
+    """Which projector goes with which model in one folder (pure): a lone model takes the lone
+    projector; with several, a projector goes to the model whose name shares the longest
+    start with its own once `mmproj` is dropped."""
+    if not projectors:
+        return [Found(m) for m in models]
+    if len(models) == 1:
+        return [Found(models[0], sorted(projectors)[0])]
+
+    def affinity(model: Path, projector: Path) -> int:
+        a = model.stem.lower()
+        b = projector.stem.lower().replace("mmproj-", "").replace("-mmproj", "").replace("mmproj", "")
+        return len(os.path.commonprefix([a, b]))
+
+    out = []
+    for model in models:
+        best = max(projectors, key=lambda p: affinity(model, p))
+        out.append(Found(model, best if affinity(model, best) > 0 else None))
+    return out
+
+
+def resolve(path: Path) -> Found:
+    """The files a registration of `path` takes: the file itself, or the one model GGUF of a
+    folder and its projector. Raises InvalidFile saying what is wrong."""
+    if not path.is_absolute():
+        raise InvalidFile(f"Path '{path}' must be absolute")
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise InvalidFile(f"'{path}' is not a .gguf file")
+        return Found(path)
+    if not path.is_dir():
+        raise InvalidFile(f"'{path}' does not exist (or is neither a file nor a folder)")
+    ggufs = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() == ".gguf")
+    models = [p for p in ggufs if not is_projector_name(p.name)]
+    projectors = [p for p in ggufs if is_projector_name(p.name)]
+    if len(models) != 1:
+        names = ", ".join(p.name for p in models) or "none"
+        raise InvalidFile(f"The folder '{path}' must hold exactly one model GGUF (besides an mmproj "
+                          f"projector) to be registered as one model; it holds: {names}. "
+                          f"Register a file, or scan the folder")
+    if len(projectors) > 1:
+        raise InvalidFile(f"The folder '{path}' holds several projectors "
+                          f"({', '.join(p.name for p in projectors)}); register the files one by one")
+    return Found(models[0], projectors[0] if projectors else None)
+
+
+def kind_for(found: Found, architecture: str | None) -> str:
+    if found.mmproj is not None:
+        return "vlm"
+    return "embed" if architecture in EMBED_ARCHITECTURES else "llm"
+
+
+def check(found: Found) -> str:
+    """Check the files as an upload's are checked; returns the model's architecture.
+    Raises InvalidFile."""
+    problem = _gguf_problem(found.model)
+    if problem:
+        raise InvalidFile(f"{found.model}: {problem}")
+    architecture = _architecture(found.model)
+    if architecture == PROJECTOR_ARCHITECTURE:
+        raise InvalidFile(f"{found.model} is a vision projector (clip), not a model; register "
+                          f"the folder that holds it with its model")
+    if found.mmproj is not None:
+        problem = _gguf_problem(found.mmproj, "mmproj")
+        if problem:
+            raise InvalidFile(f"{found.mmproj}: {problem}")
+    return architecture
+
+
+def hash_file(path: Path) -> dict:
+    """The record of a file as it is now: sha256, size, and its stat to notice a change.
+    Raises InvalidFile when the file changes while it is read."""
+    before = stat_key(path)
+    if before is None:
+        raise InvalidFile(f"'{path}' is gone")
+    digest = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        while chunk := f.read(HASH_CHUNK):
+            digest.update(chunk)
+    if stat_key(path) != before:
+        raise InvalidFile(f"'{path}' changed while it was being verified; register it again "
+                          f"once it is complete")
+    ino, mtime_ns, size = before
+    return {"name": path.name, "size": size, "sha256": digest.hexdigest(), "source": None,
+            "path": str(path), "ino": ino, "mtimeNs": mtime_ns}
+
+
+def scan(root: Path, exclude: Path | None = None) -> ScanResult:
+    """Every sound model GGUF under `root` (recursively), each paired with a projector of its
+    folder; what is not, in `skipped` with why. `exclude` (the store's own folder) is not
+    entered. Raises InvalidFile when `root` is not a folder."""
+    if not root.is_absolute():
+        raise InvalidFile(f"Path '{root}' must be absolute")
+    if not root.is_dir():
+        raise InvalidFile(f"'{root}' is not a folder")
+    result = ScanResult()
+    for folder, dirs, files in os.walk(root):
+        here = Path(folder)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                         and (exclude is None or not _same(here / d, exclude)))
+        models, projectors = [], []
+        for name in sorted(files):
+            path = here / name
+            if not name.lower().endswith(".gguf"):
+                continue
+            problem = _gguf_problem(path)
+            if problem:
+                result.skipped.append({"path": str(path), "reason": problem})
+                continue
+            try:
+                arch = _architecture(path)
+            except formats.FormatError as exc:
+                result.skipped.append({"path": str(path), "reason": str(exc)})
+                continue
+            if arch == PROJECTOR_ARCHITECTURE or is_projector_name(name):
+                projectors.append(path)
+            else:
+                models.append(path)
+        found = pair(models, projectors)
+        result.found += found
+        used = {f.mmproj for f in found}
+        for projector in projectors:
+            if projector not in used:
+                result.skipped.append({"path": str(projector),
+                                       "reason": "a vision projector with no model beside it"})
+    return result
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def id_for(path: Path) -> str:
+    """A registry id from a file or folder name: the characters ids allow, others as '-'."""
+    stem = path.name[:-5] if path.name.lower().endswith(".gguf") else path.name
+    out = "".join(c if c.isalnum() and c.isascii() or c in "._-" else "-" for c in stem)
+    while ".." in out:
+        out = out.replace("..", ".")
+    return out.lstrip(".-")[:255] or "model"
