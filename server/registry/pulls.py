@@ -102,9 +102,10 @@ def pull(store: st.Store, plan: Plan, emit: Emit, cancel: threading.Event) -> di
     except ModelNotFound:
         existing = None
     if existing and _up_to_date(store, plan, existing):
-        for role, digest in plan.digests.items():
-            emit({"status": "downloading", "digest": digest, "total": plan.sizes.get(role),
-                  "completed": plan.sizes.get(role)})
+        for role, source in plan.sources.items():  # nothing to fetch: each file is complete
+            size = plan.sizes.get(role)
+            emit({"status": "downloading", "digest": plan.digests.get(role) or source.identity,
+                  "total": size, "completed": size})
         emit({"status": "success"})
         return existing
     if existing is None:

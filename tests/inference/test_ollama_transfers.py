@@ -279,3 +279,27 @@ def test_registry_errors_are_clear(oc, registry):
     with pytest.raises(ollama.ResponseError) as e:
         oc.push(f"{registry.host}/library/never-made:1", insecure=True)
     assert e.value.status_code == 404
+
+
+def test_the_toolkits_pull_and_push_forms(srv, registry, files):
+    """The Ollama Toolkit document's shapes from a plain HTTP client: `name`, NDJSON lines
+    with status, digest, total and completed, and {"status": "success"} at the end."""
+    r = httpx.post(srv.url + "/api/pull", headers=AUTH, timeout=120,
+                   json={"name": f"hf.co/{REPO}:Q8_0", "stream": True})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-ndjson")
+    lines = [json.loads(line) for line in r.text.splitlines()]
+    assert all(isinstance(line["status"], str) for line in lines)
+    progress = [line for line in lines if line["status"] == "downloading"]
+    assert progress and all({"digest", "total", "completed"} <= line.keys() for line in progress)
+    assert lines[-1]["status"] == "success"
+    r = httpx.post(srv.url + "/api/pull", headers=AUTH, timeout=120,
+                   json={"name": f"hf.co/{REPO}:Q8_0", "stream": False})
+    assert r.status_code == 200 and r.json() == {"status": "success"}
+    name = f"{registry.host}/toolkit/tiny:2"
+    assert httpx.post(srv.url + "/api/copy", headers=AUTH,
+                      json={"source": f"hf.co/{REPO}:Q8_0", "destination": name}).status_code == 200
+    r = httpx.post(srv.url + "/api/push", headers=AUTH, timeout=120,
+                   json={"name": name, "insecure": True, "stream": False})
+    assert r.status_code == 200 and r.json() == {"status": "success"}
+    layer = next(l for l in registry.manifest("toolkit/tiny", "2")["layers"] if l["mediaType"].endswith(".model"))
+    assert layer["digest"] == "sha256:" + sha(files["Q8_0"])
