@@ -9,12 +9,14 @@ from modelyard.server.api import errors as api_errors
 from modelyard.server.api import health, metrics, openapi
 from modelyard.server.api.anthropic import routes as anthropic
 from modelyard.server.api.kserve import routes as kserve
+from modelyard.server.api.mullama import routes as mullama
 from modelyard.server.api.ollama import routes as ollama
 from modelyard.server.api.ollama import transfers as ollama_transfers
 from modelyard.server.api.openai import routes as openai
 from modelyard.server.api.store import download, models
 from modelyard.server.http import jsonio
 from modelyard.server.http.auth import AuthMiddleware
+from modelyard.server.http.cors import CorsMiddleware
 from modelyard.server.http.errors import handle_unexpected, serialize_error
 from modelyard.server.inference.dispatch import Dispatcher
 from modelyard.server.inference.manager import ModelManager
@@ -25,7 +27,8 @@ from modelyard.server.settings import Settings
 def create_app(settings: Settings, store: Store | None = None) -> falcon.App:
     store = store or Store(settings.store)
     collectors = metrics.Metrics()
-    app = falcon.App(middleware=[metrics.MetricsMiddleware(collectors), AuthMiddleware(settings.api_key)])
+    app = falcon.App(middleware=[CorsMiddleware(settings.cors_origins), metrics.MetricsMiddleware(collectors),
+                                 AuthMiddleware(settings.api_key)])
     app.req_options.strip_url_path_trailing_slash = True
     jsonio.use_for_responses(app)
     app.set_error_serializer(serialize_error)
@@ -42,7 +45,8 @@ def create_app(settings: Settings, store: Store | None = None) -> falcon.App:
     kserve.add_routes(app, dispatcher, settings)
     ollama.add_routes(app, dispatcher)
     ollama_transfers.add_routes(app, store, settings)
-    metrics.add_routes(app, collectors)
+    mullama.add_routes(app, dispatcher, settings, collectors)
+    metrics.add_routes(app, collectors, manager)
     health.add_routes(app, manager)
     openapi.add_routes(app, version("modelyard"))
     manager.start_preload(list(settings.preload))

@@ -22,6 +22,8 @@ def _serve_parser(sub) -> None:
     p.add_argument("--store", help=f"{helps['store']} (default: a per-user data dir; MODELYARD_STORE)")
     p.add_argument("--api-key", help=f"{helps['api_key']} (MODELYARD_API_KEY)")
     p.add_argument("--preload", action="append", help=f"{helps['preload']} (MODELYARD_PRELOAD)")
+    p.add_argument("--cors-origin", action="append", dest="cors_origins",
+                   help=f"{helps['cors_origins']} (MODELYARD_CORS_ORIGINS)")
     p.add_argument("--parallel", type=int, help=f"{helps['parallel']} (default 4; MODELYARD_PARALLEL)")
     p.add_argument("--threads", type=int, help=f"{helps['threads']} (default: all cores; MODELYARD_THREADS)")
     p.add_argument("--engine-hang-timeout", type=float,

@@ -52,6 +52,11 @@ class Settings:
         default="registry.ollama.ai",
         metadata={"help": "registry host[:port] that short names (llama3.2:1b) pull from and push to"},
     )
+    cors_origins: list[str] = field(
+        default_factory=list,
+        metadata={"help": "origins browser apps may call from, besides the machine's own (localhost); "
+                          "scheme://host[:port], a port or host may be *; '*' allows any (repeatable)"},
+    )
     http_threads: int = field(
         default=DEFAULT_HTTP_THREADS, metadata={"help": "gunicorn gthread threads"}
     )

@@ -13,7 +13,10 @@ from modelyard.server.registry.errors import StoreError
 
 
 def _as_api_error(req, resp, exc, params):
-    raise ApiError(exc.code, str(exc))
+    # An engine's own failure (a load, a runner that died) is a model error where a family
+    # tells it apart from the server's (Mullama's model_error).
+    kind = "model_error" if isinstance(exc, InferenceError) and exc.code >= 500 else None
+    raise ApiError(exc.code, str(exc), kind=kind)
 
 
 def add_handlers(app: falcon.App) -> None:

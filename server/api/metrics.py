@@ -1,12 +1,18 @@
 """Prometheus metrics, on a registry of the app's own (so several apps can live in one test)."""
 from __future__ import annotations
 
+import time
+
 import falcon
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from modelyard.server.registry import formats
 
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 RATE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
 class Metrics:
@@ -14,6 +20,14 @@ class Metrics:
         r = self.registry = CollectorRegistry()
         self.requests = Counter("modelyard_requests_total", "HTTP requests by route and status",
                                 ["method", "route", "status"], registry=r)
+        self.request_duration = Histogram("modelyard_request_duration_seconds",
+                                          "From a request's arrival to its response (a streamed "
+                                          "response: to its first byte)", ["method", "route"],
+                                          buckets=DURATION_BUCKETS, registry=r)
+        self.average_rate = Gauge("modelyard_model_tokens_per_second",
+                                  "Each loaded model's decode rate, averaged over its finished requests",
+                                  ["model"], registry=r)
+        self._rates: dict[str, tuple[int, float]] = {}  # model -> (tokens, seconds) decoded
         self.prompt_tokens = Counter("modelyard_prompt_tokens_total", "Prompt tokens processed",
                                      ["model"], registry=r)
         self.cached_tokens = Counter("modelyard_prompt_cached_tokens_total",
@@ -58,9 +72,21 @@ class Metrics:
         rate = gen.tokens_per_second
         if rate:
             self.tokens_per_second.labels(model).observe(rate)
+            # the average of a model's rate: all its decoded tokens over all their time
+            tokens, seconds = self._rates.get(model, (0, 0.0))
+            tokens, seconds = tokens + gen.completion_tokens - 1, seconds + (gen.completion_tokens - 1) / rate
+            self._rates[model] = (tokens, seconds)
+            self.average_rate.labels(model).set(tokens / seconds)
+
+    def totals(self) -> tuple[int, int]:
+        """(HTTP requests served, tokens generated) since the start, for the status routes."""
+        def total(counter) -> int:
+            return int(sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total")))
+        return total(self.requests), total(self.generated_tokens)
 
     def forget_model(self, model: str) -> None:
-        for g in (self.queue_depth, self.active_sequences):  # per-model gauges
+        self._rates.pop(model, None)
+        for g in (self.queue_depth, self.active_sequences, self.average_rate):  # per-model gauges
             try:
                 g.remove(model)
             except KeyError:
@@ -79,15 +105,53 @@ class Metrics:
 
 
 class MetricsMiddleware:
-    """Counts every request by its route template (not the raw path: ids would explode it)."""
+    """Counts and times every request by its route template (not the raw path: ids would
+    explode it)."""
 
     def __init__(self, metrics: Metrics):
         self.metrics = metrics
+
+    def process_request(self, req, resp):
+        req.context.started = time.monotonic()
 
     def process_response(self, req, resp, resource, req_succeeded):
         route = req.uri_template or "unmatched"
         self.metrics.requests.labels(req.method, route, resp.status_code if hasattr(resp, "status_code")
                                      else str(resp.status)[:3]).inc()
+        started = getattr(req.context, "started", None)
+        if started is not None:
+            self.metrics.request_duration.labels(req.method, route).observe(time.monotonic() - started)
+
+
+class ModelFacts:
+    """Each loaded model's parameter count (from its GGUF), context size and GPU layers,
+    read when /metrics is scraped: whichever API loaded the model, with whatever settings."""
+
+    def __init__(self, manager):
+        self.manager = manager
+        self._meta = formats.MetadataCache()
+
+    def collect(self):
+        parameters = GaugeMetricFamily("modelyard_model_parameters", "A loaded GGUF model's parameter count",
+                                       labels=["model"])
+        context = GaugeMetricFamily("modelyard_model_context_size",
+                                    "A loaded model's context, in tokens per request (slot)", labels=["model"])
+        gpu_layers = GaugeMetricFamily("modelyard_model_gpu_layers", "Layers a loaded model offloads to the GPU",
+                                       labels=["model"])
+        for item in self.manager.loaded():
+            if item.kind == "onnx":
+                continue
+            try:
+                meta = self._meta.get(item.id, self.manager.store.file_path(item.id))
+            except OSError:  # deleted meanwhile
+                continue
+            if meta.get("general.parameter_count") is not None:
+                parameters.add_metric([item.id], meta["general.parameter_count"])
+            size = getattr(item.engine, "n_ctx_slot", None) or getattr(item.engine, "max_input", None)
+            if size:
+                context.add_metric([item.id], size)
+            gpu_layers.add_metric([item.id], int((item.meta.get("gguf") or {}).get("initGpuLayerSize") or 0))
+        yield from (parameters, context, gpu_layers)
 
 
 class MetricsResource:
@@ -99,5 +163,7 @@ class MetricsResource:
         resp.data = generate_latest(self.metrics.registry)
 
 
-def add_routes(app: falcon.App, metrics: Metrics) -> None:
+def add_routes(app: falcon.App, metrics: Metrics, manager=None) -> None:
+    if manager is not None:
+        metrics.registry.register(ModelFacts(manager))
     app.add_route("/metrics", MetricsResource(metrics))

@@ -14,9 +14,11 @@ from pydantic import BaseModel
 
 from modelyard.server.api.anthropic import schema as anthropic
 from modelyard.server.api.kserve import codec as kserve
+from modelyard.server.api.mullama import schema as mullama
 from modelyard.server.api.ollama import schema as ollama
 from modelyard.server.api.openai import schema as openai
 from modelyard.server.api.store import schema as store
+from modelyard.server.http.errors import is_mullama
 
 JSON = "application/json"
 SSE = "text/event-stream"
@@ -34,6 +36,10 @@ _OPENAI_ERROR = {"type": "object", "required": ["error"], "properties": {"error"
     "type": "object", "required": ["code", "message", "type"],
     "properties": {"code": {"type": "integer"}, "message": {"type": "string"}, "type": {"type": "string"}}}}}
 _KSERVE_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+_MULLAMA_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
+    "type": "object", "required": ["message", "type", "code"],
+    "properties": {"message": {"type": "string"}, "code": {"type": "string"}, "type": {
+        "enum": ["invalid_request", "not_found", "model_error", "conflict", "internal_error", "overloaded"]}}}}}
 _ANTHROPIC_ERROR = {"type": "object", "required": ["type", "error"], "properties": {
     "type": {"const": "error"}, "error": {"type": "object", "required": ["type", "message"],
                                           "properties": {"type": {"type": "string"}, "message": {"type": "string"}}}}}
@@ -61,6 +67,43 @@ def _id_param() -> dict:
 def _digest_param() -> dict:
     return {"name": "digest", "in": "path", "required": True, "schema": {"type": "string"},
             "description": "sha256:<64 hex digits>"}
+
+
+def _name_param() -> dict:
+    return {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
+            "description": "The model's alias (name:tag) or registry id."}
+
+
+def _mullama_operations() -> list[Op]:
+    name = (_name_param(),)
+    return [
+        Op("get", "/api/models", "mullama", "Every ready GGUF model, loaded or not",
+           responses={200: {JSON: mullama.MullamaModelList}}, errors=(401, 403)),
+        Op("get", "/api/models/{name}", "mullama", "A model, with its architecture, vocabulary size and "
+           "capabilities from its GGUF", responses={200: {JSON: mullama.MullamaModelDetail}},
+           errors=(400, 401, 403, 404), query=name),
+        Op("delete", "/api/models/{name}", "mullama", "Unload a model and delete it from the store",
+           responses={200: {JSON: mullama.MullamaStatusResult}}, errors=(400, 401, 403, 404, 409), query=name),
+        Op("post", "/api/models/{name}/unload", "mullama", "Unload a model (409 when it is not loaded)",
+           responses={200: {JSON: mullama.MullamaStatusResult}}, errors=(400, 401, 403, 404, 409), query=name),
+        Op("post", "/api/models/pull", "mullama", "Pull a catalogue model or hf:org/repo[:file] (NDJSON "
+           "progress with stream: true)", body=mullama.MullamaPullBody,
+           responses={200: {JSON: mullama.MullamaPullResult, NDJSON: {"type": "string"}}},
+           errors=(400, 401, 403, 404, 409, 413, 502)),
+        Op("post", "/api/models/load", "mullama", "Load a model with its context size and GPU layers (409 when "
+           "it is loaded with them already)", body=mullama.MullamaLoadBody,
+           responses={200: {JSON: mullama.MullamaLoadResult}}, errors=(400, 401, 403, 404, 409, 413, 500, 501)),
+        Op("get", "/api/system/status", "mullama", "Version, uptime, models, requests, tokens and memory",
+           responses={200: {JSON: mullama.MullamaSystemStatus}}, errors=(401, 403)),
+        Op("get", "/api/defaults", "mullama", "The catalogue of small useful GGUF models",
+           responses={200: {JSON: {"type": "array", "items": mullama.MullamaDefaultEntry.model_json_schema()}}},
+           errors=(401, 403)),
+        Op("post", "/api/defaults/{name}/use", "mullama", "Pull a catalogue model, load it, make it the default",
+           responses={200: {JSON: mullama.MullamaLoadResult}}, errors=(400, 401, 403, 404, 409, 500, 502), query=name),
+        Op("get", "/status", "mullama", "The daemon's status", responses={200: {JSON: mullama.MullamaStatus}}, errors=()),
+        Op("get", "/health", "mullama", "200 while serving, 503 while the --preload models load",
+           responses={200: {JSON: {"type": "object"}}, 503: {JSON: {"type": "object"}}}, errors=()),
+    ]
 
 
 def operations() -> list[Op]:
@@ -182,6 +225,7 @@ def operations() -> list[Op]:
         Op("post", "/api/embeddings", "ollama", "One embedding (the older form)", body=ollama.EmbeddingsBody,
            responses={200: {JSON: {"type": "object", "required": ["embedding"]}}},
            errors=(400, 401, 403, 404, 413, 500, 503)),
+        *_mullama_operations(),
         Op("get", "/healthz", "health", "Liveness", responses={200: {JSON: {"type": "object"}}}, errors=()),
         Op("get", "/readyz", "health", "Readiness: the --preload models are loaded",
            responses={200: {JSON: {"type": "object"}}, 503: {JSON: {"type": "object"}}}, errors=()),
@@ -194,6 +238,8 @@ def operations() -> list[Op]:
 
 
 def _error_schema(path: str) -> dict:
+    if is_mullama(path):
+        return _MULLAMA_ERROR
     if path.startswith("/v1/messages"):
         return _ANTHROPIC_ERROR
     if path.startswith(("/v2/", "/api/")):

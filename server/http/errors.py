@@ -43,6 +43,36 @@ _ANTHROPIC_TYPES = {
 }
 
 
+# Mullama's error types by status, and the `code` string each status gets by default.
+_MULLAMA_TYPES = {
+    400: ("invalid_request", "invalid_request"),
+    401: ("invalid_request", "unauthorized"),
+    403: ("invalid_request", "forbidden"),
+    404: ("not_found", "not_found"),
+    405: ("invalid_request", "method_not_allowed"),
+    409: ("conflict", "conflict"),
+    413: ("invalid_request", "payload_too_large"),
+    429: ("overloaded", "too_many_requests"),
+    500: ("internal_error", "internal_error"),
+    502: ("model_error", "upstream_error"),
+    503: ("overloaded", "unavailable"),
+}
+# The routes only Mullama's daemon has (the three it shares with Ollama answer Ollama's shape).
+MULLAMA_PATHS = ("/api/models", "/api/system/status", "/api/defaults", "/health", "/status")
+
+
+def is_mullama(path: str) -> bool:
+    return any(path == p or path.startswith(p + "/") for p in MULLAMA_PATHS)
+
+
+def mullama_error(code: int, message: str, type_: str | None = None, error_code: str | None = None) -> dict:
+    default_type, default_code = _MULLAMA_TYPES.get(code, ("internal_error" if code >= 500 else "invalid_request",
+                                                           "internal_error" if code >= 500 else "invalid_request"))
+    if code == 404 and message.startswith("Model "):
+        default_code = "model_not_found"
+    return {"error": {"message": message, "type": type_ or default_type, "code": error_code or default_code}}
+
+
 def anthropic_error_type(code: int) -> str:
     return _ANTHROPIC_TYPES.get(code, "api_error" if code >= 500 else "invalid_request_error")
 
@@ -52,11 +82,14 @@ def is_anthropic(path: str) -> bool:
 
 
 class ApiError(falcon.HTTPError):
-    """An error with a message meant for the person who sent the request."""
+    """An error with a message meant for the person who sent the request. `kind` is the
+    error's type where a family names types itself (Mullama's model_error for a load that
+    failed, where the status alone says internal_error)."""
 
-    def __init__(self, status: int, message: str, headers: dict | None = None):
+    def __init__(self, status: int, message: str, headers: dict | None = None, kind: str | None = None):
         super().__init__(falcon.code_to_http_status(status), description=message, headers=headers)
         self.message = message
+        self.kind = kind
 
 
 def bad_request(message: str) -> ApiError:
@@ -67,8 +100,10 @@ def not_found(model_id: str) -> ApiError:
     return ApiError(404, f"Model '{model_id}' not found")
 
 
-def error_body(path: str, code: int, message: str) -> dict:
+def error_body(path: str, code: int, message: str, kind: str | None = None) -> dict:
     """The JSON body for an error on `path`."""
+    if is_mullama(path):
+        return mullama_error(code, message, kind)
     if is_anthropic(path):
         return {"type": "error", "error": {"type": anthropic_error_type(code), "message": message}}
     if path.startswith(KSERVE_PREFIX) or path.startswith(OLLAMA_PREFIX):
@@ -87,7 +122,7 @@ def serialize_error(req: falcon.Request, resp: falcon.Response, exc: falcon.HTTP
     if code == 405:
         message = f"Method {req.method} is not allowed on {req.path}"
     resp.content_type = falcon.MEDIA_JSON
-    resp.media = error_body(req.path, code, message)
+    resp.media = error_body(req.path, code, message, getattr(exc, "kind", None))
 
 
 def handle_unexpected(req: falcon.Request, resp: falcon.Response, exc: Exception, params) -> None:

@@ -64,6 +64,11 @@ class ModelManager:
         # Cache types asked for at load time (Silicon Studio's kv_quantization), by model:
         # they outrank the registry's and --kv-cache-type, and stay until the next such load.
         self._kv_cache_types: dict[str, str] = {}
+        # Serving fields a load asked for (Mullama's context_size and gpu_layers), by model,
+        # laid over the registry's gguf fields the same way; a later such load adds to them.
+        self._serving: dict[str, dict] = {}
+        # The model that requests naming none use (Mullama's set_default); None: the first loaded.
+        self._default: str | None = None
 
     # ---- lookups ---------------------------------------------------------------------
 
@@ -82,6 +87,9 @@ class ModelManager:
         kv = self._kv_cache_types.get(model_id)
         if kv is not None:
             overrides = {**overrides, "gguf": {**overrides.get("gguf", {}), "kvCacheType": kv}}
+        serving = self._serving.get(model_id)
+        if serving:
+            overrides = {**overrides, "gguf": {**overrides.get("gguf", {}), **serving}}
         if not overrides:
             return meta
         return {**meta, **{k: {**(meta.get(k) or {}), **v} for k, v in overrides.items()}}
@@ -189,6 +197,36 @@ class ModelManager:
             self._kv_cache_types[model_id] = kv_cache_type
         return self.load(model_id)
 
+    def load_with_serving(self, model_id: str, gguf: dict) -> Loaded:
+        """Load with these gguf serving fields (initContextSize, initGpuLayerSize) over the
+        registry's and over those an earlier such load named; a loaded model whose fields
+        differ is reloaded. Later requests of every API use the model as loaded."""
+        if gguf:
+            self._serving[model_id] = {**self._serving.get(model_id, {}), **gguf}
+        return self.load(model_id)
+
+    def serving_fields(self, model_id: str) -> dict:
+        """The gguf fields a load of `model_id` uses now: the registry's with the overrides."""
+        return dict(self._meta(model_id).get("gguf") or {})
+
+    def set_default(self, model_id: str | None) -> None:
+        self._default = model_id
+
+    def default_model(self) -> str | None:
+        """The model for a request that names none: the one set as default while it is in the
+        store, else the first model loaded that is still loaded."""
+        if self._default is not None and self.store_has(self._default):
+            return self._default
+        first = self.loaded()
+        return first[0].id if first else None
+
+    def store_has(self, model_id: str) -> bool:
+        try:
+            self.store.get(model_id)
+        except KeyError:
+            return False
+        return True
+
     def unload(self, model_id: str) -> bool:
         """Free a model's memory. False when it was not loaded."""
         with self._lock(model_id):
@@ -237,6 +275,11 @@ class ModelManager:
             self._preload_done.set()
 
         threading.Thread(target=work, name="preload", daemon=True).start()
+
+    @property
+    def starting(self) -> bool:
+        """True while the --preload models are being loaded."""
+        return not self._preload_done.is_set()
 
     def is_ready(self) -> bool:
         """Ready when every --preload model is loaded (and still is)."""

@@ -324,7 +324,7 @@ def gguf_metadata(path: Path) -> dict:
         r = _Reader(f, path.stat().st_size)
         try:
             r.take(8, "the magic and version")
-            r.unpack("<q", "the tensor count")
+            n_tensors = r.unpack("<q", "the tensor count")
             for _ in range(r.unpack("<q", "the metadata count")):
                 key = r.string("a metadata key").decode("utf-8", "replace")
                 vtype = r.unpack("<i", "a value type")
@@ -341,6 +341,47 @@ def gguf_metadata(path: Path) -> dict:
                 else:
                     value = r.unpack(VALUE_TYPES[vtype][1], key)
                     out[key] = bool(value) if vtype == 7 else value
+            if "general.parameter_count" not in out:
+                # What Ollama's /api/show and Mullama's model list report, for files whose
+                # converter did not write it: the tensor table's element counts, summed.
+                out["general.parameter_count"] = _parameter_count(r, n_tensors)
         except (_Bad, KeyError, struct.error) as exc:
             raise FormatError(f"cannot read the metadata of {path.name}: {exc}") from None
     return out
+
+
+def _parameter_count(r: _Reader, n_tensors: int) -> int:
+    """The sum of the tensors' element counts, read from the tensor table (no tensor data)."""
+    total = 0
+    for _ in range(n_tensors):
+        r.string("a tensor name")
+        n_dims = r.unpack("<I", "a tensor's dimension count")
+        if n_dims > MAX_DIMS:
+            raise _Bad(f"a tensor claims {n_dims} dimensions")
+        count = 1
+        for _ in range(n_dims):
+            count *= r.unpack("<q", "a tensor dimension")
+        r.skip(4 + 8, "a tensor's type and offset")
+        total += count
+    return total
+
+
+class MetadataCache:
+    """gguf_metadata of each model's file, read again only when the file changes (its inode,
+    mtime or size): the model routes of every API read it on each listing."""
+
+    def __init__(self):
+        self._entries: dict[str, tuple[tuple, dict]] = {}
+
+    def get(self, model_id: str, path: Path) -> dict:
+        st = path.stat()
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        cached = self._entries.get(model_id)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        try:
+            got = gguf_metadata(path)
+        except FormatError:  # checked at upload; a file changed since shows bare
+            got = {}
+        self._entries[model_id] = (key, got)  # one entry per model: the file's current version
+        return got

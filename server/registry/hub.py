@@ -62,6 +62,19 @@ def pick_gguf(files: list[RepoFile], quant: str | None = None) -> Choice:
     return Choice(chosen, projector)
 
 
+def pick_file(files: list[RepoFile], filename: str) -> Choice:
+    """The named GGUF of the repo (Mullama's `hf:org/repo:file`) and the repo's projector.
+
+    Raises FetchError (404) naming the GGUF files the repo has."""
+    named = [f for f in files if f.path == filename or f.path.rsplit("/", 1)[-1] == filename]
+    if not named:
+        have = ", ".join(f.path for f in files if f.path.lower().endswith(".gguf")) or "no GGUF file"
+        raise FetchError(f"The repo has no file '{filename}'; it has: {have}", code=404)
+    if _is_projector(named[0].path):
+        raise FetchError(f"'{filename}' is a vision projector, not a model file", code=400)
+    return pick_gguf(named[:1] + [f for f in files if _is_projector(f.path)], None)
+
+
 def repo_files(repo_id: str, revision: str = "main") -> list[RepoFile]:
     """Every file of a model repo on the hub, with sizes. Raises FetchError."""
     from huggingface_hub import HfApi

@@ -45,14 +45,17 @@ def plan_pull(name: str, insecure: bool = False, registry: str | None = None) ->
     host, repository, tag = names.reference(name)
     model_id = names.to_id(name)
     if host in HF_HOSTS:
-        return _plan_hf(model_id, repository, tag)
+        return plan_hf(model_id, repository, quant=tag)
     if registry and host == names.DEFAULT_REGISTRY:
         host = registry  # a configured default registry serves the short names
     return _plan_oci(model_id, oci.Reference(host, repository, tag, insecure))
 
 
-def _plan_hf(model_id: str, repo_id: str, quant: str) -> Plan:
-    choice = hub.pick_gguf(hub.repo_files(repo_id), quant)
+def plan_hf(model_id: str, repo_id: str, quant: str | None = None, filename: str | None = None) -> Plan:
+    """A pull of a Hugging Face repo's GGUF: the one named `filename`, else the one of
+    quantization `quant` (hub.PREFERENCE when None), with the repo's projector."""
+    files = hub.repo_files(repo_id)
+    choice = hub.pick_file(files, filename) if filename else hub.pick_gguf(files, quant)
     sources = {"model": fetch.Source(f"hf://{repo_id}/{choice.model.path}", repo_id=repo_id,
                                      filename=choice.model.path)}
     sizes = {"model": choice.model.size}

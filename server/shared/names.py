@@ -62,6 +62,11 @@ def to_name(model_id: str) -> str:
     return "/".join(parts) + ":" + tag
 
 
+def short_name(model_id: str) -> str:
+    """The name without the implied `:latest` (Mullama's aliases: `llama3.2:1b`, `smollm2`)."""
+    return to_name(model_id).removesuffix(":" + DEFAULT_TAG)
+
+
 def reference(name: str) -> tuple[str, str, str]:
     """(registry host, repository path, tag) of an Ollama name, with the defaults filled in:
     `llama3.2:1b` is (registry.ollama.ai, library/llama3.2, 1b)."""

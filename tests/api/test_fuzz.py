@@ -27,8 +27,9 @@ def _operations(fuzz_server):
     for result in schema.get_all_operations():
         op = result.ok()
         # Downloads and pulls would try the network (there is none here) and wait for its
-        # timeouts; tests/inference/test_ollama_transfers.py covers pulls with stand-ins.
-        if not op.path.endswith(("/download", "/api/pull")):
+        # timeouts; tests/inference/test_ollama_transfers.py and test_mullama.py cover pulls
+        # with stand-ins.
+        if not op.path.endswith(("/download", "/api/pull", "/api/models/pull", "/use")):
             yield op
 
 

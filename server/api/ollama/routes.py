@@ -41,6 +41,18 @@ def _iso(ms: int | None) -> str:
     return datetime.fromtimestamp((ms or 0) / 1000, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
+def _resolve(dispatcher: Dispatcher, name: str | None) -> str:
+    """The model a request names, or the daemon default where it names none (Mullama's
+    requests may omit `model`): the one set with set_default, else the first loaded."""
+    if name:
+        return name
+    default = dispatcher.manager.default_model()
+    if default is None:
+        raise bad_request("'model' is required: no model is loaded to be the default "
+                          "(name one, or load one with POST /api/models/load)")
+    return names.short_name(default)
+
+
 def _parse(model, body):
     try:
         return validate(model, body)
@@ -54,21 +66,10 @@ class _Models:
     def __init__(self, dispatcher: Dispatcher):
         self.dispatcher = dispatcher
         self.store = dispatcher.manager.store
-        self._meta: dict[str, tuple[tuple, dict]] = {}
+        self._meta = formats.MetadataCache()
 
     def gguf_meta(self, model_id: str) -> dict:
-        path = self.store.file_path(model_id)
-        st = path.stat()
-        key = (st.st_ino, st.st_mtime_ns, st.st_size)
-        cached = self._meta.get(model_id)
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        try:
-            got = formats.gguf_metadata(path)
-        except formats.FormatError:  # checked at upload; a file changed since shows bare
-            got = {}
-        self._meta[model_id] = (key, got)  # one entry per model: the file's current version
-        return got
+        return self._meta.get(model_id, self.store.file_path(model_id))
 
     def details(self, model_id: str) -> dict:
         meta = self.gguf_meta(model_id)
@@ -207,6 +208,7 @@ class _Generate:
         system prompt and default options."""
         started = time.monotonic_ns()
         body = _parse(model, read_json_object(req, self.settings.max_body_size))
+        body.model = _resolve(self.dispatcher, body.model)
         model_id = names.to_id(body.model)
         loaded = self.dispatcher.model(model_id, GENERATIVE_KINDS)
         record = self.dispatcher.manager.store.meta(model_id).get("ollama") or {}
@@ -228,9 +230,14 @@ class _Generate:
         t_submit = int(gen.t_submit * 1e9)
         t_first = int((gen.t_first or gen.t_end or time.monotonic()) * 1e9)
         t_end = int((gen.t_end or time.monotonic()) * 1e9)
-        return {"total_duration": time.monotonic_ns() - started, "load_duration": load_ns,
+        total = time.monotonic_ns() - started
+        return {"total_duration": total, "load_duration": load_ns,
                 "prompt_eval_count": gen.prompt_tokens, "prompt_eval_duration": max(t_first - t_submit, 0),
-                "eval_count": gen.completion_tokens, "eval_duration": max(t_end - t_first, 0)}
+                "eval_count": gen.completion_tokens, "eval_duration": max(t_end - t_first, 0),
+                # Mullama's names for the same facts
+                "total_duration_ms": total // 1_000_000, "prompt_tokens": gen.prompt_tokens,
+                "completion_tokens": gen.completion_tokens,
+                "tokens_per_second": round(gen.tokens_per_second or 0.0, 2)}
 
     def _respond(self, resp, body, model_name: str, group, make_chunk, finish, on_close) -> None:
         """Run a generation to its end, or stream it as NDJSON."""
@@ -286,7 +293,7 @@ class Generate(_Generate):
         if not body.prompt and not body.images:
             self._only_load(resp, body, model_id, {"response": ""})
             return
-        opts = with_defaults(body.options, record.get("parameters"))
+        opts = with_defaults(body.all_options(), record.get("parameters"))
         system = body.system if body.system is not None else record.get("system")
         common = dict(model=model_id, sampling=opts.sampling(), max_tokens=opts.max_tokens(), stop=opts.stops(),
                       stream=body.stream, include_usage=False, logprobs=None)
@@ -384,9 +391,10 @@ class Chat(_Generate):
             messages, images = chat_messages(body)
         except RequestError as exc:
             raise bad_request(str(exc)) from None
-        opts = with_defaults(body.options, record.get("parameters"))
-        if record.get("system") and not any(m["role"] == "system" for m in messages):
-            messages.insert(0, {"role": "system", "content": record["system"]})
+        opts = with_defaults(body.all_options(), record.get("parameters"))
+        system = body.system if body.system is not None else record.get("system")
+        if system and not any(m["role"] == "system" for m in messages):
+            messages.insert(0, {"role": "system", "content": system})
         tools = [t if "type" in t else {"type": "function", "function": t} for t in body.tools or []] or None
         creq = ChatRequest(model=model_id, sampling=opts.sampling(), max_tokens=opts.max_tokens(),
                            stop=opts.stops(), stream=body.stream, include_usage=False, logprobs=None,
@@ -479,12 +487,20 @@ class Embeddings:
         self.dispatcher = dispatcher
 
     def on_post(self, req, resp):
+        """Ollama's `prompt` gets `embedding`; Mullama's `input` gets `embeddings`, `dimensions`
+        and `total_tokens` as well (both shapes are in every answer)."""
         body = _parse(EmbeddingsBody, read_json_object(req, self.dispatcher.settings.max_body_size))
-        if not body.prompt:
-            resp.media = {"embedding": []}
+        model = _resolve(self.dispatcher, body.model)
+        texts = [body.input] if isinstance(body.input, str) else body.input if body.input is not None \
+            else [body.prompt]
+        if any(not t for t in texts):
+            if body.input is not None:
+                raise bad_request("'input' must be a non-empty string or list of non-empty strings")
+            resp.media = {"embedding": []}  # Ollama answers an empty prompt so
             return
-        vectors, _ = self.dispatcher.embed(EmbeddingRequest(names.to_id(body.model), [body.prompt]))
-        resp.media = {"embedding": vectors[0]}
+        vectors, n_tokens = self.dispatcher.embed(EmbeddingRequest(names.to_id(model), texts))
+        resp.media = {"embedding": vectors[0], "model": model, "embeddings": vectors,
+                      "dimensions": len(vectors[0]), "total_tokens": n_tokens}
 
 
 def add_routes(app: falcon.App, dispatcher: Dispatcher) -> None:

@@ -80,17 +80,48 @@ KeepAlive = Union[int, float, str, None]
 Format = Union[Literal["json", ""], dict[str, Any], None]
 
 
+# Mullama's top-level sampling fields (the daemon shares /api/generate, /api/chat and
+# /api/embeddings with Ollama) and the Ollama option each one is.
+MULLAMA_FIELDS = {"max_tokens": "num_predict", "temperature": "temperature", "top_p": "top_p",
+                  "top_k": "top_k", "stop": "stop"}
+
+
 class _Generating(_Body):
-    model: str = Field(min_length=1, description="A model name (name:tag) or registry id.")
-    stream: bool = True
+    model: Optional[str] = Field(None, min_length=1, description="A model name (name:tag) or registry id; "
+                                 "absent: the default model (Mullama's set_default, or the first loaded).")
+    stream: bool = Field(True, description="Ollama's default is to stream; a Mullama request (one that "
+                         "names no model, or uses max_tokens, temperature, top_p, top_k or stop at the "
+                         "top level) defaults to one object, as Mullama's does.")
     format: Format = Field(None, description='"json", or a JSON schema the answer must follow.')
     options: Optional[Options] = None
     keep_alive: KeepAlive = Field(None, description="Seconds or a duration (5m); 0 unloads after the answer.")
     think: Optional[Union[bool, str]] = None
+    # Mullama's fields; `options` wins where both name one.
+    max_tokens: Optional[int] = Field(None, ge=1, description="Mullama: tokens to generate (options.num_predict).")
+    temperature: Optional[float] = Field(None, ge=0, description="Mullama: options.temperature.")
+    top_p: Optional[float] = Field(None, ge=0, le=1, description="Mullama: options.top_p.")
+    top_k: Optional[int] = Field(None, ge=0, description="Mullama: options.top_k.")
+    stop: Optional[Union[str, list[str]]] = Field(None, description="Mullama: options.stop.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mullama_stream_default(cls, data):
+        if isinstance(data, dict) and "stream" not in data and (
+                not data.get("model") or any(data.get(k) is not None for k in MULLAMA_FIELDS)):
+            data = {**data, "stream": False}
+        return data
 
     @property
     def opts(self) -> Options:
         return self.options or Options()
+
+    def all_options(self) -> Options | None:
+        """`options` with Mullama's top-level fields filled in."""
+        top = {option: getattr(self, field) for field, option in MULLAMA_FIELDS.items()
+               if getattr(self, field) is not None}
+        if not top:
+            return self.options
+        return Options.model_validate({**top, **(self.options.model_dump(exclude_none=True) if self.options else {})})
 
     def response_format(self) -> dict | None:
         if self.format == "json":
@@ -135,6 +166,7 @@ class ChatBody(_Generating):
 
     messages: list[ChatMessage] = Field(default_factory=list)
     tools: Optional[list[dict[str, Any]]] = None
+    system: Optional[str] = Field(None, description="Mullama: a system prompt, used when `messages` has none.")
 
 
 class EmbedBody(_Body):
@@ -149,12 +181,20 @@ class EmbedBody(_Body):
 
 
 class EmbeddingsBody(_Body):
-    """POST /api/embeddings (the older form)."""
+    """POST /api/embeddings: Ollama's older form (`prompt`: one text) or Mullama's (`input`:
+    a text or a list; `model` may be absent)."""
 
-    model: str = Field(min_length=1)
-    prompt: str
+    model: Optional[str] = Field(None, min_length=1, description="Absent: the default model (Mullama).")
+    prompt: Optional[str] = None
+    input: Optional[Union[str, list[str]]] = Field(None, description="Mullama: the text or texts to embed.")
     keep_alive: KeepAlive = None
     options: Optional[dict[str, Any]] = None
+
+    @model_validator(mode="after")
+    def _one_input(self):
+        if self.prompt is None and self.input is None:
+            raise ValueError("'prompt' (Ollama) or 'input' (Mullama) is required")
+        return self
 
 
 
