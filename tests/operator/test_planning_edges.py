@@ -292,3 +292,59 @@ def test_merge_patch_of_values_that_are_not_objects():
         {"download": {"size": 2, "progress": None}}
     assert merge_patch({"conditions": [{"a": 1}]}, {"conditions": [{"a": 2}]}) == {"conditions": [{"a": 2}]}
     assert merge_patch({"phase": "Ready", "x": None}, {"phase": "Ready", "x": None}) is None
+
+
+# What the status says, in cases the other tests leave out.
+
+def test_every_problem_of_a_spec_is_listed(settings):
+    model = make_model(kind="nope", sha256="xyz")
+    message = condition(run(Observed(model), settings).status, "Ready")["message"]
+    assert message.startswith("Fix the spec: spec.kind must be one of ")
+    assert "; spec.sha256 must be 64 hexadecimal characters." in message
+    assert message.count("; ") == 1
+
+
+def test_the_endpoint_shows_while_a_new_source_downloads(model, settings):
+    """A status written before the endpoint was known (or by an older operator) gets it
+    as soon as the Service is there, even while a new source downloads."""
+    observed = serving(model, settings)
+    model["spec"]["source"] = {"url": "https://example.com/other.gguf"}
+    model["status"] = {"sourceHash": "old", "phase": "Ready"}
+    status = run(observed, settings).status
+    assert status["endpoint"] == "http://smollm2-360m.ai.svc:8083"
+    assert status["apiKeySecretRef"] == {"name": "smollm2-360m-api-key", "key": "key"}
+    assert status["readyReplicas"] == 1
+
+
+def test_a_model_with_its_own_key_gets_no_generated_secret(model, settings):
+    model["spec"]["apiKeySecretRef"] = {"name": "team-key", "key": "api"}
+    pvc = builders.build_pvc(model, settings)
+    job = builders.build_download_job(model, settings)
+    job["status"] = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
+    result = run(Observed(model, pvc=pvc, job=job), settings)
+    assert [(a.verb, a.resource) for a in result.actions] == [("create", "services"), ("create", "deployments")]
+    assert result.status["apiKeySecretRef"] == {"name": "team-key", "key": "api"}
+    # Nor with a new pod template.
+    observed = serving(model, settings)
+    model["spec"]["gguf"]["initContextSize"] = 8192
+    assert [(a.verb, a.resource) for a in run(observed, settings).actions] == [("patch", "deployments")]
+
+
+def test_a_foreign_child_read_from_a_list_is_still_named(model, settings):
+    """Items of a list come without kind: the message still names the object."""
+    service = builders.build_service(model)
+    service["metadata"]["ownerReferences"][0]["uid"] = "another-model"
+    del service["kind"]
+    message = condition(run(Observed(model, service=service), settings).status, "Ready")["message"]
+    assert message.startswith("object smollm2-360m exists and belongs to something else. "
+                              "Rename this Model or remove that object")
+
+
+def test_a_body_without_a_generation_has_generation_zero(settings):
+    """The CRD says observedGeneration is an integer: without metadata.generation (and no
+    earlier status) it is 0, never null or a generation that was not seen."""
+    model = make_model()
+    del model["metadata"]["generation"]
+    status = run(Observed(model), settings).status
+    assert status["observedGeneration"] == 0
+    assert {c["observedGeneration"] for c in status["conditions"]} == {0}

@@ -29,14 +29,23 @@ MIN_SCORE = 0.80
 SURVIVED, NO_TESTS, SKIPPED = 0, 33, 34
 
 
-def stage() -> None:
-    shutil.rmtree(STAGE, ignore_errors=True)
-    package = STAGE / "src" / "modelyard"
+def stage_package(dest: Path, source: Path = ROOT, init: str = "") -> Path:
+    """A fresh copy of `source`'s server/ and operator/ at dest/src/modelyard/..., the
+    layout the package-dir mapping gives them; with dest/src ahead on sys.path (or
+    PYTHONPATH) it is imported instead of the editable install. Returns dest/src."""
+    shutil.rmtree(dest, ignore_errors=True)
+    package = dest / "src" / "modelyard"
     package.mkdir(parents=True)
-    (package / "__init__.py").write_text("")
+    (package / "__init__.py").write_text(init)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(ROOT / "server", package / "server", ignore=ignore)
-    shutil.copytree(ROOT / "operator", package / "operator", ignore=ignore)
+    shutil.copytree(source / "server", package / "server", ignore=ignore)
+    shutil.copytree(source / "operator", package / "operator", ignore=ignore)
+    return dest / "src"
+
+
+def stage() -> None:
+    stage_package(STAGE)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(ROOT / "tests", STAGE / "tests", ignore=ignore)
     shutil.copy2(ROOT / "pyproject.toml", STAGE / "pyproject.toml")
 
