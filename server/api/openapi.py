@@ -91,8 +91,8 @@ def _mullama_operations() -> list[Op]:
            responses={200: {JSON: mullama.MullamaPullResult, NDJSON: {"type": "string"}}},
            errors=(400, 401, 403, 404, 409, 413, 502)),
         Op("post", "/api/models/load", "mullama", "Load a model with its context size and GPU layers (409 when "
-           "it is loaded with them already)", body=mullama.MullamaLoadBody,
-           responses={200: {JSON: mullama.MullamaLoadResult}}, errors=(400, 401, 403, 404, 409, 413, 500, 501)),
+           "it is loaded with them already); `path` registers a GGUF file where it lies", body=mullama.MullamaLoadBody,
+           responses={200: {JSON: mullama.MullamaLoadResult}}, errors=(400, 401, 403, 404, 409, 413, 500)),
         Op("get", "/api/system/status", "mullama", "Version, uptime, models, requests, tokens and memory",
            responses={200: {JSON: mullama.MullamaSystemStatus}}, errors=(401, 403)),
         Op("get", "/api/defaults", "mullama", "The catalogue of small useful GGUF models",

@@ -156,10 +156,48 @@ def test_unload_then_unload_again_is_a_conflict(srv):
     assert_error(post(srv, "/api/models/chat/unload"), 409, "conflict")
 
 
-def test_load_by_path_is_reported_as_not_supported(srv, model_files):
-    r = post(srv, "/api/models/load", {"alias": "by-path", "path": str(model_files["plain"])})
-    assert r.status_code == 501, r.text
-    assert "path" in r.json()["error"]["message"]
+def test_load_by_path_registers_the_file_where_it_lies_and_delete_leaves_it(srv, model_files, tmp_path):
+    own = tmp_path / "mine" / "plain-copy.gguf"
+    own.parent.mkdir()
+    own.write_bytes(model_files["plain"].read_bytes())
+    r = post(srv, "/api/models/load", {"alias": "by-path", "path": str(own), "context_size": CTX})
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "loaded" and r.json()["context_size"] == CTX
+    got = get(srv, "/api/models/by-path").json()
+    assert got["path"] == str(own) and got["loaded"] is True and got["kind"] == "llm"
+    assert not (srv.store / "models" / "by-path" / "model.gguf").exists()  # not copied
+    # the same weights as the uploaded model: the same greedy answer
+    ask = {"prompt": "Once", "raw": True, "max_tokens": 6, "temperature": 0}  # no chat template
+    mine, uploaded = (post(srv, "/api/generate", {"model": m, **ask}) for m in ("by-path", "plain"))
+    assert mine.status_code == uploaded.status_code == 200, (mine.text, uploaded.text)
+    assert mine.json()["response"] == uploaded.json()["response"]
+    assert_error(post(srv, "/api/models/load", {"alias": "by-path", "path": str(own), "context_size": CTX}),
+                 409, "conflict")
+    r = httpx.delete(srv.url + "/api/models/by-path", headers=AUTH)
+    assert r.status_code == 200 and r.json() == {"status": "deleted", "alias": "by-path"}, r.text
+    assert own.read_bytes() == model_files["plain"].read_bytes()  # the user's file stays
+    assert_error(get(srv, "/api/models/by-path"), 404, "not_found")
+
+
+def test_load_by_path_with_a_projector_is_a_vlm(srv, model_files):
+    r = post(srv, "/api/models/load", {"alias": "vlm-by-path", "path": str(model_files["vlm-text"]),
+                                       "mmproj": str(model_files["mmproj"])})
+    assert r.status_code == 200, r.text
+    got = get(srv, "/api/models/vlm-by-path").json()
+    assert got["kind"] == "vlm" and got["capabilities"]["vision"] is True
+    assert post(srv, "/api/models/vlm-by-path/unload").status_code == 200
+
+
+def test_load_by_path_refuses_what_is_not_a_model(srv, model_files, tmp_path):
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"not a gguf file at all" * 10)
+    error = assert_error(post(srv, "/api/models/load", {"alias": "junk", "path": str(junk)}), 400, "invalid_request")
+    assert "GGUF" in error["message"]
+    assert_error(post(srv, "/api/models/load", {"alias": "junk", "path": str(tmp_path / "absent.gguf")}),
+                 400, "invalid_request")
+    assert_error(post(srv, "/api/models/load", {"alias": "plain", "mmproj": str(model_files["mmproj"])}),
+                 400, "invalid_request")
+    assert_error(get(srv, "/api/models/junk"), 404, "not_found")
 
 
 # ---- pulls ----------------------------------------------------------------------------------

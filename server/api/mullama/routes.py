@@ -9,6 +9,7 @@ works wherever an alias does.
 """
 from __future__ import annotations
 
+import os
 import time
 from importlib.metadata import version
 
@@ -105,6 +106,24 @@ class Daemon:
                 "context_size": entry["context_size"], "gpu_layers": entry["gpu_layers"],
                 "is_default": entry["is_default"]}
 
+    def register(self, alias: str, path: str, mmproj: str | None, wanted: dict) -> str:
+        """Register the GGUF at `path` (and its projector) as `alias`, where it lies; returns the
+        id. A model registered from the same files and loaded with the settings asked for is
+        left as it is, so that load() answers 409 without hashing the file again."""
+        model_id = names.to_id(alias)
+        check_id(model_id)
+        try:
+            meta = self.store.meta(model_id)
+        except KeyError:
+            meta = None
+        files = (meta or {}).get("files") or {}
+        same = (meta is not None and _same_file(meta.get("registeredPath"), path)
+                and _same_file((files.get("mmproj") or {}).get("path"), mmproj)
+                and self.store.get(model_id)["readyToUse"])
+        if not (same and self.loaded(model_id) is not None):
+            self.store.register_path(model_id, path, mmproj=mmproj)
+        return model_id
+
     # ---- pulls -------------------------------------------------------------------------
 
     def plan(self, name: str) -> tuple[catalogue.Spec, pulls.Plan]:
@@ -141,6 +160,12 @@ class Daemon:
     def active_requests(self) -> int:
         return sum((getattr(m.engine, "queue_depth", 0) or 0) + (getattr(m.engine, "active", 0) or 0)
                    for m in self.manager.loaded())
+
+
+def _same_file(recorded: str | None, given: str | None) -> bool:
+    if recorded is None or given is None:
+        return recorded is None and given is None
+    return os.path.realpath(recorded) == os.path.realpath(given)
 
 
 def _stream_error(exc: BaseException) -> dict:
@@ -198,14 +223,14 @@ class Pull(_Route):
 class Load(_Route):
     def on_post(self, req, resp):
         body = read_model(req, MullamaLoadBody, self.daemon.settings.max_body_size)
-        if body.path is not None or body.mmproj is not None:
-            # Registering a file by path needs the store's register_path (issue 12).
-            raise ApiError(501, "Loading by 'path' (and 'mmproj') is not supported yet: add the file "
-                                "to the store (POST /api/models/pull, or the registry's upload) and "
-                                "load it by alias")
-        model_id = self.daemon.view(body.alias)["id"]
         wanted = {k: v for k, v in ((CONTEXT, body.context_size), (GPU_LAYERS, body.gpu_layers))
                   if v is not None}
+        if body.path is not None:
+            model_id = self.daemon.register(body.alias, body.path, body.mmproj, wanted)
+        elif body.mmproj is not None:
+            raise ApiError(400, "'mmproj' goes with 'path': the projector of the GGUF file it names")
+        else:
+            model_id = self.daemon.view(body.alias)["id"]
         resp.media = self.daemon.load(model_id, wanted, body.set_default)
 
 
