@@ -17,7 +17,7 @@ from typing import Callable
 from modelyard.server.registry import formats, quantize
 from modelyard.server.registry import store as st
 from modelyard.server.registry.blobs import Blobs
-from modelyard.server.registry.errors import InvalidFile, ModelNotFound
+from modelyard.server.registry.errors import InvalidFile
 
 Emit = Callable[[dict], None]
 
@@ -88,16 +88,10 @@ def create(store: st.Store, blobs: Blobs, recipe: Recipe, emit: Emit, cancel: th
     if params:
         ollama["parameters"] = params
 
-    try:
-        existing = store.get(recipe.model_id)
-    except ModelNotFound:
-        existing = None
-    fields = {"id": recipe.model_id, "kind": kind, "version": (existing or {}).get("version", "")}
+    fields = {"id": recipe.model_id, "kind": kind}
     if gguf_settings:
         fields["gguf"] = gguf_settings
-    store.create(fields)
-    ok = False
-    try:
+    with store.provisional(fields, new={"version": ""}):
         with store.transfer(recipe.model_id) as transfer:
             for role, path in sources.items():
                 if role == "model" and recipe.quantize:
@@ -109,13 +103,6 @@ def create(store: st.Store, blobs: Blobs, recipe: Recipe, emit: Emit, cancel: th
             transfer.commit()
         emit({"status": "writing manifest"})
         view = store.update(recipe.model_id, {"ollama": ollama}) if ollama else store.get(recipe.model_id)
-        ok = True
-    finally:
-        if not ok and existing is None:
-            try:
-                store.delete(recipe.model_id)
-            except st.StoreError:
-                pass
     emit({"status": "success"})
     return view
 

@@ -111,12 +111,7 @@ def pull(store: st.Store, plan: Plan, emit: Emit, cancel: threading.Event) -> di
                   "total": size, "completed": size})
         emit({"status": "success"})
         return existing
-    if existing is None:
-        store.create({"id": plan.model_id, "kind": plan.kind, "version": ""})
-    elif existing["kind"] != plan.kind:
-        store.update(plan.model_id, {"kind": plan.kind})
-    ok = False
-    try:
+    with store.provisional({"id": plan.model_id, "kind": plan.kind}, new={"version": ""}):
         with store.transfer(plan.model_id) as transfer:
             fetch.download_into(transfer, plan.sources, sha256=_hex(plan.digests.get("model")),
                                 on_progress=_progress(plan, emit), cancel=cancel)
@@ -127,13 +122,6 @@ def pull(store: st.Store, plan: Plan, emit: Emit, cancel: threading.Event) -> di
         if _is_embedding(store, plan.model_id):
             changes["kind"] = "embed"
         view = store.update(plan.model_id, changes) if changes else store.get(plan.model_id)
-        ok = True
-    finally:
-        if not ok and existing is None:
-            try:
-                store.delete(plan.model_id)
-            except st.StoreError:
-                pass
     emit({"status": "success"})
     return view
 

@@ -281,6 +281,27 @@ class Store:
             self._write_meta(model_id, meta)
         return self.get(model_id), created
 
+    @contextmanager
+    def provisional(self, fields: dict, new: dict | None = None) -> Iterator[dict | None]:
+        """A model's record for work that is about to fill it (a pull, a create): `fields`
+        are set, `new` too when the model does not exist yet. Yields the view it had before
+        (None when new). When the block fails, a model it created is removed again, so a
+        failed or cancelled pull or create leaves nothing behind."""
+        try:
+            before = self.get(fields["id"])
+        except ModelNotFound:
+            before = None
+        self.create({**(new or {}), **fields} if before is None else fields)
+        try:
+            yield before
+        except BaseException:
+            if before is None:
+                try:
+                    self.delete(fields["id"])
+                except StoreError:
+                    pass
+            raise
+
     def update(self, model_id: str, changes: dict) -> dict:
         """Change metadata fields (gguf, onnx, version) of an existing model."""
         self.check_writable()
