@@ -79,6 +79,16 @@ def reference(data_path) -> gguf.GGUFReader:
 # ---- models ---------------------------------------------------------------------------------
 
 
+def test_without_a_model_and_with_none_loaded_a_request_must_name_one(srv):
+    # this module's server is new: nothing loaded, no default (this test runs first)
+    assert get(srv, "/api/system/status").json()["default_model"] is None
+    for path, body in (("/api/generate", {"prompt": "Hi"}), ("/api/chat", {"messages": [{"role": "user", "content": "Hi"}]}),
+                       ("/api/embeddings", {"input": "Hi"})):
+        r = post(srv, path, body)
+        assert r.status_code == 400, r.text
+        assert "'model' is required" in r.json()["error"]  # Ollama's shape on the shared routes
+
+
 def test_list_models_has_every_ready_gguf_model_with_the_documented_fields(srv, model_files):
     r = get(srv, "/api/models")
     assert r.status_code == 200, r.text
@@ -131,6 +141,8 @@ def test_load_then_again_with_the_same_settings_is_a_conflict(srv):
     assert r.json() == {"status": "loaded", "alias": "plain", "parameters": r.json()["parameters"],
                         "context_size": 256, "gpu_layers": 0, "is_default": r.json()["is_default"]}
     assert r.json()["parameters"] > 0
+    # the first model loaded is the default until one is set
+    assert get(srv, "/api/system/status").json()["default_model"] == "plain"
     error = assert_error(post(srv, "/api/models/load", {"alias": "plain", "context_size": 256}), 409, "conflict")
     assert "already loaded" in error["message"]
     assert_error(post(srv, "/api/models/load", {"alias": "plain"}), 409, "conflict")
@@ -237,6 +249,17 @@ def test_pull_without_stream_is_one_object_and_a_file_can_be_named(srv, files):
     assert r.json() == {"status": "success", "model": f"hf.co/{REPO}:tiny-F16", "repo": REPO,
                         "size_bytes": len(files["F16"])}
     assert (srv.store / "models" / "hf.co__org__tiny-GGUF--tiny-F16" / "model.gguf").read_bytes() == files["F16"]
+
+
+def test_a_pull_that_fails_after_the_stream_began_ends_with_an_error_line_and_leaves_nothing(srv, hub):
+    hub.add_hf("org/junk-GGUF", "junk-Q8_0.gguf", b"this is not a GGUF file " * 1000)
+    lines = pull_lines(srv, "hf:org/junk-GGUF")
+    assert lines[0]["status"] == "downloading"
+    last = lines[-1]
+    assert last["status"] == "error" and last["error"]["type"] == "invalid_request", last
+    assert "GGUF" in last["error"]["message"]
+    assert not (srv.store / "models" / "hf.co__org__junk-GGUF").exists()
+    assert_error(get(srv, "/api/models/hf.co__org__junk-GGUF"), 404, "not_found")
 
 
 def test_pull_errors_are_found_before_the_stream_starts(srv):
