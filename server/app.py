@@ -13,6 +13,7 @@ from modelyard.server.api.mullama import routes as mullama
 from modelyard.server.api.ollama import routes as ollama
 from modelyard.server.api.ollama import transfers as ollama_transfers
 from modelyard.server.api.openai import routes as openai
+from modelyard.server.api.silicon import routes as silicon
 from modelyard.server.api.store import download, models
 from modelyard.server.http import jsonio
 from modelyard.server.http.auth import AuthMiddleware
@@ -45,6 +46,7 @@ def create_app(settings: Settings, store: Store | None = None) -> falcon.App:
     kserve.add_routes(app, dispatcher, settings)
     ollama.add_routes(app, dispatcher)
     ollama_transfers.add_routes(app, store, settings)
+    silicon.add_routes(app, store, dispatcher, settings)
     mullama.add_routes(app, dispatcher, settings, collectors)
     metrics.add_routes(app, collectors, manager)
     health.add_routes(app, manager)

@@ -17,6 +17,7 @@ from modelyard.server.api.kserve import codec as kserve
 from modelyard.server.api.mullama import schema as mullama
 from modelyard.server.api.ollama import schema as ollama
 from modelyard.server.api.openai import schema as openai
+from modelyard.server.api.silicon import schema as silicon
 from modelyard.server.api.store import schema as store
 from modelyard.server.http.errors import is_mullama
 
@@ -103,6 +104,43 @@ def _mullama_operations() -> list[Op]:
         Op("get", "/status", "mullama", "The daemon's status", responses={200: {JSON: mullama.MullamaStatus}}, errors=()),
         Op("get", "/health", "mullama", "200 while serving, 503 while the --preload models load",
            responses={200: {JSON: {"type": "object"}}, 503: {JSON: {"type": "object"}}}, errors=()),
+    ]
+
+
+def _silicon_operations() -> list[Op]:
+    e, s = "/api/engine", silicon
+    status = {200: {JSON: s.SiliconStatusOut}}
+    return [
+        Op("get", f"{e}/models", "silicon", "Every model: status, download progress, path, size",
+           responses={200: {JSON: s.SiliconModelListOut}}, errors=(401, 403)),
+        Op("post", f"{e}/models/download", "silicon", "Download a Hugging Face repo's GGUF in the background",
+           body=s.SiliconDownloadBody, responses={202: {JSON: s.SiliconStatusOut}},
+           errors=(400, 401, 403, 404, 409, 413)),
+        Op("post", f"{e}/models/delete", "silicon", "Delete a model (a registered file stays on disk)",
+           body=s.SiliconModelRef, responses=status, errors=(400, 401, 403, 404, 409, 413)),
+        Op("post", f"{e}/models/register", "silicon", "Register a GGUF file, or a folder with its projector, "
+           "where it lies", body=s.SiliconRegisterBody, responses=status, errors=(400, 401, 403, 409, 413)),
+        Op("post", f"{e}/models/scan", "silicon", "Register every valid GGUF under a folder; say what was skipped",
+           body=s.SiliconScanBody, responses={200: {JSON: s.SiliconScanOut}}, errors=(400, 401, 403, 413)),
+        Op("get", f"{e}/models/active", "silicon", "The model this API loaded last, or {\"model\": null}",
+           responses={200: {JSON: s.SiliconActiveOut}}, errors=(401, 403)),
+        Op("post", f"{e}/models/load", "silicon", "Load a model (kv_quantization 4 or 8: a quantized KV cache)",
+           body=s.SiliconLoadBody, responses={200: {JSON: s.SiliconLoadOut}},
+           errors=(400, 401, 403, 404, 413, 500, 503)),
+        Op("post", f"{e}/models/unload", "silicon", "Unload a model (the active one without a body)",
+           body=s.SiliconUnloadBody, responses=status, errors=(400, 401, 403, 413)),
+        Op("get", f"{e}/models/adapters", "silicon", "Fine-tuned adapters (none: fine-tuning is not served yet)",
+           responses={200: {JSON: s.SiliconAdapterList}}, errors=(401, 403)),
+        Op("get", f"{e}/models/{{model_id}}/format", "silicon", "The tokenizer's metadata from the GGUF",
+           responses={200: {JSON: s.SiliconFormatOut}}, errors=(400, 401, 403, 404)),
+        Op("post", f"{e}/chat", "silicon", "Chat, streamed as SSE {\"text\"} events and a final done event "
+           "with the usage", body=s.SiliconChatBody, responses={200: {SSE: s.SiliconChatEvent}},
+           errors=(400, 401, 403, 404, 413, 500, 503)),
+        Op("post", f"{e}/chat/stop", "silicon", "Stop the chats being streamed (of one model when named)",
+           body=s.SiliconStopBody, responses=status, errors=(400, 401, 403, 413)),
+        Op("post", f"{e}/predict", "silicon", "A completion for inline suggestions, at the highest priority",
+           body=s.SiliconPredictBody, responses={200: {JSON: s.SiliconPredictOut}},
+           errors=(400, 401, 403, 404, 413, 499, 500, 503)),
     ]
 
 
@@ -226,6 +264,7 @@ def operations() -> list[Op]:
            responses={200: {JSON: {"type": "object", "required": ["embedding"]}}},
            errors=(400, 401, 403, 404, 413, 500, 503)),
         *_mullama_operations(),
+        *_silicon_operations(),
         Op("get", "/healthz", "health", "Liveness", responses={200: {JSON: {"type": "object"}}}, errors=()),
         Op("get", "/readyz", "health", "Readiness: the --preload models are loaded",
            responses={200: {JSON: {"type": "object"}}, 503: {JSON: {"type": "object"}}}, errors=()),

@@ -170,7 +170,8 @@ class Dispatcher:
         try:
             for i in range(req.n):
                 p = params if i == 0 or params.seed is None else replace(params, seed=params.seed + i)
-                group.start(engine, GenRequest(tokens, p, max_tokens, req.logprobs, media=media), req.stop)
+                group.start(engine, GenRequest(tokens, p, max_tokens, req.logprobs, media=media,
+                                               priority=req.priority), req.stop)
         except EngineUnavailable:
             group.close()
             raise

@@ -123,8 +123,11 @@ class ModelManager:
             except KeyError:
                 raise ModelNotFound(model_id) from None
             if not meta.get("readyToUse"):
-                raise ModelNotReady(f"Model '{model_id}' is not ready: its file has not been "
-                               "uploaded or downloaded yet")
+                # A file registered by path that changed on disk: the engine that has the old
+                # one open must not serve from a file that is being rewritten.
+                self._unload_locked(model_id)
+                raise ModelNotReady(f"Model '{model_id}' is not ready: " + (
+                    meta.get("notReadyReason") or "its file has not been uploaded or downloaded yet"))
             path = self.store.file_path(model_id)
             key = _file_key(self._paths(model_id, meta), meta)
             current = self._loaded.get(model_id)

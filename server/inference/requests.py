@@ -27,6 +27,9 @@ class Generate:
     # Cut a max_tokens that the context cannot hold to what it can, rather than refuse it:
     # Anthropic clients must send max_tokens, and send the large ones their API allows.
     fit_max_tokens: bool = False
+    # The scheduler admits higher first, and lets priority > 0 take its priority slot
+    # (scheduler.PRIORITY_SLOTS): for latency-bound requests such as inline suggestions.
+    priority: int = 0
 
 
 @dataclass(frozen=True)

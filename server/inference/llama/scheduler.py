@@ -30,6 +30,11 @@ from modelyard.server.inference.llama.slots import choose_slot, plan_batch
 log = logging.getLogger(__name__)
 
 DEFAULT_CONTEXT = 4096  # per slot, when the model's metadata names no initContextSize
+# Slots beyond `parallel` that only priority requests (priority > 0: Silicon Studio's
+# predict, an editor's inline suggestion) may take: when long chats hold every ordinary
+# slot, a priority request still starts at the next step instead of waiting for a chat to
+# end, and the steps decode only it until it ends (_running).
+PRIORITY_SLOTS = 1
 BATCH_SIZE = 2048
 UBATCH_SIZE = 512
 
@@ -50,6 +55,7 @@ class GenRequest:
     max_tokens: int
     logprobs: int | None = None  # None: none; k: the chosen token's and the top k
     media: tuple = ()
+    priority: int = 0  # higher is admitted first, and may take a priority slot
     cancel: threading.Event = field(default_factory=threading.Event)
     out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     submitted: float = field(default_factory=time.monotonic)
@@ -66,6 +72,7 @@ class _Slot:
     last_token: int = -1
     n_generated: int = 0
     out_index: int = -1  # this slot's output row in the last batch
+    reserved: bool = False  # a priority slot: only priority requests take it
 
 
 class _Batch:
@@ -120,12 +127,13 @@ class Scheduler(ContextThread):
         self.name = name or model.path.stem
         self.metrics = metrics
         self.parallel = max(1, parallel)
+        n_seqs = self.parallel + PRIORITY_SLOTS
         per_slot = context_per_slot or min(model.n_ctx_train or DEFAULT_CONTEXT, DEFAULT_CONTEXT)
         params = L.llama_context_default_params()
         # Each slot gets a whole context of its own size (a split, not unified, cache),
         # so one long conversation can never starve the others of room.
-        params.n_ctx = per_slot * self.parallel
-        params.n_seq_max = self.parallel
+        params.n_ctx = per_slot * n_seqs
+        params.n_seq_max = n_seqs
         params.kv_unified = False
         params.n_batch = min(BATCH_SIZE, params.n_ctx)
         params.n_ubatch = min(UBATCH_SIZE, params.n_batch)
@@ -145,7 +153,7 @@ class Scheduler(ContextThread):
         self.n_ctx_slot = L.llama_n_ctx_seq(self.ctx)
         self.batch = _Batch(params.n_batch)
         self.kv_bytes_per_token = self._measure_kv_bytes()
-        self.slots = [_Slot(seq=i) for i in range(self.parallel)]
+        self.slots = [_Slot(seq=i, reserved=i >= self.parallel) for i in range(n_seqs)]
         # Tokens put through llama_decode, by phase: what a cancelled request still costs
         # shows here, not in what its client received.
         self.decoded = {"prompt": 0, "generate": 0}
@@ -187,6 +195,14 @@ class Scheduler(ContextThread):
     def active(self) -> int:
         return sum(1 for s in self.slots if s.req is not None)
 
+    def _next_waiting(self) -> tuple[GenRequest | None, list]:
+        """The request to admit next (the highest priority, then the oldest) and the free
+        slots it may take; (None, []) when it must wait. Called with the lock held."""
+        req = max(self._waiting, key=lambda r: r.priority)  # max keeps the first of equals
+        free = [(s.seq, s.cached, s.last_used) for s in self.slots
+                if s.req is None and (req.priority > 0 or not s.reserved)]
+        return (req, free) if free else (None, [])
+
     # ---- the scheduler thread --------------------------------------------------------
 
     def _has_work(self) -> bool:
@@ -196,9 +212,9 @@ class Scheduler(ContextThread):
         """One scheduler step: admit, decode one batch, sample."""
         self._admit()
         self._reap_cancelled()
-        generating = [s for s in self.slots if s.req is not None and not s.pending]
-        prompting = sorted((s for s in self.slots if s.req is not None and s.pending),
-                           key=lambda s: s.req.submitted)
+        running = self._running()
+        generating = [s for s in running if not s.pending]
+        prompting = sorted((s for s in running if s.pending), key=lambda s: s.req.submitted)
         if any(s.req.media for s in prompting):
             prompting = self._decode_images(prompting)
         plan = plan_batch([s.seq for s in generating],
@@ -232,6 +248,14 @@ class Scheduler(ContextThread):
             slot.cached.extend(chunk)
             if slot.out_index >= 0:
                 self._sample(slot)
+
+    def _running(self) -> list[_Slot]:
+        """The slots this step decodes: while a priority request runs, only those of the
+        highest priority, so its steps cost what they cost alone (the others pause, their
+        caches kept, for the few steps an inline suggestion takes)."""
+        running = [s for s in self.slots if s.req is not None]
+        top = max((s.req.priority for s in running), default=0)
+        return [s for s in running if s.req.priority == top] if top > 0 else running
 
     # ---- images (vlm) ----------------------------------------------------------------
     #
@@ -306,10 +330,12 @@ class Scheduler(ContextThread):
             with self._cv:
                 if not self._waiting:
                     break
-                free = [(s.seq, s.cached, s.last_used) for s in self.slots if s.req is None]
-                if not free:
+                # A request that cannot start blocks those behind it: they have no more
+                # slots to choose from than it has.
+                req, free = self._next_waiting()
+                if req is None:
                     break
-                req = self._waiting.popleft()
+                self._waiting.remove(req)
             self._gauge_queue()
             if req.cancel.is_set():
                 req.out.put(("end", "cancelled", 0))
