@@ -71,14 +71,12 @@ class Daemon:
         model_id = view["id"]
         item = self.loaded(model_id)
         meta = self._meta.get(model_id, self.store.file_path(model_id))
-        engine = item.engine if item is not None else None
-        active = (getattr(engine, "queue_depth", 0) or 0) + (getattr(engine, "active", 0) or 0)
         return {"alias": catalogue.alias(model_id), "path": str(self.store.file_path(model_id)),
                 "parameters": meta.get("general.parameter_count"),
                 "context_size": self.context_size(model_id, item),
                 "gpu_layers": int(self.manager.serving_fields(model_id).get(GPU_LAYERS) or 0),
                 "is_default": self.manager.default_model() == model_id,
-                "active_requests": active, "loaded": item is not None, "kind": view["kind"]}
+                "active_requests": _active(item), "loaded": item is not None, "kind": view["kind"]}
 
     def detail(self, view: dict) -> dict:
         meta = self._meta.get(view["id"], self.store.file_path(view["id"]))
@@ -106,10 +104,11 @@ class Daemon:
                 "context_size": entry["context_size"], "gpu_layers": entry["gpu_layers"],
                 "is_default": entry["is_default"]}
 
-    def register(self, alias: str, path: str, mmproj: str | None, wanted: dict) -> str:
+    def register(self, alias: str, path: str, mmproj: str | None) -> str:
         """Register the GGUF at `path` (and its projector) as `alias`, where it lies; returns the
-        id. A model registered from the same files and loaded with the settings asked for is
-        left as it is, so that load() answers 409 without hashing the file again."""
+        id. A loaded model registered from the same files, unchanged, is left as it is: load()
+        then answers 409 for the same settings, or reloads for others, without hashing the
+        file again."""
         model_id = names.to_id(alias)
         check_id(model_id)
         try:
@@ -158,8 +157,13 @@ class Daemon:
         return int(time.monotonic() - self.started)
 
     def active_requests(self) -> int:
-        return sum((getattr(m.engine, "queue_depth", 0) or 0) + (getattr(m.engine, "active", 0) or 0)
-                   for m in self.manager.loaded())
+        return sum(_active(m) for m in self.manager.loaded())
+
+
+def _active(item) -> int:
+    """A loaded model's requests waiting for a slot or decoding (an embedder reports none)."""
+    engine = item.engine if item is not None else None
+    return (getattr(engine, "queue_depth", 0) or 0) + (getattr(engine, "active", 0) or 0)
 
 
 def _same_file(recorded: str | None, given: str | None) -> bool:
@@ -226,7 +230,7 @@ class Load(_Route):
         wanted = {k: v for k, v in ((CONTEXT, body.context_size), (GPU_LAYERS, body.gpu_layers))
                   if v is not None}
         if body.path is not None:
-            model_id = self.daemon.register(body.alias, body.path, body.mmproj, wanted)
+            model_id = self.daemon.register(body.alias, body.path, body.mmproj)
         elif body.mmproj is not None:
             raise ApiError(400, "'mmproj' goes with 'path': the projector of the GGUF file it names")
         else:
