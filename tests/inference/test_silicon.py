@@ -4,6 +4,7 @@ load with a quantized KV cache, SSE chat parsed event by event with its prefix c
 and predict's priority over streaming chats."""
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import statistics
@@ -20,6 +21,7 @@ from support.servers import Server
 
 E = "/api/engine"
 REPO = "org/tiny-GGUF"
+SLOW = "org/slow-GGUF"
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +33,8 @@ def hub(tmp_path_factory):
         hub.add_hf(REPO, "tiny-F16.gguf",
                    modelgen.make_llama_gguf(d / "f16.gguf", vocab="qwen2", qtype="F16", seed=4).read_bytes())
         hub.add_hf(REPO, "README.md", b"# tiny\n")
+        # a slow one, to watch its progress and cancel it
+        hub.add_hf(SLOW, "slow-Q4_K_M.gguf", (d / "f16.gguf").read_bytes(), rate=2_000_000)
         yield hub
 
 
@@ -132,7 +136,7 @@ def test_a_registered_file_that_changes_is_not_ready_and_never_served(c, model_f
     assert c.post(f"{E}/models/delete", json={"model_id": "moving"}).status_code == 200
 
 
-def test_scan_registers_good_files_pairs_projectors_and_says_why_it_skips(c, model_files, tmp_path):
+def test_scan_registers_good_files_pairs_projectors_and_says_why_it_skips(srv, c, model_files, tmp_path):
     root = tmp_path / "library"
     (root / "text").mkdir(parents=True)
     (root / "vision").mkdir()
@@ -153,9 +157,20 @@ def test_scan_registers_good_files_pairs_projectors_and_says_why_it_skips(c, mod
     skipped = {s["path"].rsplit("/", 1)[1]: s["reason"] for s in r.json()["skipped"]}
     assert set(skipped) == {"broken.gguf", "half.gguf"}
     assert "truncated" in skipped["half.gguf"]
-    # scanning again registers the same files in place, not as copies
+    # scanning again registers the same files in place, not as copies, and does not hash
+    # unchanged files again (their records are not rewritten)
+    record = srv.store / "models" / "plain-q8" / "model.json"
+    before = record.stat().st_mtime_ns
     again = c.post(f"{E}/models/scan", json={"path": str(root)}).json()
     assert {m["id"] for m in again["registered"]} == {"plain-q8", "llava-tiny"}
+    assert record.stat().st_mtime_ns == before
+    # the vlm sees an image
+    png = base64.b64encode(modelgen.make_png(32, 32, lambda x, y: (255, 0, 0))).decode()
+    events = chat_events(c, {"model_id": "llava-tiny", "max_tokens": 4, "temperature": 0, "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "What colour is this?"},
+                                     {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}}]}]})
+    assert events[-1]["done"] is True and events[-1]["usage"]["completion_tokens"] == 4
+    assert events[-1]["usage"]["prompt_tokens"] > 20  # the image's tokens are in the prompt
     # the vlm loads with its projector, and the active model says so
     r = c.post(f"{E}/models/load", json={"model_id": "llava-tiny"})
     assert r.status_code == 200, r.text
@@ -207,6 +222,24 @@ def test_download_from_the_hub_in_the_background(c, hub):
     assert c.post(f"{E}/models/delete", json={"model_id": model_id}).status_code == 200
 
 
+def test_download_progress_shows_and_delete_cancels_it(srv, c):
+    r = c.post(f"{E}/models/download", json={"model_id": SLOW})
+    assert r.status_code == 202, r.text
+    model_id = r.json()["model_id"]
+    deadline = time.monotonic() + 30
+    while not ((entry := models(c).get(model_id)) and (entry["progress"] or {}).get("downloaded")):
+        assert time.monotonic() < deadline, entry
+        time.sleep(0.05)
+    assert entry["status"] == "downloading" and entry["downloaded"] is False
+    progress = entry["progress"]
+    assert 0 < progress["downloaded"] < progress["total"] and 0 < progress["percent"] < 100
+    assert c.post(f"{E}/models/download", json={"model_id": SLOW}).status_code == 409  # one at a time
+    assert c.post(f"{E}/models/delete", json={"model_id": model_id}).status_code == 200
+    time.sleep(1.5)  # the cancelled download must not come back
+    assert model_id not in models(c)
+    assert not (srv.store / "models" / model_id).exists()
+
+
 def test_load_with_a_quantized_kv_cache(c, tmp_path):
     from test_kv_cache import make_model_file  # head size 64: q8_0 and q4_0 blocks fit
 
@@ -250,7 +283,7 @@ def test_chat_takes_images_up_to_20_mb(c):
         {"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": {"url": big}}]}]}
     r = c.post(f"{E}/chat", json=body)
     assert r.status_code == 413 and "20 MB" in r.json()["error"]
-    png = "data:image/png;base64," + __import__("base64").b64encode(modelgen.make_png(8, 8, lambda x, y: (255, 0, 0))).decode()
+    png = "data:image/png;base64," + base64.b64encode(modelgen.make_png(8, 8, lambda x, y: (255, 0, 0))).decode()
     body["messages"][0]["content"][1]["image_url"]["url"] = png
     r = c.post(f"{E}/chat", json=body)  # a text model takes no image
     assert r.status_code == 400 and "takes no images" in r.json()["error"]

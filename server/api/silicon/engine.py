@@ -165,12 +165,24 @@ class Engine:
         for found in result.found:
             try:
                 model_id = self._free_id(registered.id_for(found.model), found.model)
-                self.store.register_path(model_id, found.model, mmproj=found.mmproj,
-                                         fields={SECTION: {"name": found.model.stem, "url": None}})
+                if not self._unchanged(model_id, found):
+                    self.store.register_path(model_id, found.model, mmproj=found.mmproj,
+                                             fields={SECTION: {"name": found.model.stem, "url": None}})
                 done.append(self.entry(model_id))
             except st.StoreError as exc:
                 skipped.append({"path": str(found.model), "reason": str(exc)})
         return done, skipped
+
+    def _unchanged(self, model_id: str, found: registered.Found) -> bool:
+        """Registered already from these very files, as they were verified: a scan again of
+        a library of large models need not hash them all again."""
+        try:
+            view, files = self.store.get(model_id), self.store.meta(model_id)["files"]
+        except ModelNotFound:
+            return False
+        wanted = {"model": found.model, "mmproj": found.mmproj}
+        return view["readyToUse"] and {r: f.get("path") for r, f in files.items()} == \
+            {r: str(p) for r, p in wanted.items() if p is not None}
 
     def _free_id(self, base: str, path) -> str:
         """`base`, or `base-2`... when another file holds it: a scan never replaces a model
