@@ -16,6 +16,9 @@ log = logging.getLogger(__name__)
 OPENAI_PREFIXES = ("/v1/", "/mimik-ai/openai/v1/")
 KSERVE_PREFIX = "/v2/"
 OLLAMA_PREFIX = "/api/"  # Ollama's {"error": "..."}
+# Silicon Studio's engine is a FastAPI app, whose errors are {"detail": "..."}: its routes
+# answer both keys, so the app's client and the /api/ routes' readers each find theirs.
+SILICON_PREFIX = "/api/engine/"
 ANTHROPIC_PATH = "/v1/messages"  # and below it (count_tokens)
 
 _OPENAI_TYPES = {
@@ -106,6 +109,8 @@ def error_body(path: str, code: int, message: str, kind: str | None = None) -> d
         return mullama_error(code, message, kind)
     if is_anthropic(path):
         return {"type": "error", "error": {"type": anthropic_error_type(code), "message": message}}
+    if path.startswith(SILICON_PREFIX):
+        return {"error": message, "detail": message}
     if path.startswith(KSERVE_PREFIX) or path.startswith(OLLAMA_PREFIX):
         return {"error": message}
     body = {"code": code, "message": message}

@@ -85,7 +85,9 @@ def chat_events(c, body: dict, on_event=None) -> list[dict]:
 def test_auth_and_errors(srv, c):
     assert httpx.get(f"{srv.url}{E}/models").status_code == 401
     r = c.post(f"{E}/models/load", json={"model_id": "nope"})
-    assert r.status_code == 404 and r.json() == {"error": "Model 'nope' not found"}
+    # the /api/ routes' {"error"}, and FastAPI's {"detail"} that the app's client reads
+    assert r.status_code == 404
+    assert r.json() == {"error": "Model 'nope' not found", "detail": "Model 'nope' not found"}
     r = c.post(f"{E}/models/load", json={"model_id": "chat", "kv_quantization": 3})
     assert r.status_code == 400 and "kv_quantization" in r.json()["error"]
     assert c.get(f"{E}/models/adapters").json() == []

@@ -1,6 +1,7 @@
 """Silicon Studio's engine API (seed 001) at /api/engine: models, chat, stop, predict.
 
-Errors have the `/api/` routes' shape, `{"error": "..."}`.
+Errors have the `/api/` routes' shape, `{"error": "..."}`, with FastAPI's `"detail"` beside it
+(http/errors.py).
 """
 from __future__ import annotations
 
