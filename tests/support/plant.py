@@ -75,6 +75,19 @@ PLANTS = {
 ''',
         bug="an unload ends the sequences in flight like a cancel, without an error",
     ),
+    # Unloading forgets the model but closes nothing: its runner goes on generating.
+    "unload-leaves-the-generation-running": Plant(
+        test="tests/inference/test_lifecycle.py::test_unload_during_a_generation",
+        path="server/inference/manager.py",
+        old="""        item.engine.close()  # fails in-flight requests, joins the engine thread
+        if item.projector is not None:
+            item.projector.close()
+        if item.model is not None:
+            item.model.close()
+""",
+        new="",
+        bug="an unload drops the model from the loaded ones without closing its engine or model",
+    ),
 }
 
 
