@@ -593,12 +593,16 @@ class Transfer:
         """Take an existing file (a blob, another model's file) as this role's new content:
         a hard link where the filesystem allows, so no byte is copied and the source stays
         as it is (store files are only ever replaced by rename, never written in place).
-        It is hashed and checked at commit like any written file."""
+        It is hashed and checked at commit like any written file. A file outside the store
+        (one registered by path) is copied: its owner may rewrite it in place, which would
+        change a linked copy under the store's feet."""
         partial = self.partial_path(role)
         partial.unlink(missing_ok=True)
         try:
+            if not _inside(source, self.store.root):
+                raise OSError("not the store's file")
             os.link(source, partial)
-        except OSError:  # another filesystem
+        except OSError:  # another filesystem, or the user's file
             shutil.copyfile(source, partial)
         return self.writer(role, resume=True)
 

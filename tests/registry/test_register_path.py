@@ -179,3 +179,22 @@ def test_registered_models_through_the_registry_api(tmp_path):
         assert httpx.get(f"{server.url}/store/v1/models").json()["data"] == []
     finally:
         server.stop()
+
+
+def test_copies_of_a_registered_model_never_share_the_users_inode(tmp_path):
+    """Ollama's copy of a registered model is a second registration; a model made from it
+    (Ollama's create) gets its own file, so the user's edits in place cannot reach it."""
+    store = Store(tmp_path / "store")
+    user = make_gguf(tmp_path / "user.gguf")
+    store.register_path("reg", user)
+    copy = store.copy("reg", "reg2")
+    assert copy["registeredPath"] == str(user) and copy["readyToUse"] is True
+    store.delete("reg2")
+    assert user.exists() and store.get("reg")["readyToUse"] is True
+    store.create({"id": "derived", "version": "1", "kind": "llm"})
+    with store.transfer("derived") as transfer:
+        transfer.place("model", store.file_path("reg"))
+        transfer.commit()
+    derived = store.file_path("derived")
+    assert derived.read_bytes() == user.read_bytes()
+    assert derived.stat().st_ino != user.stat().st_ino
