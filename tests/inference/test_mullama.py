@@ -15,7 +15,7 @@ import modelgen
 from conftest import AUTH, CTX
 from support.hubs import FileHub
 
-REPO = "org/tiny-GGUF"
+REPO = "mullama-org/tiny-GGUF"  # not another module's: the session's store is shared
 # The catalogue's entry that the stand-in serves (what /api/defaults/{name}/use pulls).
 DEFAULT = "qwen2.5-0.5b"
 DEFAULT_REPO = "Qwen/Qwen2.5-0.5B-Instruct-GGUF"
@@ -43,7 +43,7 @@ def hub(files):
         hub.add_hf(REPO, "tiny-Q8_0.gguf", files["Q8_0"], rate=len(files["Q8_0"]) / 1.5)
         hub.add_hf(REPO, "tiny-F16.gguf", files["F16"])
         hub.add_hf(REPO, "README.md", b"# tiny\n")
-        hub.add_hf("org/think-GGUF", "think-Q8_0.gguf", files["think"])
+        hub.add_hf("mullama-org/think-GGUF", "think-Q8_0.gguf", files["think"])
         hub.add_hf(DEFAULT_REPO, "qwen2.5-0.5b-instruct-q4_k_m.gguf", files["Q8_0"])
         hub.add_hf(DEFAULT_REPO, "qwen2.5-0.5b-instruct-q8_0.gguf", files["F16"])
         yield hub
@@ -119,9 +119,9 @@ def test_model_details_read_the_gguf(srv, model_files):
 
 
 def test_capabilities_follow_the_chat_template(srv):
-    assert post(srv, "/api/models/pull", {"name": "hf:org/think-GGUF"}).status_code == 200
-    got = get(srv, "/api/models/hf.co__org__think-GGUF").json()
-    assert got["alias"] == "hf.co/org/think-GGUF"
+    assert post(srv, "/api/models/pull", {"name": "hf:mullama-org/think-GGUF"}).status_code == 200
+    got = get(srv, "/api/models/hf.co__mullama-org__think-GGUF").json()
+    assert got["alias"] == "hf.co/mullama-org/think-GGUF"
     assert got["capabilities"] == {"vision": False, "tools": True, "thinking": True, "json": True}
 
 
@@ -238,7 +238,7 @@ def test_pull_of_an_hf_spec_streams_progress_line_by_line(srv, files):
     assert downloading[-1]["downloaded_bytes"] == size and downloading[-1]["progress"] == 1.0
     assert lines[-1] == {"status": "success", "model": f"hf.co/{REPO}:Q8_0"}
     # it is a model like any other, ready, with the file's bytes
-    assert (srv.store / "models" / f"hf.co__org__tiny-GGUF--Q8_0" / "model.gguf").read_bytes() == files["Q8_0"]
+    assert (srv.store / "models" / f"hf.co__mullama-org__tiny-GGUF--Q8_0" / "model.gguf").read_bytes() == files["Q8_0"]
     assert f"hf.co/{REPO}:Q8_0" in [m["alias"] for m in get(srv, "/api/models").json()["models"]]
 
 
@@ -248,18 +248,18 @@ def test_pull_without_stream_is_one_object_and_a_file_can_be_named(srv, files):
     assert r.headers["content-type"].startswith("application/json")
     assert r.json() == {"status": "success", "model": f"hf.co/{REPO}:tiny-F16", "repo": REPO,
                         "size_bytes": len(files["F16"])}
-    assert (srv.store / "models" / "hf.co__org__tiny-GGUF--tiny-F16" / "model.gguf").read_bytes() == files["F16"]
+    assert (srv.store / "models" / "hf.co__mullama-org__tiny-GGUF--tiny-F16" / "model.gguf").read_bytes() == files["F16"]
 
 
 def test_a_pull_that_fails_after_the_stream_began_ends_with_an_error_line_and_leaves_nothing(srv, hub):
-    hub.add_hf("org/junk-GGUF", "junk-Q8_0.gguf", b"this is not a GGUF file " * 1000)
-    lines = pull_lines(srv, "hf:org/junk-GGUF")
+    hub.add_hf("mullama-org/junk-GGUF", "junk-Q8_0.gguf", b"this is not a GGUF file " * 1000)
+    lines = pull_lines(srv, "hf:mullama-org/junk-GGUF")
     assert lines[0]["status"] == "downloading"
     last = lines[-1]
     assert last["status"] == "error" and last["error"]["type"] == "invalid_request", last
     assert "GGUF" in last["error"]["message"]
-    assert not (srv.store / "models" / "hf.co__org__junk-GGUF").exists()
-    assert_error(get(srv, "/api/models/hf.co__org__junk-GGUF"), 404, "not_found")
+    assert not (srv.store / "models" / "hf.co__mullama-org__junk-GGUF").exists()
+    assert_error(get(srv, "/api/models/hf.co__mullama-org__junk-GGUF"), 404, "not_found")
 
 
 def test_pull_errors_are_found_before_the_stream_starts(srv):
@@ -277,11 +277,11 @@ def test_delete_removes_a_model_from_disk(srv, files):
     name = f"hf.co/{REPO}:tiny-F16"
     assert post(srv, "/api/models/load", {"alias": name}).status_code == 200
     # the alias is a path segment: its slashes are escaped
-    r = httpx.delete(srv.url + "/api/models/hf.co__org__tiny-GGUF--tiny-F16", headers=AUTH)
+    r = httpx.delete(srv.url + "/api/models/hf.co__mullama-org__tiny-GGUF--tiny-F16", headers=AUTH)
     assert r.status_code == 200 and r.json() == {"status": "deleted", "alias": name}, r.text
-    assert not (srv.store / "models" / "hf.co__org__tiny-GGUF--tiny-F16").exists()
+    assert not (srv.store / "models" / "hf.co__mullama-org__tiny-GGUF--tiny-F16").exists()
     assert name not in [m["alias"] for m in get(srv, "/api/models").json()["models"]]
-    assert_error(httpx.delete(srv.url + "/api/models/hf.co__org__tiny-GGUF--tiny-F16", headers=AUTH),
+    assert_error(httpx.delete(srv.url + "/api/models/hf.co__mullama-org__tiny-GGUF--tiny-F16", headers=AUTH),
                  404, "not_found")
 
 
