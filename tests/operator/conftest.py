@@ -6,7 +6,11 @@ from typing import Any
 
 import pytest
 
+from modelyard.operator import builders
+from modelyard.operator.planning import Observed, plan
 from modelyard.operator.settings import OperatorSettings
+
+NOW = "2025-01-01T00:00:00Z"
 
 SMOLLM = {
     "apiVersion": "modelyard.dev/v1alpha1",
@@ -119,3 +123,25 @@ def record_operator_calls(kmock) -> None:
         with open(os.environ[CALLS_FILE], "a") as f:
             for call in sorted(calls):
                 f.write(json.dumps(call) + "\n")
+
+
+# ---- what the planning tests share ------------------------------------------------------
+
+def run(observed, settings, now=NOW):
+    """The operator's plan for what it observed, at a fixed time."""
+    return plan(observed, settings, now=now, api_key="generated-key")
+
+
+def condition(status, kind):
+    return next(c for c in status["conditions"] if c["type"] == kind)
+
+
+def serving(model, settings, ready=1):
+    """A Model whose download is complete and whose Deployment and Service exist."""
+    digest = builders.source_hash(model["spec"])
+    deployment = builders.build_deployment(model, settings, source_hash=digest)
+    deployment["status"] = {"readyReplicas": ready}
+    model["status"] = {"sourceHash": digest, "conditions": [
+        {"type": "Downloaded", "status": "True", "lastTransitionTime": "2024-01-01T00:00:00Z"}]}
+    return Observed(model, pvc=builders.build_pvc(model, settings), deployment=deployment,
+                    service=builders.build_service(model))

@@ -3,21 +3,14 @@ from modelyard.operator import builders
 from modelyard.operator.planning import Observed, merge_patch, plan
 from modelyard.operator.progress import download_status, last_events
 
-from .conftest import make_model
-
-NOW = "2025-01-01T00:00:00Z"
+from .conftest import condition, make_model, run, serving
 
 
-def run(observed, settings, now=NOW):
-    return plan(observed, settings, now=now, api_key="generated-key")
 
 
 def verbs(result):
     return [(a.verb, a.resource) for a in result.actions]
 
-
-def condition(status, kind):
-    return next(c for c in status["conditions"] if c["type"] == kind)
 
 
 def complete(job):
@@ -57,15 +50,6 @@ def test_a_complete_job_brings_the_serving_children(model, settings):
     assert result.status["download"] == {"size": 100, "totalSize": 100}  # no PROGRESS once done
     assert condition(result.status, "Downloaded")["status"] == "True"
 
-
-def serving(model, settings, ready=1):
-    digest = builders.source_hash(model["spec"])
-    deployment = builders.build_deployment(model, settings, source_hash=digest)
-    deployment["status"] = {"readyReplicas": ready}
-    model["status"] = {"sourceHash": digest, "conditions": [
-        {"type": "Downloaded", "status": "True", "lastTransitionTime": "2024-01-01T00:00:00Z"}]}
-    return Observed(model, pvc=builders.build_pvc(model, settings), deployment=deployment,
-                    service=builders.build_service(model))
 
 
 def test_a_ready_pod_makes_the_model_ready(model, settings):

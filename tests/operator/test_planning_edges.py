@@ -8,28 +8,11 @@ for different reasons. They were written against mutation survivors (docs/testin
 from modelyard.operator import builders, names
 from modelyard.operator.planning import Observed, merge_patch, plan
 
-from .conftest import make_model
-
-NOW = "2025-01-01T00:00:00Z"
+from .conftest import NOW, condition, make_model, run, serving
 
 
-def run(observed, settings, now=NOW):
-    return plan(observed, settings, now=now, api_key="generated-key")
 
 
-def condition(status, kind):
-    return next(c for c in status["conditions"] if c["type"] == kind)
-
-
-def serving(model, settings, ready=1):
-    """A Model whose download is complete and whose Deployment and Service exist."""
-    digest = builders.source_hash(model["spec"])
-    deployment = builders.build_deployment(model, settings, source_hash=digest)
-    deployment["status"] = {"readyReplicas": ready}
-    model["status"] = {"sourceHash": digest, "conditions": [
-        {"type": "Downloaded", "status": "True", "lastTransitionTime": "2024-01-01T00:00:00Z"}]}
-    return Observed(model, pvc=builders.build_pvc(model, settings), deployment=deployment,
-                    service=builders.build_service(model))
 
 
 # A Job with no pod yet (unschedulable, image pulling, quota): JobPending.
