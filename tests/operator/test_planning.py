@@ -1,6 +1,6 @@
 """The plan, as a pure function of what was observed."""
 from modelyard.operator import builders
-from modelyard.operator.planning import Observed, merge_patch, plan
+from modelyard.operator.planning import Observed, merge_patch
 from modelyard.operator.progress import download_status, last_events
 
 from .conftest import condition, make_model, run, serving

@@ -6,7 +6,7 @@ zero, annotations that someone else put on a Deployment, a download that fails t
 for different reasons. They were written against mutation survivors (docs/testing.md).
 """
 from modelyard.operator import builders, names
-from modelyard.operator.planning import Observed, merge_patch, plan
+from modelyard.operator.planning import Observed, merge_patch
 
 from .conftest import NOW, condition, make_model, run, serving
 
