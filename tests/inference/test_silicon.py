@@ -363,3 +363,16 @@ def test_predict_is_not_queued_behind_streaming_chats(srv, c):
         t.join(120)
     assert [f["finish_reason"] for f in finished] == ["length"] * 4
     assert busy <= 2 * alone, f"predict took {busy:.3f}s with 4 chats streaming, {alone:.3f}s alone"
+
+
+def test_ids_from_repos():
+    from modelyard.server.api.silicon.engine import id_from_repo
+    from modelyard.server.registry.errors import InvalidFile
+
+    assert id_from_repo("org/tiny-GGUF") == ("org--tiny-GGUF", "org/tiny-GGUF", None)
+    assert id_from_repo("bartowski/Qwen3-GGUF/sub/Qwen3-Q4_K_M.gguf") == (
+        "bartowski--Qwen3-Q4_K_M", "bartowski/Qwen3-GGUF", "sub/Qwen3-Q4_K_M.gguf")
+    with pytest.raises(InvalidFile, match="org/repo"):
+        id_from_repo("just-a-name")
+    with pytest.raises(InvalidFile, match="MLX"):
+        id_from_repo("mlx-community/Qwen3-1.7B-MLX-8bit/model.safetensors")

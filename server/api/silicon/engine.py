@@ -80,8 +80,10 @@ def id_from_repo(text: str) -> tuple[str, str, str | None]:
     repo, filename = "/".join(parts[:2]), "/".join(parts[2:]) or None
     if filename is not None and not filename.lower().endswith(".gguf"):
         raise InvalidFile(f"'{filename}' is not a GGUF file; Modelyard serves GGUF models (MLX ones are not served)")
+    # org--repo (org--file with a file named), as Ollama's names become ids
     base = registered.id_for(Path(filename) if filename else Path(parts[1]))
-    return f"{parts[0]}--{base}" if not id_problem(f"{parts[0]}--{base}") else base, repo, filename
+    model_id = f"{registered.id_for(Path(parts[0]))}--{base}"
+    return (base if id_problem(model_id) else model_id), repo, filename
 
 
 def format_fields(meta: dict, token_text) -> dict:
