@@ -51,6 +51,7 @@ class ContextThread:
 
     def _run(self) -> None:
         try:
+            self._on_start()
             while True:
                 with self._cv:
                     while not self._closing and not self._has_work():
@@ -62,6 +63,9 @@ class ContextThread:
             log.exception("engine %s: its owner thread failed", self.name)
         finally:
             self._shutdown()
+
+    def _on_start(self) -> None:
+        """Work on the context before the loop, on this thread (see Scheduler)."""
 
     def _has_work(self) -> bool:
         raise NotImplementedError

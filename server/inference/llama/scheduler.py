@@ -152,19 +152,31 @@ class Scheduler(ContextThread):
         self.mem = L.llama_get_memory(self.ctx)
         self.n_ctx_slot = L.llama_n_ctx_seq(self.ctx)
         self.batch = _Batch(params.n_batch)
-        self.kv_bytes_per_token = self._measure_kv_bytes()
+        # Measured on the owner thread, as every decode must be: llama.cpp's CPU backend
+        # (OpenMP) keeps a team of worker threads for each thread that calls llama_decode,
+        # and a decode here, on the loading thread, left a second team that cost a fifth of
+        # the decode rate from then on (docs/benchmarks.md).
+        self.kv_bytes_per_token: int | None = None
+        self._measured = threading.Event()
         self.slots = [_Slot(seq=i, reserved=i >= self.parallel) for i in range(n_seqs)]
         # Tokens put through llama_decode, by phase: what a cancelled request still costs
         # shows here, not in what its client received.
         self.decoded = {"prompt": 0, "generate": 0}
         self._waiting: collections.deque[GenRequest] = collections.deque()
         self._start_owner(f"engine-{self.name}")
+        self._measured.wait()
+
+    def _on_start(self) -> None:
+        try:
+            self.kv_bytes_per_token = self._measure_kv_bytes()
+        finally:
+            self._measured.set()
 
     def _measure_kv_bytes(self) -> int | None:
         """What one token costs in the KV cache, in llama.cpp's own accounting: the growth of
         a sequence's saved state from one cached token to two (every layer's K and V rows in
-        the cache's type, and the cell's position). Run once, before the scheduler thread
-        starts, on slot 0, which it leaves empty. None when the model cannot be probed so."""
+        the cache's type, and the cell's position). Run once, on the owner thread before its
+        loop, on slot 0, which it leaves empty. None when the model cannot be probed so."""
         if self.model.has_encoder:  # its decoder runs only after an encode
             return None
         try:
