@@ -113,7 +113,11 @@ async def test_the_life_of_a_model(operator, kubectl):
         rolled_out["spec"]["template"]["spec"]["containers"][0]["env"]
     assert {"name": "MODELYARD_KV_CACHE_TYPE", "value": "q8_0"} in \
         rolled_out["spec"]["template"]["spec"]["containers"][0]["env"]
-    assert (await status_of(kubectl))["observedGeneration"] == 2
+    # The Deployment is patched before the Model's status in the same pass: wait for both.
+    async def observed():
+        status = await status_of(kubectl)
+        return status if status.get("observedGeneration") == 2 else None
+    assert (await eventually(observed, what="observedGeneration 2"))["observedGeneration"] == 2
     assert len(await kubectl.list("jobs")) == 1  # serving fields never download again
 
     # 4b. The source changes: the pods stop, the old Job goes, a new Job downloads.
