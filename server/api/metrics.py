@@ -8,7 +8,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from modelyard.server.registry import formats
 
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 RATE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
@@ -124,12 +123,12 @@ class MetricsMiddleware:
 
 
 class ModelFacts:
-    """Each loaded model's parameter count (from its GGUF), context size and GPU layers,
-    read when /metrics is scraped: whichever API loaded the model, with whatever settings."""
+    """Each loaded model's parameter count, context size and GPU layers, as its engine
+    reported them at load (a scrape does no file I/O): whichever API loaded the model,
+    with whatever settings."""
 
     def __init__(self, manager):
         self.manager = manager
-        self._meta = formats.MetadataCache()
 
     def collect(self):
         parameters = GaugeMetricFamily("modelyard_model_parameters", "A loaded GGUF model's parameter count",
@@ -141,12 +140,9 @@ class ModelFacts:
         for item in self.manager.loaded():
             if item.kind == "onnx":
                 continue
-            try:
-                meta = self._meta.get(item.id, self.manager.store.file_path(item.id))
-            except OSError:  # deleted meanwhile
-                continue
-            if meta.get("general.parameter_count") is not None:
-                parameters.add_metric([item.id], meta["general.parameter_count"])
+            n_params = getattr(item.engine, "n_params", None)
+            if n_params:
+                parameters.add_metric([item.id], n_params)
             size = getattr(item.engine, "n_ctx_slot", None) or getattr(item.engine, "max_input", None)
             if size:
                 context.add_metric([item.id], size)

@@ -185,9 +185,6 @@ def test_a_dropped_stream_decodes_at_most_a_few_more_tokens(start_server):
     write or the one after; the runner then drops the sequence within one decode step."""
     server = start_server("--parallel", "1")
     _client(server).chat.completions.create(model="chat", messages=MSG, max_tokens=1)
-    # The first scrape reads the loaded model's GGUF header (modelyard_model_parameters): done
-    # here, so the scrape at the close is as quick as the ones after it.
-    _decoded(server)
     with httpx.stream("POST", server.url + "/v1/chat/completions", headers=AUTH, timeout=60,
                       json={"model": "chat", "messages": MSG, "max_tokens": 480, "stream": True,
                             "logit_bias": NO_EOS}) as r:

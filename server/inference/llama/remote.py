@@ -260,6 +260,7 @@ class _RemoteEngine:
         self.runner = runner
         self.model = model  # vocab_only: tokenize, piece, grammars
         self.name = runner.name
+        self.n_params = runner.info.get("n_params")  # the weights' parameter count
 
     @property
     def alive(self) -> bool:

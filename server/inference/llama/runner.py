@@ -66,6 +66,8 @@ class _Outbox:
 
 
 def _serve(conn: Connection, spec: dict) -> None:
+    import llama_cpp as L
+
     from modelyard.server.inference.images import ImageError
     from modelyard.server.inference.llama.model import LlamaModel
     from modelyard.server.inference.llama.scheduler import GenRequest, Scheduler
@@ -100,6 +102,8 @@ def _serve(conn: Connection, spec: dict) -> None:
                                kv_cache_type=spec.get("kv_cache_type"))
         info = {"n_ctx_slot": engine.n_ctx_slot, "kv_cache_type": engine.kv_cache_type,
                 "kv_bytes_per_token": engine.kv_bytes_per_token}
+    # What /metrics reports of the model: counted by llama.cpp from the loaded tensors.
+    info["n_params"] = L.llama_model_n_params(model.ptr)
     conn.send(("ready", info))
 
     requests: dict[int, GenRequest] = {}
