@@ -22,13 +22,20 @@ Work = Callable[[Callable[[dict], None], threading.Event], None]
 
 class WorkerStream:
     """Iterates `encode(event)` for each event `work(emit, cancel)` emits; an exception
-    becomes a last event, `on_error(exc)`."""
+    becomes a last event, `on_error(exc)`.
+
+    `cancel` may be an event the work already watches (a store transfer's). With `ping`,
+    a silence of `ping_interval` seconds sends those bytes: a dead client is noticed only
+    when a write fails, and a slow source must not look like one to a proxy."""
 
     def __init__(self, work: Work, encode: Callable[[dict], bytes],
-                 on_error: Callable[[BaseException], dict], name: str = "worker"):
-        self.cancel = threading.Event()
+                 on_error: Callable[[BaseException], dict], name: str = "worker",
+                 cancel: threading.Event | None = None, ping: bytes | None = None,
+                 ping_interval: float = 5.0):
+        self.cancel = cancel or threading.Event()
         self.events: queue.Queue = queue.Queue()
         self._encode, self._on_error = encode, on_error
+        self._ping, self._ping_interval = ping, ping_interval
         self.worker = threading.Thread(target=self._run, args=(work,), name=name, daemon=True)
         self.worker.start()
 
@@ -43,7 +50,14 @@ class WorkerStream:
             self.events.put(_END)
 
     def __iter__(self) -> Iterator[bytes]:
-        while (event := self.events.get()) is not _END:
+        while True:
+            try:
+                event = self.events.get(timeout=self._ping_interval if self._ping else None)
+            except queue.Empty:
+                yield self._ping
+                continue
+            if event is _END:
+                return
             yield self._encode(event)
 
     def close(self) -> None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
-import threading
 
 import falcon
 
@@ -23,15 +21,12 @@ from modelyard.server.http.errors import bad_request
 from modelyard.server.api.store.schema import DownloadModel
 from modelyard.server.api.store.models import PREFIXES
 from modelyard.server.http.sse import stream_events
+from modelyard.server.http.worker_stream import WorkerStream
 
 log = logging.getLogger(__name__)
 
 # A dead client is noticed only when a write fails, so silences get a comment line.
 PING_INTERVAL = 5.0
-# How long the response waits for the worker to clean up after a disconnect. The worker
-# checks the cancel flag at every chunk; a stalled read ends at fetch.TIMEOUT.
-CLEANUP_TIMEOUT = 60.0
-_END = object()
 
 
 class Download:
@@ -52,58 +47,35 @@ class Download:
         if problem:
             raise bad_request(problem)
         # Built before the response starts: 409 as JSON when busy or read-only.
-        stream_events(resp, DownloadStream(self.store, model_id, sources))
+        stream_events(resp, download_stream(self.store, model_id, sources))
 
 
-class DownloadStream:
+def download_stream(store: st.Store, model_id: str, sources: dict[str, fetch.Source]) -> WorkerStream:
     """The response body: SSE events from a worker thread that owns the transfer.
 
-    The WSGI server calls `close()` when the response ends or the client goes away;
-    that cancels the download and waits until its partial files are removed.
-    """
+    The transfer is taken here, in the responder (TransferBusy / ReadOnlyStore are JSON
+    errors, not events); the worker releases it, removing partial files, before the last
+    event, so the client's next request never finds the model busy. A disconnect sets
+    the transfer's cancel flag, which the download checks at every chunk."""
+    context = store.transfer(model_id)
+    transfer = context.__enter__()
 
-    def __init__(self, store: st.Store, model_id: str, sources: dict[str, fetch.Source]):
-        self._context = store.transfer(model_id)
-        self.transfer = self._context.__enter__()  # raises TransferBusy / ReadOnlyStore
-        self.sources = sources
-        self.events: queue.Queue = queue.Queue()
-        self.worker = threading.Thread(target=self._work, name=f"download-{model_id}",
-                                       daemon=True)
-        self.worker.start()
-
-    def _work(self) -> None:
-        outcome = None
+    def work(emit, cancel) -> None:
         try:
-            model = fetch.download_into(self.transfer, self.sources, on_progress=self.events.put)
-            outcome = {"done": True, "model": model}
-        except Exception as exc:
-            outcome = fetch.error_event(exc)
-            if outcome["error"]["code"] >= 500:
-                log.exception("download of %s failed", self.transfer.model_id)
-            else:
-                log.warning("download of %s failed: %s", self.transfer.model_id, exc)
+            model = fetch.download_into(transfer, sources, on_progress=emit)
         finally:
-            # Release first (removing partials), so the client's next request after the
-            # last event never finds the model busy.
-            self._context.__exit__(None, None, None)
-            if outcome is not None:
-                self.events.put(outcome)
-            self.events.put(_END)
+            context.__exit__(None, None, None)
+        emit({"done": True, "model": model})
 
-    def __iter__(self):
-        while True:
-            try:
-                event = self.events.get(timeout=PING_INTERVAL)
-            except queue.Empty:
-                yield b": ping\n\n"
-                continue
-            if event is _END:
-                return
-            yield b"data: " + json.dumps(event).encode() + b"\n\n"
+    def failed(exc: BaseException) -> dict:
+        event = fetch.error_event(exc)
+        if event["error"]["code"] < 500:
+            log.warning("download of %s failed: %s", model_id, exc)
+        return event
 
-    def close(self) -> None:
-        self.transfer.cancel.set()  # no effect when the worker has finished
-        self.worker.join(CLEANUP_TIMEOUT)
+    return WorkerStream(work, lambda event: b"data: " + json.dumps(event).encode() + b"\n\n", failed,
+                        name=f"download-{model_id}", cancel=transfer.cancel, ping=b": ping\n\n",
+                        ping_interval=PING_INTERVAL)
 
 
 def add_routes(app: falcon.App, store: st.Store, settings: Settings) -> None:
