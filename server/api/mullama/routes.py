@@ -1,7 +1,7 @@
 """The Mullama daemon's own routes: models (list, details, pull, load, unload, delete), the
 defaults catalogue, system status and health. /api/generate, /api/chat and /api/embeddings,
-which Mullama shares with Ollama, are Ollama's handlers (api/ollama/routes.py), which take
-and answer both shapes.
+which Mullama shares with Ollama, are Ollama's handlers (api/ollama/generation.py and
+embeddings.py), which take and answer both shapes.
 
 Errors here have Mullama's shape, {"error": {"message", "type", "code"}} (http/errors.py).
 A model's alias is its Ollama name without `:latest` (catalogue.alias); the registry id

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import falcon
 
+from modelyard.server.api.ollama import bodies
 from modelyard.server.api.ollama.modelfile import ModelfileError, parse
-from modelyard.server.api.ollama.schema import CreateBody, PullBody, RequestError, validate
-from modelyard.server.http.bodies import RawBody, read_json_object, too_large
+from modelyard.server.api.ollama.schema import CreateBody, PullBody
+from modelyard.server.http.bodies import RawBody, too_large
 from modelyard.server.http.errors import bad_request
 from modelyard.server.http.jsonio import dumps
 from modelyard.server.http.worker_stream import WorkerStream, Work, run_to_end
@@ -24,13 +25,6 @@ from modelyard.server.settings import Settings
 from modelyard.server.shared import names
 
 NDJSON = "application/x-ndjson"
-
-
-def _body(req, model, settings: Settings):
-    try:
-        return validate(model, read_json_object(req, settings.max_body_size))
-    except RequestError as exc:
-        raise bad_request(str(exc)) from None
 
 
 def _error_line(exc: BaseException) -> dict:
@@ -52,7 +46,7 @@ class Pull:
         self.store, self.settings = store, settings
 
     def on_post(self, req, resp):
-        body = _body(req, PullBody, self.settings)
+        body = bodies.read(req, PullBody, self.settings.max_body_size)
         self.store.check_writable()
         check_id(names.to_id(body.target))
         # Planned before the response starts: an unknown repo or tag is a 404 here.
@@ -70,7 +64,7 @@ class Push:
         self.store, self.settings = store, settings
 
     def on_post(self, req, resp):
-        body = _body(req, PullBody, self.settings)
+        body = bodies.read(req, PullBody, self.settings.max_body_size)
         self.store.get(names.to_id(body.target))  # 404 before the stream
         _respond(resp, body.stream,
                  lambda emit, cancel: pulls.push(self.store, body.target, emit, cancel, body.insecure),
@@ -82,7 +76,7 @@ class Create:
         self.store, self.blobs, self.settings = store, blobs, settings
 
     def on_post(self, req, resp):
-        body = _body(req, CreateBody, self.settings)
+        body = bodies.read(req, CreateBody, self.settings.max_body_size)
         recipe = self.recipe(body)
         derive.check(self.store, self.blobs, recipe)
         _respond(resp, body.stream,

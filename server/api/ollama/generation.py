@@ -1,0 +1,285 @@
+"""Ollama's /api/generate and /api/chat.
+
+Streams are NDJSON (Ollama's default is to stream); the last object carries `done_reason`
+and the timings in nanoseconds. Errors are `{"error": "..."}`, or a last `{"error": ...}`
+line once a stream has begun.
+"""
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from typing import Iterator
+
+from modelyard.server.shared import names
+from modelyard.server.api.ollama import bodies, templates
+from modelyard.server.api.ollama.schema import (ChatBody, GenerateBody, RequestError, chat_messages, decode_images,
+                                                keep_alive_seconds, with_defaults)
+from modelyard.server.http.errors import ApiError, bad_request
+from modelyard.server.http.jsonio import dumps
+from modelyard.server.inference.dispatch import Dispatcher
+from modelyard.server.inference.requests import IMAGE_MARKER, ChatRequest, CompletionRequest
+from modelyard.server.shared.facts import GENERATIVE_KINDS
+
+
+NDJSON = "application/x-ndjson"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+class _Generate:
+    def __init__(self, dispatcher: Dispatcher):
+        self.dispatcher = dispatcher
+        self.settings = dispatcher.settings
+
+    def _begin(self, req, model):
+        """(start time, body, model id, loaded model, load time in ns, the model's Ollama
+        record) of a generation. The record is what `create` or a pull gave the model: a
+        system prompt and default options."""
+        started = time.monotonic_ns()
+        body = bodies.read(req, model, self.settings.max_body_size)
+        body.model = bodies.resolve(self.dispatcher, body.model)
+        model_id = names.to_id(body.model)
+        loaded = self.dispatcher.model(model_id, GENERATIVE_KINDS)
+        record = self.dispatcher.manager.store.meta(model_id).get("ollama") or {}
+        return started, body, model_id, loaded, time.monotonic_ns() - started, record
+
+    def _only_load(self, resp, body, model_id: str, empty: dict) -> None:
+        """A request with nothing to generate loads the model (or unloads it, keep_alive 0)."""
+        self._keep_alive(body, model_id)
+        resp.media = {"model": body.model, "created_at": _now(), **empty, "done": True,
+                      "done_reason": "unload" if keep_alive_seconds(body.keep_alive) == 0 else "load"}
+
+    def _keep_alive(self, body, model_id: str) -> None:
+        seconds = keep_alive_seconds(body.keep_alive)
+        if seconds is not None and seconds == 0:
+            self.dispatcher.manager.unload(model_id)
+
+    @staticmethod
+    def _stats(gen, started: int, load_ns: int) -> dict:
+        t_submit = int(gen.t_submit * 1e9)
+        t_first = int((gen.t_first or gen.t_end or time.monotonic()) * 1e9)
+        t_end = int((gen.t_end or time.monotonic()) * 1e9)
+        total = time.monotonic_ns() - started
+        return {"total_duration": total, "load_duration": load_ns,
+                "prompt_eval_count": gen.prompt_tokens, "prompt_eval_duration": max(t_first - t_submit, 0),
+                "eval_count": gen.completion_tokens, "eval_duration": max(t_end - t_first, 0),
+                # Mullama's names for the same facts
+                "total_duration_ms": total // 1_000_000, "prompt_tokens": gen.prompt_tokens,
+                "completion_tokens": gen.completion_tokens,
+                "tokens_per_second": round(gen.tokens_per_second or 0.0, 2)}
+
+    def _respond(self, resp, body, model_name: str, group, make_chunk, finish, on_close) -> None:
+        """Run a generation to its end, or stream it as NDJSON."""
+        if not body.stream:
+            try:
+                for _ in group.steps():
+                    pass
+            finally:
+                on_close()
+            gen = group.gens[0]
+            if gen.error:
+                raise ApiError(503, gen.error)
+            resp.media = finish(gen)
+            return
+        resp.content_type = NDJSON
+        resp.stream = self._lines(group, make_chunk, finish, on_close)
+
+    @staticmethod
+    def _lines(group, make_chunk, finish, on_close) -> Iterator[bytes]:
+        try:
+            for gen, step in group.steps():
+                if step is not None:
+                    chunk = make_chunk(step)
+                    if chunk is not None:
+                        yield dumps(chunk) + b"\n"
+                else:
+                    if gen.error:
+                        yield dumps({"error": gen.error}) + b"\n"
+                        return
+                    yield dumps(finish(gen, streamed=True)) + b"\n"
+        finally:
+            on_close()
+
+
+def _done_reason(gen) -> str:
+    return "length" if gen.finish_reason == "length" else "stop"
+
+
+def _split_thinking(text: str) -> tuple[str, str]:
+    """(thinking, answer) of a reasoning model's text: what is inside <think>...</think>."""
+    start = text.find("<think>")
+    if start < 0:
+        return "", text
+    end = text.find("</think>", start)
+    if end < 0:
+        return text[start + 7:].strip(), text[:start]
+    return text[start + 7:end].strip(), (text[:start] + text[end + 8:]).lstrip()
+
+
+class Generate(_Generate):
+    def on_post(self, req, resp):
+        started, body, model_id, loaded, load_ns, record = self._begin(req, GenerateBody)
+        if not body.prompt and not body.images:
+            self._only_load(resp, body, model_id, {"response": ""})
+            return
+        opts = with_defaults(body.all_options(), record.get("parameters"))
+        system = body.system if body.system is not None else record.get("system")
+        common = dict(model=model_id, sampling=opts.sampling(), max_tokens=opts.max_tokens(), stop=opts.stops(),
+                      stream=body.stream, include_usage=False, logprobs=None)
+        try:
+            images = decode_images(body.images, "body")
+        except RequestError as exc:
+            raise bad_request(str(exc)) from None
+        # A prompt laid out here (fill-in-the-middle, raw, a continued context, an Ollama
+        # template) goes to the engine as tokens; otherwise the model's chat template serves.
+        tokens = None
+        if body.suffix:
+            tokens = loaded.model.infill_prompt(body.prompt or "", body.suffix)
+            if tokens is None:
+                raise bad_request(f"{body.model} does not support insert (its vocabulary has no "
+                                  "fill-in-the-middle tokens)")
+        elif body.raw or body.context:
+            tokens = list(body.context or []) + loaded.model.tokenize(body.prompt or "",
+                                                                     add_special=not body.context)
+        elif not images and (templated := self._templated(body, record, system)) is not None:
+            tokens = loaded.model.tokenize(templated, add_special=True)
+        if tokens is not None:
+            _, group, _ = self.dispatcher.completion(CompletionRequest(**common, prompts=[tokens]))
+            job = None
+        else:
+            messages = ([{"role": "system", "content": system}] if system else []) + [
+                {"role": "user", "content": (body.prompt or "") + IMAGE_MARKER * len(images)}]
+            creq = ChatRequest(**common, messages=messages, images=images,
+                               tool_choice="none", response_format=body.response_format())
+            job = self.dispatcher.chat(creq)
+            group = job.group
+        gen = group.gens[0]
+        produced: list[int] = []
+
+        def chunk(step):
+            if step.token is not None:
+                produced.append(step.token)
+            if not step.text:
+                return None
+            return {"model": body.model, "created_at": _now(), "response": step.text, "done": False}
+
+        def finish(g, streamed=False):
+            text = "" if streamed else g.text.text
+            out = {"model": body.model, "created_at": _now(), "response": text, "done": True,
+                   "done_reason": _done_reason(g), "context": list(g.req.prompt) + produced,
+                   **self._stats(g, started, load_ns)}
+            if body.think and not streamed:
+                out["thinking"], out["response"] = _split_thinking(text)
+            return out
+
+        def close():
+            group.close()
+            self.dispatcher.record(model_id, gen)
+            self._keep_alive(body, model_id)
+
+        if not body.stream:
+            # the answer's tokens, for `context`
+            def collect():
+                for g, step in group.steps():
+                    if step is not None and step.token is not None:
+                        produced.append(step.token)
+            try:
+                collect()
+            finally:
+                close()
+            if gen.error:
+                raise ApiError(503, gen.error)
+            resp.media = finish(gen)
+            return
+        self._respond(resp, body, body.model, group, chunk, finish, close)
+
+
+    @staticmethod
+    def _templated(body, record: dict, system: str | None) -> str | None:
+        """The prompt rendered by the request's `template`, or by the model's own Ollama
+        template (from a create or a pull) when it is one this renderer runs; None: the
+        model's GGUF chat template serves, as for /v1."""
+        template = body.template or record.get("template")
+        if not template:
+            return None
+        try:
+            return templates.render(template, {"System": system or "", "Prompt": body.prompt or ""})
+        except templates.TemplateError as exc:
+            if body.template:
+                raise bad_request(f"'template': {exc}") from None
+            return None
+
+
+class Chat(_Generate):
+    def on_post(self, req, resp):
+        started, body, model_id, _, load_ns, record = self._begin(req, ChatBody)
+        if not body.messages:
+            self._only_load(resp, body, model_id, {"message": {"role": "assistant", "content": ""}})
+            return
+        try:
+            messages, images = chat_messages(body)
+        except RequestError as exc:
+            raise bad_request(str(exc)) from None
+        opts = with_defaults(body.all_options(), record.get("parameters"))
+        system = body.system if body.system is not None else record.get("system")
+        if system and not any(m["role"] == "system" for m in messages):
+            messages.insert(0, {"role": "system", "content": system})
+        tools = [t if "type" in t else {"type": "function", "function": t} for t in body.tools or []] or None
+        creq = ChatRequest(model=model_id, sampling=opts.sampling(), max_tokens=opts.max_tokens(),
+                           stop=opts.stops(), stream=body.stream, include_usage=False, logprobs=None,
+                           messages=messages, images=images, tools=tools,
+                           tool_choice="auto" if tools else "none", response_format=body.response_format())
+        try:
+            job = self.dispatcher.chat(creq)
+        except RequestError as exc:
+            raise bad_request(str(exc)) from None
+        gen = job.group.gens[0]
+        # With tools, the answer may be a call: it is held back and sent whole at the end.
+        hold = job.parse_tools
+
+        def message(text: str) -> dict:
+            msg: dict = {"role": "assistant", "content": text}
+            if body.think:
+                msg["thinking"], msg["content"] = _split_thinking(text)
+            if hold:
+                content, calls = self.dispatcher.tool_parse(job, text)
+                if calls:
+                    msg["content"] = content or ""
+                    msg["tool_calls"] = [{"function": {"name": c["function"]["name"],
+                                                       "arguments": _arguments(c["function"]["arguments"])}}
+                                         for c in calls]
+            return msg
+
+        def chunk(step):
+            if not step.text:
+                return None
+            return {"model": body.model, "created_at": _now(),
+                    "message": {"role": "assistant", "content": step.text}, "done": False}
+
+        def finish(g, streamed=False):
+            held = g.text.text if (not streamed or hold) else ""
+            return {"model": body.model, "created_at": _now(), "message": message(held),
+                    "done": True, "done_reason": _done_reason(g), **self._stats(g, started, load_ns)}
+
+        def close():
+            job.group.close()
+            self.dispatcher.record(model_id, gen)
+            self._keep_alive(body, model_id)
+
+        if hold and body.stream:
+            # nothing is sent until the end: the final object carries the whole message
+            resp.content_type = NDJSON
+            resp.stream = self._lines(job.group, lambda step: None, finish, close)
+            return
+        self._respond(resp, body, body.model, job.group, chunk, finish, close)
+
+
+def _arguments(raw) -> dict:
+    try:
+        value = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
