@@ -16,6 +16,8 @@ from modelyard.server.registry.crashpoints import crash_point
 from modelyard.server.registry.errors import Cancelled, TransferBusy
 
 TMP_SUFFIX = ".tmp"
+# A file being written (an upload, a download, a derived file): never read as a model.
+PARTIAL = ".partial"
 
 
 class FileWriter:
@@ -184,3 +186,11 @@ def flock(folder: Path, blocking: bool, timeout: float = 0):
         yield
     finally:
         os.close(fd)
+
+
+def inside(path: Path, folder: Path) -> bool:
+    """Whether `path`, its links resolved, is in `folder` (False when it cannot be resolved)."""
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except OSError:
+        return False

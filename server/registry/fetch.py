@@ -182,10 +182,6 @@ def download_into(transfer: st.Transfer, sources: dict[str, Source], sha256: str
 # ---- plain http(s) ----------------------------------------------------------------------
 
 
-def _partial_path(transfer: st.Transfer, role: str) -> Path:
-    return transfer.folder / (transfer.roles[role] + st.PARTIAL)
-
-
 def _sidecar(transfer: st.Transfer, role: str) -> Path:
     """Where a kept partial records its URL and validator, so a re-run knows it may resume.
 
@@ -363,7 +359,7 @@ def _download_hf(transfer: st.Transfer, role: str, source: Source, report: _Repo
     check_cancel()
     # Hashing the finished file while it is read once costs a sequential read and no
     # copy: the rename keeps it in place on the same filesystem.
-    os.replace(path, _partial_path(transfer, role))
+    os.replace(path, transfer.partial_path(role))
     shutil.rmtree(local_dir, ignore_errors=True)
     writer = transfer.writer(role, resume=True)
     report(writer.size, writer.size, force=True)

@@ -39,10 +39,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
-from modelyard.server.registry import formats, registered
+from modelyard.server.registry import registered
 from modelyard.server.registry.crashpoints import crash_point
-from modelyard.server.registry.diskio import FileWriter, atomic_write, flock, fsync_dir, tmp_files
+from modelyard.server.registry.diskio import PARTIAL, atomic_write, flock, fsync_dir, inside, tmp_files
 from modelyard.server.shared.facts import KINDS, id_problem
+from modelyard.server.registry.transfer import Transfer  # noqa: F401  (re-exported: st.Transfer)
 from modelyard.server.registry.errors import (  # noqa: F401  (re-exported: callers use store.ModelNotFound)
     Cancelled,
     InvalidFile,
@@ -53,7 +54,6 @@ from modelyard.server.registry.errors import (  # noqa: F401  (re-exported: call
     TransferBusy,
 )
 
-PARTIAL = ".partial"
 META = "model.json"
 
 
@@ -388,7 +388,7 @@ class Store:
                 raise InvalidFile("Name the projector of a model file, not of a folder")
             found = registered.Found(found.model, registered.resolve(Path(mmproj)).model)
         for file in (found.model, found.mmproj):
-            if file is not None and _inside(file, self.models_dir):
+            if file is not None and inside(file, self.models_dir):
                 raise InvalidFile(f"'{file}' is inside the store already; use its model instead")
         architecture = registered.check(found)
         inferred = registered.kind_for(found, architecture)
@@ -499,7 +499,7 @@ class Store:
         cancel = threading.Event()
         with self._guard:
             self._cancels[model_id] = cancel
-        transfer = Transfer(self, model_id, meta["kind"], cancel)
+        transfer = Transfer(self, model_id, meta["kind"], files_for(meta["kind"]), cancel)
         try:
             # A commit that a crash interrupted is finished before anything new is written.
             self._finish_commit(model_id)
@@ -555,94 +555,3 @@ class Store:
                 "This store is read-only: the model is managed by its Model resource. "
                 "Change the Model with kubectl instead."
             )
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        return path.resolve().is_relative_to(folder.resolve())
-    except OSError:
-        return False
-
-
-class Transfer:
-    """Writes a model's files through `.partial` names, hashing as the bytes pass."""
-
-    def __init__(self, store: Store, model_id: str, kind: str, cancel: threading.Event):
-        self.store = store
-        self.model_id = model_id
-        self.kind = kind
-        self.cancel = cancel
-        self.folder = store.model_dir(model_id)
-        self.roles = files_for(kind)
-        self._writers: dict[str, FileWriter] = {}
-
-    def writer(self, role: str, resume: bool = False) -> "FileWriter":
-        writer = FileWriter(self.partial_path(role), self.cancel, resume)
-        self._writers[role] = writer
-        return writer
-
-    def partial_path(self, role: str) -> Path:
-        if role not in self.roles:
-            raise InvalidFile(
-                f"A '{self.kind}' model has no '{role}' file; it takes: {', '.join(self.roles)}"
-            )
-        final = self.folder / self.roles[role]
-        return final.with_name(final.name + PARTIAL)
-
-    def place(self, role: str, source: Path) -> "FileWriter":
-        """Take an existing file (a blob, another model's file) as this role's new content:
-        a hard link where the filesystem allows, so no byte is copied and the source stays
-        as it is (store files are only ever replaced by rename, never written in place).
-        It is hashed and checked at commit like any written file. A file outside the store
-        (one registered by path) is copied: its owner may rewrite it in place, which would
-        change a linked copy under the store's feet."""
-        partial = self.partial_path(role)
-        partial.unlink(missing_ok=True)
-        try:
-            if not _inside(source, self.store.root):
-                raise OSError("not the store's file")
-            os.link(source, partial)
-        except OSError:  # another filesystem, or the user's file
-            shutil.copyfile(source, partial)
-        return self.writer(role, resume=True)
-
-    def commit(self, sha256: dict[str, str] | None = None,
-               sources: dict[str, str] | None = None) -> dict:
-        """Verify every written file, then move them into place and record them.
-
-        One metadata write decides the commit (see the module's notes): a crash before it
-        leaves the old model, a crash after it is finished by the next writer.
-        """
-        records = {}
-        for role, writer in self._writers.items():
-            writer.finish()
-            expected = (sha256 or {}).get(role)
-            if expected and expected.lower() != writer.sha256:
-                raise InvalidFile(
-                    f"sha256 mismatch for the {role} file: expected {expected.lower()}, "
-                    f"got {writer.sha256}"
-                )
-            try:
-                formats.check(self.kind, role, writer.path)
-            except formats.FormatError as exc:
-                raise InvalidFile(str(exc)) from None
-            records[role] = {
-                "name": self.roles[role],
-                "size": writer.size,
-                "sha256": writer.sha256,
-                # Where the file came from, so a fetch of another source downloads again.
-                "source": (sources or {}).get(role),
-            }
-        crash_point("partial-synced")
-        self.store._begin_commit(self.model_id, records)
-        crash_point("old-record-dropped")
-        self.store._finish_commit(self.model_id)
-        self._writers.clear()
-        return self.store.get(self.model_id)
-
-    def discard(self) -> None:
-        for writer in self._writers.values():
-            writer.close()
-            if not writer.keep:
-                writer.path.unlink(missing_ok=True)
-        self._writers.clear()

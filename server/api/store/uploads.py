@@ -12,7 +12,7 @@ import threading
 
 from modelyard.server.http.bodies import RawBody
 from modelyard.server.http.multipart import Data, MultipartError, PartStart, Scanner
-from modelyard.server.registry.store import Transfer
+from modelyard.server.registry.transfer import Transfer
 
 BUFFER_SIZE = 1 << 20
 # Enough in flight for the disk writer and the hasher to each have work queued while
