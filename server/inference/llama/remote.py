@@ -72,6 +72,27 @@ class _RemoteCancel:
         return self.flag
 
 
+class _RunnerGauges:
+    """The model's queue, active and decoded-token metrics, fed from the counters the runner
+    sends with each step. The labelled children are looked up once: this runs per token."""
+
+    def __init__(self, metrics, name: str):
+        self.queue_depth = metrics.queue_depth.labels(name)
+        self.active = metrics.active_sequences.labels(name)
+        self.prompt = metrics.decoded_tokens.labels(name, "prompt")
+        self.generate = metrics.decoded_tokens.labels(name, "generate")
+
+    def update(self, before: tuple, now: tuple) -> None:
+        if now[0] != before[0]:
+            self.queue_depth.set(now[0])
+        if now[1] != before[1]:
+            self.active.set(now[1])
+        if now[2] != before[2]:
+            self.prompt.inc(now[2] - before[2])
+        if now[3] != before[3]:
+            self.generate.inc(now[3] - before[3])
+
+
 class Runner:
     """One runner process: start, talk, watch, stop."""
 
@@ -97,9 +118,14 @@ class Runner:
         self.dead: str | None = None  # why, once it stopped
         self.counters = (0, 0, 0, 0)
         self.info = self._handshake(spec)
+        self._gauges = _RunnerGauges(metrics, name) if metrics is not None else None
         self._last = time.monotonic()
+        self._ended = threading.Event()
+        # The reader only reads (it is on every token's path: a poll there was a syscall and
+        # a selector per token); the watchdog looks for hangs once a second.
         self._reader = threading.Thread(target=self._read, name=f"runner-{name}", daemon=True)
         self._reader.start()
+        threading.Thread(target=self._watchdog, name=f"runner-{name}-watchdog", daemon=True).start()
 
     def _handshake(self, spec: dict) -> dict:
         """The runner's first answer: its engine's facts, or why it could not load."""
@@ -166,23 +192,23 @@ class Runner:
     # ---- the reader thread -----------------------------------------------------------
 
     def _read(self) -> None:
-        while True:
-            try:
-                if not self.conn.poll(POLL_SECONDS):
-                    self._watch()
-                    continue
-                msg = self.conn.recv()
-            except (EOFError, OSError):
-                break
-            self._last = time.monotonic()
-            op = msg[0]
-            if op == "events":
-                self._events(msg[1], msg[2])
-            else:  # a reply: ("embedded" | "vprompt", rid, ...)
-                call = self.calls.get(msg[1])
-                if call is not None:
-                    call.reply = msg
-                    call.done.set()
+        try:
+            while True:
+                try:
+                    msg = self.conn.recv()
+                except (EOFError, OSError):
+                    break
+                self._last = time.monotonic()
+                op = msg[0]
+                if op == "events":
+                    self._events(msg[1], msg[2])
+                else:  # a reply: ("embedded" | "vprompt", rid, ...)
+                    call = self.calls.get(msg[1])
+                    if call is not None:
+                        call.reply = msg
+                        call.done.set()
+        finally:
+            self._ended.set()
         self._stopped()
 
     def _events(self, events: list, counters: tuple) -> None:
@@ -193,24 +219,21 @@ class Runner:
             if event[0] in ("end", "err"):
                 self.requests.pop(rid, None)
             req.out.put(event)
-        if self.metrics is not None:
-            q, active, prompt, generate = counters
-            _, _, prompt0, generate0 = self.counters
-            self.metrics.queue_depth.labels(self.name).set(q)
-            self.metrics.active_sequences.labels(self.name).set(active)
-            self.metrics.decoded_tokens.labels(self.name, "prompt").inc(prompt - prompt0)
-            self.metrics.decoded_tokens.labels(self.name, "generate").inc(generate - generate0)
+        if self._gauges is not None:
+            self._gauges.update(self.counters, counters)
         self.counters = counters
 
-    def _watch(self) -> None:
+    def _watchdog(self) -> None:
         """Kill a runner that has work and made no step for hang_timeout seconds."""
-        busy = self.requests or self.calls
-        if busy and not self.closing and time.monotonic() - self._last > self.hang_timeout:
-            log.error("engine for model %s made no progress for %.0f s with work queued; killing "
-                      "its runner (pid %d)", self.name, self.hang_timeout, self.pid)
-            self.dead = (f"the engine for model '{self.name}' hung (no progress for "
-                         f"{self.hang_timeout:.0f} s) and was stopped; it restarts on the next request")
-            self.proc.kill()
+        while not self._ended.wait(POLL_SECONDS):
+            busy = self.requests or self.calls
+            if busy and not self.closing and time.monotonic() - self._last > self.hang_timeout:
+                log.error("engine for model %s made no progress for %.0f s with work queued; killing "
+                          "its runner (pid %d)", self.name, self.hang_timeout, self.pid)
+                self.dead = (f"the engine for model '{self.name}' hung (no progress for "
+                             f"{self.hang_timeout:.0f} s) and was stopped; it restarts on the next request")
+                self.proc.kill()
+                return
 
     def _stopped(self) -> None:
         try:
@@ -235,9 +258,8 @@ class Runner:
                 req.out.put(("err", message))
         for call in list(self.calls.values()):
             call.done.set()
-        if self.metrics is not None:
-            self.metrics.queue_depth.labels(self.name).set(0)
-            self.metrics.active_sequences.labels(self.name).set(0)
+        if self._gauges is not None:
+            self._gauges.update(self.counters, (0, 0, *self.counters[2:]))
         self.conn.close()
 
     def close(self) -> None:
