@@ -60,8 +60,8 @@ PLANTS = {
     "batch-samples-the-last-row": Plant(
         test="tests/inference/test_sampling.py::test_all_eight_concurrent_streams_equal_each_request_alone",
         path="server/inference/llama/scheduler.py",
-        old="token = L.llama_sampler_sample(slot.sampler, self.ctx, slot.out_index)",
-        new="token = L.llama_sampler_sample(slot.sampler, self.ctx, -1)",
+        old="token = slot.sampler.sample(self.ctx, slot.out_index)",
+        new="token = slot.sampler.sample(self.ctx, -1)",
         bug="each sequence samples from the batch's last logits row (-1) instead of its own",
     ),
     # Unloading ends the sequences in flight as if cancelled: the stream looks finished.

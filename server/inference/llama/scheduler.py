@@ -4,7 +4,7 @@ Continuous batching as llama.cpp's own server does it. Each request gets a slot 
 sequence id in the shared context). Every step, the scheduler builds one batch that
 carries the next token of every generating slot and a chunk of every waiting prompt,
 calls llama_decode once (the GIL is released while it runs), samples each slot's
-next token with its native sampler chain, and puts the token on the request's queue.
+next token (sampling.py), and puts the token on the request's queue.
 Request threads turn tokens into text; the scheduler does only per-token bookkeeping.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from modelyard.server.inference import testhooks
 from modelyard.server.inference.llama.model import LlamaModel
 from modelyard.server.inference.llama.context_thread import ContextThread
 from modelyard.server.inference.llama.kvcache import head_sizes, kv_cache_config
-from modelyard.server.inference.llama.sampling import SamplingParams, build_chain
+from modelyard.server.inference.llama.sampling import SamplingParams, build_sampler
 from modelyard.server.inference.llama.slots import choose_slot, plan_batch
 
 log = logging.getLogger(__name__)
@@ -315,7 +315,7 @@ class Scheduler(ContextThread):
 
     def _sample(self, slot: _Slot) -> None:
         req = slot.req
-        token = L.llama_sampler_sample(slot.sampler, self.ctx, slot.out_index)
+        token = slot.sampler.sample(self.ctx, slot.out_index)
         if self.model.is_eog(token):
             self._finish(slot, "stop")
             return
@@ -357,7 +357,7 @@ class Scheduler(ContextThread):
             keep = next((m.start for m in req.media if m.start < keep < m.end), keep)
             slot = self.slots[seq]
             try:
-                slot.sampler = build_chain(self.model.vocab, self.model.n_vocab, req.params)
+                slot.sampler = build_sampler(self.model.vocab, self.model.n_vocab, req.params)
             except Exception as exc:  # one bad request must not take the engine down
                 log.exception("engine %s: cannot build a sampler", self.name)
                 req.out.put(("err", f"cannot set up sampling: {exc}"))
@@ -385,7 +385,7 @@ class Scheduler(ContextThread):
             # The prompt was cut short: the cache holds only what was decoded.
             slot.pending = []
         if slot.sampler is not None:
-            L.llama_sampler_free(slot.sampler)
+            slot.sampler.free()
             slot.sampler = None
         slot.req = None
         slot.last_used = time.monotonic()
