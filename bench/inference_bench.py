@@ -339,6 +339,11 @@ def main() -> int:
             results[name]["ttft_ms"] = statistics.median(s["ttft"] for s in runs) * 1000
             results[name]["single_tps"] = statistics.median(s["decode_tps"] for s in runs)
             results[name]["single_tps_runs"] = [round(s["decode_tps"], 1) for s in runs]
+            if "llama-server" in singles:
+                # Paired by round: the two streams ran minutes apart at most, so the VM's
+                # drift (+-15% over minutes) cancels in each ratio; the median drops outliers.
+                ratios = [s["decode_tps"] / p["decode_tps"] for s, p in zip(runs, singles["llama-server"])]
+                results[name]["single_vs_llama_server"] = statistics.median(ratios)
         for conc in (1, 4, 8):
             print(f"== {conc} concurrent streams", file=sys.stderr, flush=True)
             runs = interleaved(procs, 3, lambda url: aggregate(url, "bench-llm", args.tokens, bias, conc))
@@ -369,11 +374,12 @@ def main() -> int:
 def table(results: dict, args) -> str:
     cols = ["ttft_ms", "single_tps", "agg_tps_1", "agg_tps_4", "agg_tps_8", "embed_per_s"]
     lines = [f"threads={args.threads} parallel={args.parallel} tokens={args.tokens}",
-             "| server | " + " | ".join(cols) + " | all tokens (1/4/8) |", "|---" * (len(cols) + 2) + "|"]
+             "| server | " + " | ".join(cols) + " | single / llama-server, paired | all tokens (1/4/8) |",
+             "|---" * (len(cols) + 3) + "|"]
     for name, r in results.items():
         vals = " | ".join(f"{r.get(c, float('nan')):.1f}" for c in cols)
         ok = "/".join("yes" if r.get(f"all_tokens_{c}") else "NO" for c in (1, 4, 8))
-        lines.append(f"| {name} | {vals} | {ok} |")
+        lines.append(f"| {name} | {vals} | {r.get('single_vs_llama_server', float('nan')):.3f} | {ok} |")
     return "\n".join(lines)
 
 
