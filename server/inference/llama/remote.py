@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 LOAD_TIMEOUT = 600.0  # a big model from a slow disk
 CLOSE_TIMEOUT = 30.0
-POLL_SECONDS = 1.0
+WATCH_SECONDS = 1.0  # how often the watchdog looks for a hang
 
 
 def _why(returncode: int | None) -> str:
@@ -225,7 +225,7 @@ class Runner:
 
     def _watchdog(self) -> None:
         """Kill a runner that has work and made no step for hang_timeout seconds."""
-        while not self._ended.wait(POLL_SECONDS):
+        while not self._ended.wait(WATCH_SECONDS):
             busy = self.requests or self.calls
             if busy and not self.closing and time.monotonic() - self._last > self.hang_timeout:
                 log.error("engine for model %s made no progress for %.0f s with work queued; killing "
