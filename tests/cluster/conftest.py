@@ -16,6 +16,7 @@ from chart.binaries import tool
 from .controlplane import ROOT, ControlPlane, binaries_dir, missing_binaries
 from .kubetools import (MODELS_NAMESPACE, OPERATOR_SA, RELEASE_NAMESPACE, Kubectl, OperatorProcess, Tool,
                         wait_until)
+from .podservers import PodServers, make_pod_model
 
 CHART = ROOT / "charts" / "modelyard"
 HERE = Path(__file__).parent
@@ -132,3 +133,19 @@ def operator(operator_kubeconfig, control_plane, tmp_path_factory):
     yield process
     process.stop()
     print(process.log()[-20000:])
+
+
+@pytest.fixture(scope="session")
+def pod_model(tmp_path_factory) -> Path:
+    """The small generated GGUF that every really-served pod loads (podservers.py)."""
+    return make_pod_model(tmp_path_factory.mktemp("pod-model"))
+
+
+@pytest.fixture(scope="module")
+def pod_servers(control_plane, pod_model, tmp_path_factory):
+    """A real `modelyard serve` per inference pod of the Models a test names with
+    `pod_servers.serve(name)`, bound to the pod's 127.16.x.y address (podservers.py)."""
+    servers = PodServers(control_plane.kubeconfig, MODELS_NAMESPACE, tmp_path_factory.mktemp("pods"),
+                         lambda _model: pod_model).start()
+    yield servers
+    servers.stop()

@@ -43,6 +43,9 @@ CONTROLLERS = (
     "serviceaccount-token-controller",
     "persistentvolumeclaim-protection-controller",
     "persistentvolume-protection-controller",
+    # HPAs that target a Model through its scale subresource (no metrics API here, so
+    # they report AbleToScale but cannot compute a recommendation).
+    "horizontal-pod-autoscaler-controller",
 )
 
 # Writes with their bodies (what the operator sent and got back), everything else with
@@ -298,6 +301,7 @@ class ControlPlane:
             "--controllers", ",".join(CONTROLLERS),
             "--service-account-private-key-file", str(self.pki / "sa.key"),
             "--root-ca-file", str(self.ca),
+            "--horizontal-pod-autoscaler-sync-period", "2s",
             "--v", "1",
         ])
         self._run("kube-scheduler", [str(self.bindir / "kube-scheduler"), *common, "--v", "1"])

@@ -20,19 +20,22 @@ def free_port() -> int:
 
 class Server:
     def __init__(self, store: Path, api_key: str | None = None, env: dict | None = None,
-                 args: tuple = (), log_path: Path | None = None):
+                 args: tuple = (), log_path: Path | None = None, host: str = "127.0.0.1",
+                 port: int | None = None):
         self.store = Path(store)
         self.api_key = api_key
         self.extra_env = env or {}
         self.args = tuple(args)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        # Any loopback address: tests/cluster/podservers.py binds pods' 127.16.x.y addresses.
+        self.host = host
+        self.port = port or free_port()
+        self.url = f"http://{host}:{self.port}"
         self.log_path = log_path or self.store.parent / f"server-{self.port}.log"
         self.proc: subprocess.Popen | None = None
 
     def start(self, wait_ready: bool = False, timeout: float = 60) -> "Server":
         cmd = [sys.executable, "-m", "modelyard.server.cli", "serve",
-               "--host", "127.0.0.1", "--port", str(self.port), "--store", str(self.store),
+               "--host", self.host, "--port", str(self.port), "--store", str(self.store),
                *self.args]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.extra_env}
         env.pop("MODELYARD_API_KEY", None)
