@@ -3,7 +3,10 @@
 kopf puts a finalizer on every object that has a timer or a daemon, and a finalizer
 can leave a deleted Model stuck (KubeAI#286). One poller task for all Models needs
 none: it reads the progress of downloading Models every few seconds, retries the
-reconciliations that failed, and reconciles every Model now and then.
+reconciliations that failed, and reconciles every Model now and then. The autoscaler
+is a second such task, for the Models with spec.autoscaling (one tick for all of them
+every autoscale_interval), rather than a kopf timer or daemon per Model, for the same
+reason.
 """
 from __future__ import annotations
 
@@ -14,7 +17,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .autoscaling import Autoscaler
 from .reconcile import DOWNLOADING, Context, owner_of, reconcile_model, update_progress
+from .scaling import autoscale_model
 
 logger = logging.getLogger(__name__)
 Key = tuple[str, str]  # (namespace, name)
@@ -27,6 +32,8 @@ class Controller:
         self._guard = threading.Lock()
         self._phases: dict[Key, str | None] = {}  # every Model seen, with its last phase
         self._retries: set[Key] = set()
+        self._autoscaled: dict[Key, dict[str, Any]] = {}  # the Models with spec.autoscaling, as last seen
+        self._autoscalers: dict[Key, Autoscaler] = {}  # their load histories
 
     def handle_model_event(self, event_type: str | None, model: dict[str, Any]) -> None:
         """A Model was listed, appeared or changed (its own status writes included)."""
@@ -36,9 +43,17 @@ class Controller:
             with self._guard:
                 self._phases.pop(key, None)
                 self._retries.discard(key)
+                self._autoscaled.pop(key, None)
+                self._autoscalers.pop(key, None)
             self.ctx.locks.forget(*key)
             return
         self._remember(key, status.get("phase"))
+        with self._guard:
+            if (model.get("spec") or {}).get("autoscaling"):
+                self._autoscaled[key] = model
+            else:  # the replicas are the user's again; a later spec.autoscaling starts afresh
+                self._autoscaled.pop(key, None)
+                self._autoscalers.pop(key, None)
         # A change that leaves the generation as handled is the operator's own status
         # write: reconciling again would only re-read. Listings and new Models always go.
         handled = meta.get("generation") is not None and meta.get("generation") == status.get("observedGeneration")
@@ -71,6 +86,26 @@ class Controller:
                     last_resync = time.monotonic()
             await _each(self._progress, downloading)
             await _each(self._reconcile, again)
+
+    async def autoscale(self) -> None:
+        """Forever: every autoscale_interval, one autoscaler tick for each Model with spec.autoscaling."""
+        settings = self.ctx.settings
+        while True:
+            await asyncio.sleep(settings.autoscale_interval)
+            with self._guard:
+                keys = list(self._autoscaled)
+            await _each(self._autoscale, keys)
+
+    def _autoscale(self, key: Key) -> None:
+        with self._guard:
+            model = self._autoscaled.get(key)
+            if model is None:
+                return
+            autoscaler = self._autoscalers.setdefault(key, Autoscaler(window=self.ctx.settings.autoscale_window))
+        try:
+            autoscale_model(self.ctx, autoscaler, model, time.monotonic())
+        except Exception:  # an API or network hiccup: the next tick tries again
+            logger.exception("Autoscaling Model %s/%s failed", *key)
 
     def _remember(self, key: Key, phase: str | None) -> None:
         with self._guard:

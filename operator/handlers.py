@@ -34,7 +34,9 @@ def handle_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, ours: Opera
     # Sync handlers run in this pool; the per-Model locks keep each Model to one worker.
     settings.execution.max_workers = 16
     memo.controller = Controller(Context(Kube(load_api_client()), ours))
-    memo.poller = asyncio.get_running_loop().create_task(memo.controller.run(), name="modelyard poller")
+    loop = asyncio.get_running_loop()
+    memo.poller = loop.create_task(memo.controller.run(), name="modelyard poller")
+    memo.autoscaler = loop.create_task(memo.controller.autoscale(), name="modelyard autoscaler")
 
 
 def build_registry(ours: OperatorSettings) -> kopf.OperatorRegistry:
@@ -47,8 +49,9 @@ def build_registry(ours: OperatorSettings) -> kopf.OperatorRegistry:
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-        """Stop the poller."""
+        """Stop the poller and the autoscaler."""
         memo.poller.cancel()
+        memo.autoscaler.cancel()
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:

@@ -119,10 +119,11 @@ class Kube:
                 return None
             raise
 
-    def patch(self, resource: str, namespace: str, name: str, body: Any, *, status: bool = False) -> Any:
-        """A list is a JSON patch; a dict is a JSON merge patch."""
+    def patch(self, resource: str, namespace: str, name: str, body: Any, *, status: bool = False,
+              sub: str | None = None) -> Any:
+        """A list is a JSON patch; a dict is a JSON merge patch. `sub`: a subresource (scale)."""
         content_type = "application/json-patch+json" if isinstance(body, list) else "application/merge-patch+json"
-        path = self.path(resource, namespace, name, "status" if status else None)
+        path = self.path(resource, namespace, name, "status" if status else sub)
         return self.request("PATCH", path, body=body, content_type=content_type)
 
     def delete(self, resource: str, namespace: str, name: str) -> None:

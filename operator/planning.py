@@ -139,11 +139,18 @@ def _plan_serving(
     status.serving(deployment, observed.service or {}, digest)
     ready = status.ready_replicas
     if spec.get("replicas", 1) == 0:
-        status.set("Pending", ready=("False", "ScaledToZero", "spec.replicas is 0: nothing serves the model."))
+        status.set("Pending", ready=("False", "ScaledToZero", _scaled_to_zero(spec)))
     elif ready and _serves(deployment, digest):
         status.set("Ready", ready=("True", "Ready", f"{ready} pod(s) serve the model at {status.endpoint}."))
     else:
         status.set("Loading", ready=("False", "Loading", "Waiting for an inference pod to load the model."))
+
+
+def _scaled_to_zero(spec: dict[str, Any]) -> str:
+    if spec.get("autoscaling"):
+        return ("Scaled to zero: no requests in flight for the scale-down delay. The model stays "
+                "in the cache; a request through the router scales it back to one pod.")
+    return "spec.replicas is 0: the model stays in the cache and nothing serves it (kubectl scale to serve)."
 
 
 def _deployment_patch(current: dict[str, Any], desired: dict[str, Any]) -> list[dict[str, Any]]:
@@ -225,6 +232,10 @@ class _Status:
         self.generation = generation if generation is not None else self.old.get("observedGeneration", 0)
         self.new["observedGeneration"] = self.generation
         self.new.setdefault("readyReplicas", 0)
+        self.new.setdefault("replicas", 0)
+        # The scale subresource's labelSelectorPath: known from the name alone, so an HPA
+        # finds it from the first status write on.
+        self.new["selector"] = builders.pod_selector(model)
 
     @property
     def ready_replicas(self) -> int:
@@ -249,7 +260,9 @@ class _Status:
         self._condition("Downloaded", "True", "Downloaded", "The model is complete in the cache.")
 
     def serving(self, deployment: dict[str, Any] | None, service: dict[str, Any] | None, digest: str) -> None:
-        self.new["readyReplicas"] = int(((deployment or {}).get("status") or {}).get("readyReplicas") or 0)
+        deployment_status = (deployment or {}).get("status") or {}
+        self.new["readyReplicas"] = int(deployment_status.get("readyReplicas") or 0)
+        self.new["replicas"] = int(deployment_status.get("replicas") or 0)
         if service is not None:
             meta = self.model["metadata"]
             self.new["endpoint"] = names.endpoint(meta["name"], meta.get("namespace", ""), SERVER_PORT)

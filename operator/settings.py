@@ -52,6 +52,12 @@ class OperatorSettings:
     resync_interval: float = field(
         default=120.0, metadata={"help": "seconds between two full reconciliations of a Model"}
     )
+    autoscale_interval: float = field(
+        default=10.0, metadata={"help": "seconds between two reads of the load of Models with spec.autoscaling"}
+    )
+    autoscale_window: float = field(
+        default=60.0, metadata={"help": "seconds of load samples that the autoscaler averages"}
+    )
     run_as_user: int = field(default=10001, metadata={"help": "uid and gid of the Job and the pods"})
 
     @classmethod

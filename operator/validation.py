@@ -43,6 +43,7 @@ def spec_problems(name: str, spec: dict[str, Any]) -> list[str]:
     kv = kv_cache_problem(kind, (spec.get("gguf") or {}).get("kvCacheType"))
     if kv:
         problems.append(f"spec.gguf.kvCacheType {kv}")
+    problems += _autoscaling_problems(spec.get("autoscaling"))
     mode = (spec.get("cache") or {}).get("accessMode")
     if mode is not None and mode not in ACCESS_MODES:
         problems.append(f"spec.cache.accessMode must be one of {', '.join(ACCESS_MODES)}")
@@ -86,8 +87,31 @@ def _number_problems(spec: dict[str, Any]) -> list[str]:
         ("spec.gguf.initContextSize", (spec.get("gguf") or {}).get("initContextSize"), 1),
         ("spec.gguf.initGpuLayerSize", (spec.get("gguf") or {}).get("initGpuLayerSize"), 0),
     ]
+    return _at_least(checks)
+
+
+def _at_least(checks: list[tuple[str, Any, int]]) -> list[str]:
     return [
         f"{field} must be an integer of at least {minimum}"
         for field, value, minimum in checks
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum)
     ]
+
+
+def _autoscaling_problems(autoscaling: Any) -> list[str]:
+    if autoscaling is None:
+        return []
+    if not isinstance(autoscaling, dict):
+        return ["spec.autoscaling must be an object"]
+    if autoscaling.get("maxReplicas") is None:
+        return ["spec.autoscaling.maxReplicas is required"]
+    problems = _at_least([
+        ("spec.autoscaling.minReplicas", autoscaling.get("minReplicas"), 0),
+        ("spec.autoscaling.maxReplicas", autoscaling.get("maxReplicas"), 1),
+        ("spec.autoscaling.targetRequests", autoscaling.get("targetRequests"), 1),
+        ("spec.autoscaling.scaleDownDelaySeconds", autoscaling.get("scaleDownDelaySeconds"), 0),
+    ])
+    low, high = autoscaling.get("minReplicas", 1), autoscaling["maxReplicas"]
+    if not problems and low > high:
+        problems.append(f"spec.autoscaling.minReplicas ({low}) must be at most maxReplicas ({high})")
+    return problems

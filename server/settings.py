@@ -9,7 +9,7 @@ from pathlib import Path
 import platformdirs
 
 from modelyard.server.shared import environ as environ_reader
-from modelyard.server.shared.facts import DEFAULT_PORT
+from modelyard.server.shared.facts import DEFAULT_PARALLEL, DEFAULT_PORT
 
 DEFAULT_HOST = "127.0.0.1"
 # Generous for JSON bodies (chat histories with data-URI images), far below a model file.
@@ -38,7 +38,7 @@ class Settings:
         default_factory=list,
         metadata={"help": "model ids to load at start; /readyz waits for them (repeatable)"},
     )
-    parallel: int = field(default=4, metadata={"help": "decode slots per GGUF model"})
+    parallel: int = field(default=DEFAULT_PARALLEL, metadata={"help": "decode slots per GGUF model"})
     threads: int = field(
         default_factory=lambda: os.cpu_count() or 1,
         metadata={"help": "CPU threads for llama.cpp"},

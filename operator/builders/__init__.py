@@ -1,7 +1,7 @@
 """Pure builders: a Model (a plain dict) in, a child manifest (a plain dict) out. No API calls."""
 from .events import build_event
 from .download import build_download_job, build_pvc, fetch_command, source_hash
-from .serving import build_api_key_secret, build_deployment, build_service, pod_spec_hash
+from .serving import build_api_key_secret, build_deployment, build_service, pod_selector, pod_spec_hash
 
 __all__ = [
     "build_api_key_secret",
@@ -11,6 +11,7 @@ __all__ = [
     "build_pvc",
     "build_service",
     "fetch_command",
+    "pod_selector",
     "pod_spec_hash",
     "source_hash",
 ]

@@ -119,6 +119,12 @@ def _selector(model: dict[str, Any]) -> dict[str, str]:
     return {k: labels[k] for k in (names.LABEL_MODEL, names.LABEL_COMPONENT)}
 
 
+def pod_selector(model: dict[str, Any]) -> str:
+    """The inference pods' label selector as a string: status.selector, which the scale
+    subresource hands to an HPA (it finds the pods it measures with it)."""
+    return ",".join(f"{k}={v}" for k, v in sorted(_selector(model).items()))
+
+
 def _strategy(gpu: int) -> dict[str, Any]:
     # A surge pod would need a spare GPU that a GPU node pool rarely has: the rollout
     # would hang. GPU Models replace pods one at a time; CPU Models surge, no downtime.

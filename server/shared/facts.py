@@ -101,6 +101,13 @@ def vlm_problem(model_id: str, kind: str, has_projector_source: bool, projector_
 # ---- the server ----------------------------------------------------------------------
 
 DEFAULT_PORT = 8083
+# Decode slots per GGUF model (`--parallel`): also the operator's default of how many
+# requests in flight one pod should carry (spec.autoscaling.targetRequests).
+DEFAULT_PARALLEL = 4
+# The gauges of requests in flight that each server exports on /metrics, by model: the
+# autoscaler reads them (running + waiting).
+METRIC_RUNNING = "modelyard_active_sequences"
+METRIC_WAITING = "modelyard_queue_depth"
 
 # ---- the Model resource and its children ---------------------------------------------
 

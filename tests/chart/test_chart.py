@@ -18,8 +18,14 @@ def by_kind(docs, kind):
     return [d for d in docs if d["kind"] == kind]
 
 
+def component(docs, kind, name="operator"):
+    """The chart's objects of one kind that belong to the operator (or the router)."""
+    return [d for d in by_kind(docs, kind)
+            if d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == name]
+
+
 def operator_container(docs):
-    [deployment] = by_kind(docs, "Deployment")
+    [deployment] = component(docs, "Deployment")
     return deployment["spec"]["template"]["spec"]["containers"][0]
 
 
@@ -52,7 +58,9 @@ def test_the_crd_is_the_one_from_crds(render):
     [crd] = by_kind(render("--include-crds"), "CustomResourceDefinition")
     assert crd["metadata"]["name"] == "models.modelyard.dev"
     version = crd["spec"]["versions"][0]
-    assert version["subresources"] == {"status": {}}
+    assert version["subresources"] == {"status": {}, "scale": {
+        "specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector"}}
     assert [c["name"] for c in version["additionalPrinterColumns"]] == \
         ["Kind", "Phase", "Progress", "Ready", "Endpoint", "Age"]
 
@@ -60,14 +68,14 @@ def test_the_crd_is_the_one_from_crds(render):
 def test_namespaced_rbac_by_default(render):
     docs = render()
     assert by_kind(docs, "ClusterRole") == [] and by_kind(docs, "ClusterRoleBinding") == []
-    [role] = by_kind(docs, "Role")
+    [role] = component(docs, "Role")
     assert role["metadata"]["namespace"] == "modelyard-system"
     assert operator_container(docs)["args"][:3] == ["operator", "--namespace", "modelyard-system"]
 
 
 def test_one_role_per_watched_namespace(render):
     docs = render("--set", "watch.namespaces={team-a,team-b}")
-    assert sorted(r["metadata"]["namespace"] for r in by_kind(docs, "Role")) == ["team-a", "team-b"]
+    assert sorted(r["metadata"]["namespace"] for r in component(docs, "Role")) == ["team-a", "team-b"]
     bindings = by_kind(docs, "RoleBinding")
     assert {b["subjects"][0]["namespace"] for b in bindings} == {"modelyard-system"}
     args = operator_container(docs)["args"]
@@ -77,14 +85,14 @@ def test_one_role_per_watched_namespace(render):
 def test_all_namespaces_uses_a_cluster_role(render):
     docs = render("--set", "watch.allNamespaces=true")
     assert by_kind(docs, "Role") == []
-    [role] = by_kind(docs, "ClusterRole")
-    [binding] = by_kind(docs, "ClusterRoleBinding")
+    [role] = component(docs, "ClusterRole")
+    [binding] = component(docs, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert "--all-namespaces" in operator_container(docs)["args"]
 
 
 def test_rbac_is_least_privilege(render):
-    [role] = by_kind(render(), "Role")
+    [role] = component(render(), "Role")
     granted = {}
     for rule in role["rules"]:
         for group in rule["apiGroups"]:
@@ -96,6 +104,7 @@ def test_rbac_is_least_privilege(render):
     assert granted == {
         ("modelyard.dev", "models"): {"get", "list", "watch"},
         ("modelyard.dev", "models/status"): {"patch"},
+        ("modelyard.dev", "models/scale"): {"patch"},
         ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
         ("apps", "deployments"): {"get", "list", "watch", "create", "patch"},
         ("", "services"): {"get", "list", "watch", "create"},
@@ -112,7 +121,7 @@ def test_rbac_is_least_privilege(render):
 
 def test_operator_deployment(render):
     docs = render("--set", "image.server.tag=1.2.3", "--set", "gpu.nodeSelector.pool=gpu")
-    [deployment] = by_kind(docs, "Deployment")
+    [deployment] = component(docs, "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     container = operator_container(docs)
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
@@ -148,6 +157,10 @@ def test_the_operator_reads_what_the_chart_sets(render):
     ["--set", "watch.namespaces={Not_A_Namespace}"],
     ["--set", "image.server.pullPolicy=Sometimes"],
     ["--set", "unknownValue=1"],
+    ["--set", "router.replicas=0"],
+    ["--set", "router.service.type=Headless"],
+    ["--set", "networkPolicy.enabled=sometimes"],
+    ["--set", "autoscaling.intervalSeconds=0"],
 ])
 def test_values_of_the_wrong_type_fail_to_render(render, args):
     with pytest.raises(RenderError, match="values don't meet the specifications of the schema"):
@@ -161,3 +174,6 @@ def test_notes_show_the_first_apply_and_the_first_call(helm):
     notes = done.stdout.split("NOTES:", 1)[1]
     assert "kubectl apply -n ai" in notes
     assert "/v1/chat/completions" in notes and "Authorization: Bearer" in notes
+    # the router's address, and how to scale
+    assert "http://my-modelyard-router.ai.svc" in notes and "svc/my-modelyard-router" in notes
+    assert "kubectl scale model" in notes

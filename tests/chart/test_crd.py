@@ -29,7 +29,8 @@ def test_the_model_resource_contract():
     assert CRD["spec"]["group"] == "modelyard.dev"
     assert CRD["spec"]["names"]["kind"] == "Model" and CRD["spec"]["names"]["plural"] == "models"
     assert CRD["spec"]["scope"] == "Namespaced"
-    assert VERSION["name"] == "v1alpha1" and VERSION["subresources"] == {"status": {}}
+    assert VERSION["name"] == "v1alpha1" and VERSION["subresources"]["status"] == {}
+    assert VERSION["subresources"]["scale"]["labelSelectorPath"] == ".status.selector"
     spec = SCHEMA["properties"]["spec"]["properties"]
     assert spec["kind"]["enum"] == ["llm", "vlm", "embed", "onnx"]
     for field in ("version", "source", "sha256", "gguf", "onnx", "replicas", "resources", "nodeSelector",

@@ -26,7 +26,7 @@ import kmock
 NAMESPACE = "ai"
 _VERBS = {"list", "watch", "get", "patch", "create", "delete"}
 RESOURCES = {
-    "modelyard.dev/v1alpha1/models": ("Model", {"status"}),
+    "modelyard.dev/v1alpha1/models": ("Model", {"status", "scale"}),
     "v1/persistentvolumeclaims": ("PersistentVolumeClaim", set()),
     "v1/services": ("Service", set()),
     "v1/secrets": ("Secret", set()),
@@ -220,6 +220,7 @@ class OperatorProcess:
 
     def start(self) -> "OperatorProcess":
         env = {**os.environ, "MODELYARD_PROGRESS_INTERVAL": "0.5", "MODELYARD_RESYNC_INTERVAL": "3600",
+               "MODELYARD_AUTOSCALE_INTERVAL": "0.5", "MODELYARD_AUTOSCALE_WINDOW": "0",
                **self.env, "KUBECONFIG": str(self.kubeconfig)}
         env.pop("KUBERNETES_SERVICE_HOST", None)  # never the in-cluster config in a test
         log = open(self.log_path, "ab")

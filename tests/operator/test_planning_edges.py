@@ -148,19 +148,42 @@ def test_scaling_to_zero_and_back(model, settings):
     assert action.event == "Scaled the inference pods to 0"
     # The pod still running while it stops does not make the Model ready.
     assert down.status["phase"] == "Pending"
+    message = "spec.replicas is 0: the model stays in the cache and nothing serves it (kubectl scale to serve)."
     assert condition(down.status, "Ready") == {
-        "type": "Ready", "status": "False", "reason": "ScaledToZero",
-        "message": "spec.replicas is 0: nothing serves the model.",
+        "type": "Ready", "status": "False", "reason": "ScaledToZero", "message": message,
         "lastTransitionTime": NOW, "observedGeneration": 1}
-    assert down.events == [("Normal", "ScaledToZero", "spec.replicas is 0: nothing serves the model.")]
+    assert down.events == [("Normal", "ScaledToZero", message)]
     model["status"] = down.status
     observed.deployment["spec"]["replicas"] = 0
     observed.deployment["status"] = {}
-    assert run(observed, settings).actions == []
+    stopped = run(observed, settings)
+    assert stopped.actions == [] and stopped.status["replicas"] == 0
     model["spec"]["replicas"] = 2
     [up] = run(observed, settings).actions
     assert up.body == [{"op": "replace", "path": "/spec/replicas", "value": 2}]
     assert up.event == "Scaled the inference pods to 2"
+
+
+def test_scaled_to_zero_by_the_autoscaler_says_the_router_wakes_it(model, settings):
+    model["spec"].update(replicas=0, autoscaling={"minReplicas": 0, "maxReplicas": 2})
+    result = run(serving(model, settings, ready=0), settings)
+    assert result.status["phase"] == "Pending"
+    ready = condition(result.status, "Ready")
+    assert ready["reason"] == "ScaledToZero" and "router scales it back to one pod" in ready["message"]
+
+
+def test_the_status_carries_the_scale_subresource_fields(model, settings):
+    """status.replicas (pods that exist) and status.selector (a string that finds them),
+    from the first status on: an HPA reads both through the scale subresource."""
+    pending = run(Observed(model), settings)
+    assert pending.status["replicas"] == 0
+    assert pending.status["selector"] == "app.kubernetes.io/component=server,modelyard.dev/model=smollm2-360m"
+    observed = serving(model, settings)
+    observed.deployment["status"] = {"replicas": 3, "readyReplicas": 2}
+    status = run(observed, settings).status
+    assert (status["replicas"], status["readyReplicas"]) == (3, 2)
+    labels = observed.deployment["spec"]["template"]["metadata"]["labels"]
+    assert dict(term.split("=") for term in status["selector"].split(",")).items() <= labels.items()
 
 
 def test_a_new_source_scales_any_serving_deployment_to_zero(model, settings):

@@ -27,7 +27,8 @@ def chart_rules() -> set[tuple[str, str, str, str]]:
     """The rendered Role's rules, one (group, resource, subresource, verb) per grant."""
     done = subprocess.run([str(tool("helm")), "template", "my", str(ROOT / "charts" / "modelyard"),
                            "--namespace", "modelyard-system"], capture_output=True, text=True, check=True)
-    [role] = [d for d in yaml.safe_load_all(done.stdout) if d and d["kind"] == "Role"]
+    [role] = [d for d in yaml.safe_load_all(done.stdout) if d and d["kind"] == "Role"
+              and d["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"]
     granted = set()
     for rule in role["rules"]:
         assert not rule.get("resourceNames"), rule  # the operator's calls carry no such limit

@@ -55,7 +55,7 @@ watches). No wildcard. tests/chart checks this list against the operator's code.
   resources: [models]
   verbs: [get, list, watch]
 - apiGroups: [modelyard.dev]
-  resources: [models/status]
+  resources: [models/status, models/scale]
   verbs: [patch]
 - apiGroups: [batch]
   resources: [jobs]
@@ -81,4 +81,63 @@ watches). No wildcard. tests/chart checks this list against the operator's code.
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
+{{- end -}}
+
+
+{{/* The router's objects: its own name, labels and ServiceAccount. */}}
+{{- define "modelyard.routerName" -}}
+{{- printf "%s-router" (include "modelyard.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "modelyard.routerSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "modelyard.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: router
+{{- end -}}
+
+{{- define "modelyard.routerLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "modelyard.routerSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "modelyard.routerServiceAccountName" -}}
+{{- if .Values.router.serviceAccount.create -}}
+{{- default (include "modelyard.routerName" .) .Values.router.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.router.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The router's permissions: it finds Models and their ready Pods by watching them, and
+wakes a Model at zero replicas through its scale subresource. Nothing else.
+*/}}
+{{- define "modelyard.routerRules" -}}
+- apiGroups: [modelyard.dev]
+  resources: [models]
+  verbs: [get, list, watch]
+- apiGroups: [modelyard.dev]
+  resources: [models/scale]
+  verbs: [get, patch]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch]
+{{- end -}}
+
+{{/* Egress to the cluster DNS only (UDP and TCP 53). */}}
+{{- define "modelyard.dnsEgress" -}}
+- to:
+    - namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: {{ .Values.networkPolicy.dnsNamespace }}
+      podSelector:
+        matchLabels:
+          {{- toYaml .Values.networkPolicy.dnsPodLabels | nindent 10 }}
+  ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
 {{- end -}}
