@@ -64,6 +64,12 @@ $(VENV)/.test-deps: pyproject.toml $(LLAMA_INSTALLED) | $(VENV)/bin/python
 	$(PIP) install --quiet --find-links $(WHEELS) -e '.[engines,operator,test]'
 	touch $@
 
+# The finetune extra (torch, transformers, peft) for the trainer and tests/finetune: PyPI's torch
+# is its CUDA build, about 5.6 GB and 2-3 minutes to install here (docs/engines.md).
+$(VENV)/.finetune-deps: pyproject.toml $(VENV)/.test-deps
+	$(PIP) install --quiet --find-links $(WHEELS) -e '.[engines,operator,test,finetune]'
+	touch $@
+
 $(VENV)/.bench-deps: pyproject.toml $(LLAMA_INSTALLED) | $(VENV)/bin/python
 	$(PIP) install --quiet --find-links $(WHEELS) -e '.[engines,operator,test,bench]'
 	touch $@
@@ -84,7 +90,7 @@ k8s:
 
 # tests/images need podman, runc and debootstrap (tools/image_tools.sh installs them when
 # missing) and put the llama-cpp-python wheel above into the server image.
-test: $(VENV)/.test-deps .cache/llama-cpp-python/.version k8s
+test: $(VENV)/.test-deps $(VENV)/.finetune-deps .cache/llama-cpp-python/.version k8s
 	$(VENV)/bin/lint-imports
 	sh tools/image_tools.sh
 	MODELYARD_CACHE=$(MODELYARD_CACHE) MODELYARD_LLAMA_WHEELS=$(WHEELS) $(PY) -m pytest $(PYTEST_ARGS)

@@ -40,6 +40,12 @@ class ReadOnlyStore(StoreError):
     code = 409
 
 
+class ModelInUse(StoreError):
+    """A base model that adapters were trained on: deleting it would leave them unusable."""
+
+    code = 409
+
+
 class Cancelled(StoreError):
     code = 409
 

@@ -42,12 +42,13 @@ from typing import Iterator, NamedTuple
 from modelyard.server.registry import registered
 from modelyard.server.registry.crashpoints import crash_point
 from modelyard.server.registry.diskio import PARTIAL, atomic_write, flock, fsync_dir, inside, tmp_files
-from modelyard.server.shared.facts import KINDS, id_problem
+from modelyard.server.shared.facts import ADAPTER_KIND, KINDS, id_problem
 from modelyard.server.registry.transfer import Transfer  # noqa: F401  (re-exported: st.Transfer)
 from modelyard.server.registry.errors import (  # noqa: F401  (re-exported: callers use store.ModelNotFound)
     Cancelled,
     InvalidFile,
     InvalidId,
+    ModelInUse,
     ModelNotFound,
     ReadOnlyStore,
     StoreError,
@@ -91,7 +92,7 @@ def public_view(meta: dict, ready: bool, reason: str | None = None) -> dict:
     if meta.get("totalSize") is not None:
         out["totalSize"] = meta["totalSize"]
     out["createdAt"] = meta["createdAt"]
-    for section in ("gguf", "onnx"):
+    for section in ("gguf", "onnx", "adapter"):
         if meta.get(section) is not None:
             out[section] = meta[section]
     main = meta.get("files", {}).get("model")
@@ -435,6 +436,10 @@ class Store:
         folder = self.model_dir(model_id)
         if not (folder / META).exists():
             raise ModelNotFound(model_id)
+        adapters = self.adapters_of(model_id)
+        if adapters:
+            raise ModelInUse(f"Model '{model_id}' is the base of the adapters {', '.join(adapters)}: "
+                             f"delete them first")
         cancel = self._cancels.get(model_id)
         if cancel:
             cancel.set()
@@ -443,6 +448,11 @@ class Store:
             with self._id_locks[model_id]:
                 shutil.rmtree(folder, ignore_errors=True)
                 self._cache.pop(model_id, None)
+
+    def adapters_of(self, model_id: str) -> list[str]:
+        """The ids of the adapters (fine-tuning's) whose base is `model_id`."""
+        return [e.meta["id"] for e in self._entries(ADAPTER_KIND, None)
+                if (e.meta.get("adapter") or {}).get("base") == model_id]
 
     def copy(self, source: str, destination: str) -> dict:
         """A second id for a model's files, without copying a byte: the new folder holds

@@ -12,6 +12,9 @@ import re
 # ---- models --------------------------------------------------------------------------
 
 KINDS = ("llm", "vlm", "embed", "onnx")
+# A LoRA adapter that fine-tuning made (a GGUF LoRA): a model of its own kind in the store,
+# never loaded alone, always with its base. Not a kind the Model resource or uploads take.
+ADAPTER_KIND = "adapter"
 # The kinds that generate text (chat and completions); embed and onnx do not.
 GENERATIVE_KINDS = ("llm", "vlm")
 # The registry's onnx.executionProvider values, and onnxruntime's name for each.

@@ -57,7 +57,7 @@ def model_entry(view: dict, record: dict, path: str | None, loaded: bool,
         "id": view["id"], "name": extra.get("name") or view["id"], "path": path,
         "size": view.get("totalSize"), "kind": view["kind"], "status": status, "downloaded": ready,
         "is_vision": view["kind"] == "vlm", "is_custom": bool(view.get("registeredPath")),
-        "is_finetuned": False, "is_loaded": loaded, "url": extra.get("url"),
+        "is_finetuned": bool(record.get("is_finetuned")), "is_loaded": loaded, "url": extra.get("url"),
         "progress": download.progress() if download is not None and not download.done else None,
         "error": (download.error if download is not None and download.error else view.get("notReadyReason")),
     }
