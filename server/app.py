@@ -21,12 +21,14 @@ from modelyard.server.http.cors import CorsMiddleware
 from modelyard.server.http.errors import handle_unexpected, serialize_error
 from modelyard.server.inference.dispatch import Dispatcher
 from modelyard.server.inference.manager import ModelManager
+from modelyard.server.registry import egress
 from modelyard.server.registry.store import Store
 from modelyard.server.settings import Settings
 
 
 def create_app(settings: Settings, store: Store | None = None) -> falcon.App:
     store = store or Store(settings.store)
+    egress.configure(settings.allow_fetch)  # where this worker's fetches may go
     collectors = metrics.Metrics()
     app = falcon.App(middleware=[CorsMiddleware(settings.cors_origins), metrics.MetricsMiddleware(collectors),
                                  AuthMiddleware(settings.api_key)])

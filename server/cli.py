@@ -5,6 +5,7 @@ import argparse
 import dataclasses
 import sys
 
+from modelyard.server.registry import egress
 from modelyard.server.shared.facts import CHAT_TEMPLATE_HINTS, KV_CACHE_TYPES
 from modelyard.server.settings import Settings
 
@@ -24,6 +25,8 @@ def _serve_parser(sub) -> None:
     p.add_argument("--preload", action="append", help=f"{helps['preload']} (MODELYARD_PRELOAD)")
     p.add_argument("--cors-origin", action="append", dest="cors_origins",
                    help=f"{helps['cors_origins']} (MODELYARD_CORS_ORIGINS)")
+    p.add_argument("--allow-fetch", action="append", dest="allow_fetch",
+                   help=f"{helps['allow_fetch']} (MODELYARD_ALLOW_FETCH)")
     p.add_argument("--parallel", type=int, help=f"{helps['parallel']} (default 4; MODELYARD_PARALLEL)")
     p.add_argument("--threads", type=int, help=f"{helps['threads']} (default: all cores; MODELYARD_THREADS)")
     p.add_argument("--engine-hang-timeout", type=float,
@@ -48,6 +51,11 @@ def serve(args: argparse.Namespace) -> int:
     if settings.kv_cache_type and settings.kv_cache_type not in KV_CACHE_TYPES:
         print(f"modelyard: unknown --kv-cache-type '{settings.kv_cache_type}'; "
               f"use one of: {', '.join(KV_CACHE_TYPES)}", file=sys.stderr)
+        return 2
+    try:
+        egress.Policy.parse(settings.allow_fetch)
+    except ValueError as exc:
+        print(f"modelyard: --allow-fetch: {exc}", file=sys.stderr)
         return 2
     if not settings.api_key and not settings.loopback_only():
         print(

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import signal
 import sys
 import threading
 
-from modelyard.server.registry import fetch
+from modelyard.server.registry import egress, fetch
 from modelyard.server.registry import store as st
 from modelyard.server.shared import facts
 
@@ -38,6 +39,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sha256", type=_sha256, help="expected sha256 of the main file (hex)")
     p.add_argument("--revision", help="branch, tag or commit for hf:// sources (default main)")
     p.add_argument("--version", help="version recorded when the model is created (default 1.0.0)")
+    p.add_argument("--allow-fetch", action="append", default=None,
+                   help="hosts or address ranges (CIDR) the download may reach besides public "
+                   f"addresses (repeatable; default: {egress.VARIABLE}, comma-separated)")
     return p
 
 
@@ -54,6 +58,8 @@ def run(argv: list[str]) -> int:
         # A deleted Job gets SIGTERM: unwind like Ctrl-C, so the partial is kept cleanly.
         signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
+        allow = args.allow_fetch if args.allow_fetch is not None else [os.environ.get(egress.VARIABLE, "")]
+        egress.configure(allow)
         sources = fetch.plan_sources(args.source, args.mmproj, args.revision,
                                      labels=("SOURCE", "--mmproj"))
         store = st.Store(args.store)

@@ -52,6 +52,12 @@ class Settings:
         default="registry.ollama.ai",
         metadata={"help": "registry host[:port] that short names (llama3.2:1b) pull from and push to"},
     )
+    allow_fetch: list[str] = field(
+        default_factory=list,
+        metadata={"help": "hosts or address ranges (CIDR) the server's own fetches (pulls, pushes, "
+                          "downloads, the hub) may reach besides public addresses, which are all "
+                          "it reaches by default; e.g. registry.internal, 10.0.0.0/8 (repeatable)"},
+    )
     cors_origins: list[str] = field(
         default_factory=list,
         metadata={"help": "origins browser apps may call from, besides the machine's own (localhost); "

@@ -1,9 +1,16 @@
 """Fixtures shared by every tier."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from support.servers import Server
+
+# The tests' hub stand-ins and registries listen on loopback, which the egress policy refuses
+# by default (docs/security.md): the servers and `modelyard fetch` runs the tests start
+# inherit this and allow it. tests/registry/test_egress.py starts its own with less.
+os.environ.setdefault("MODELYARD_ALLOW_FETCH", "127.0.0.0/8,::1")
 
 
 @pytest.fixture

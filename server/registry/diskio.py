@@ -5,6 +5,7 @@ import fcntl
 import hashlib
 import os
 import queue
+import shutil
 import tempfile
 import threading
 import time
@@ -13,9 +14,12 @@ from pathlib import Path
 from typing import Callable
 
 from modelyard.server.registry.crashpoints import crash_point
-from modelyard.server.registry.errors import Cancelled, TransferBusy
+from modelyard.server.registry.errors import Cancelled, StoreError, TransferBusy
 
 TMP_SUFFIX = ".tmp"
+# What a download leaves free on the store's filesystem, whatever it was told: the store's
+# metadata, the server's logs and the other writers need room too.
+RESERVE = 1 << 30
 # A file being written (an upload, a download, a derived file): never read as a model.
 PARTIAL = ".partial"
 
@@ -194,3 +198,16 @@ def inside(path: Path, folder: Path) -> bool:
         return path.resolve().is_relative_to(folder.resolve())
     except OSError:
         return False
+
+
+class InsufficientStorage(StoreError):
+    code = 507
+
+
+def ensure_free(folder: Path, needed: int, reserve: int = RESERVE) -> None:
+    """Refuse a write of `needed` more bytes that would leave less than `reserve` free."""
+    free = shutil.disk_usage(folder).free
+    if needed + reserve > free:
+        raise InsufficientStorage(
+            f"Not enough disk space: the files need {needed} bytes and {free} are free "
+            f"(a download keeps {reserve} bytes free)")

@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
+from modelyard.server.registry import diskio, egress, hub
 from modelyard.server.registry import store as st
 from modelyard.server.registry.errors import FetchError
 
@@ -34,6 +35,8 @@ BACKOFF = (0.5, 1, 2, 4, 8)
 # cancel can wait for a stuck socket; store.delete waits 30 s for the lock).
 TIMEOUT = httpx.Timeout(15.0, read=20.0)
 RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}
+# A download of unknown length checks the free space this often (bytes).
+SPACE_CHECK = 256 << 20
 HF_HOSTS = {"huggingface.co", "www.huggingface.co", "hf.co"}
 _HF_RESOLVE = re.compile(r"^/([^/]+)/([^/]+)/resolve/([^/]+)/(.+)$")
 
@@ -53,6 +56,7 @@ class Source:
     filename: str | None = None
     revision: str = "main"
     headers: tuple[tuple[str, str], ...] = ()  # sent with a plain URL's requests (a registry's token)
+    size: int | None = None  # the size the source declared (a manifest, the hub's listing): no more is read
 
     @property
     def is_hf(self) -> bool:
@@ -158,7 +162,7 @@ def download_into(transfer: st.Transfer, sources: dict[str, Source], sha256: str
                 writer = _download_hf(transfer, role, source, report, check_cancel)
             else:
                 writer = _HttpDownload(transfer, role, source.url, report, check_cancel, keep,
-                                       dict(source.headers)).run()
+                                       dict(source.headers), source.size).run()
             writer.keep = keep
             done.append(writer)
         check_cancel()
@@ -194,9 +198,11 @@ class _HttpDownload:
     """One file over http(s), resumed with Range after a drop (and across runs)."""
 
     def __init__(self, transfer: st.Transfer, role: str, url: str, report: _Reporter,
-                 check_cancel: Callable[[], None], keep: bool, headers: dict | None = None):
+                 check_cancel: Callable[[], None], keep: bool, headers: dict | None = None,
+                 declared: int | None = None):
         self.transfer, self.role, self.url = transfer, role, url
         self.headers = headers or {}
+        self.declared = declared  # no byte past this is written (a manifest's layer size)
         self.report, self.check_cancel, self.keep = report, check_cancel, keep
         self.validator: str | None = None  # ETag or Last-Modified, for If-Range
         previous = self._read_sidecar()
@@ -231,26 +237,44 @@ class _HttpDownload:
             headers["Range"] = f"bytes={self.writer.size}-"
             if self.validator:
                 headers["If-Range"] = self.validator
-        with httpx.Client(follow_redirects=True, timeout=TIMEOUT) as client:
+        with egress.client(follow_redirects=True, timeout=TIMEOUT) as client:
             with client.stream("GET", self.url, headers=headers) as resp:
                 total = self._check_response(resp)
                 if resp.status_code == 416:
                     self.report(self.writer.size, total, force=True)
                     return True  # a kept partial that was already whole
+                limit = self._limit(resp, total)
                 self._save_sidecar(resp, total)
                 self.report(self.writer.size, total, force=True)
+                checked = self.writer.size
                 # Chunks as the socket delivers them (up to 64 KiB): memory stays flat, and
-                # a cancel is seen within one chunk even on a slow link.
-                for chunk in resp.iter_bytes():
+                # a cancel is seen within one chunk even on a slow link. Raw bytes: sizes,
+                # ranges and hashes are of what the server stores (identity was asked for).
+                for chunk in resp.iter_raw():
                     self.check_cancel()
+                    if limit is not None and self.writer.size + len(chunk) > limit:
+                        raise FetchError(f"{self.url} sent more than its declared {limit} bytes; "
+                                         f"the download was stopped there")
                     self.writer.write(chunk)
                     self.report(self.writer.size, total)
-        if total is None:
+                    if limit is None and self.writer.size - checked >= SPACE_CHECK:
+                        diskio.ensure_free(self.transfer.folder, 0)  # an endless body stops here
+                        checked = self.writer.size
+        if total is None and self.declared is None:
             return True  # no length to check against: the server closed the body cleanly
-        if self.writer.size > total:
-            raise FetchError(f"{self.url} sent {self.writer.size} bytes, more than its "
-                             f"announced {total}")
-        return self.writer.size == total
+        return self.writer.size == (self.declared if self.declared is not None else total)
+
+    def _limit(self, resp: httpx.Response, total: int | None) -> int | None:
+        """The most bytes this file may have, checked against the free space before a byte is
+        written: the declared size, else the server's. None when neither is known."""
+        if resp.headers.get("content-encoding", "identity").lower() not in ("identity", ""):
+            raise FetchError(f"{self.url} came with a content encoding; only plain bytes are accepted")
+        if self.declared is not None and total is not None and total != self.declared:
+            raise FetchError(f"{self.url} is {total} bytes, not the {self.declared} its source declared")
+        limit = self.declared if self.declared is not None else total
+        if limit is not None:
+            diskio.ensure_free(self.transfer.folder, limit - self.writer.size)
+        return limit
 
     def _check_response(self, resp: httpx.Response) -> int | None:
         """The file's full size (None if unknown); restarts from zero when a range was refused."""
@@ -262,10 +286,10 @@ class _HttpDownload:
             self._restart()
             raise _Retryable("the server refused the resume range; starting over")
         if status in RETRY_STATUSES:
-            raise _Retryable(f"{self.url} answered {status} {resp.reason_phrase}")
+            raise _Retryable(f"{self.url} answered {status}")
         if status >= 400:
             raise FetchError(f"Download of {self.url} failed: the server answered "
-                             f"{status} {resp.reason_phrase}", code=status if status < 500 else 502)
+                             f"{status} ({egress.describe(resp)})", code=status if status < 500 else 502)
         if status == 206:
             start, total = _content_range(resp.headers.get("content-range"))
             if start != self.writer.size:
@@ -342,16 +366,13 @@ def _download_hf(transfer: st.Transfer, role: str, source: Source, report: _Repo
         path = hf_hub_download(
             source.repo_id, source.filename, revision=source.revision,
             token=os.environ.get("HF_TOKEN") or None, local_dir=local_dir,
-            tqdm_class=_hf_progress_class(report, check_cancel),
+            tqdm_class=_hf_progress_class(report, check_cancel, transfer.folder, source.size),
         )
     except HfHubHTTPError as exc:
-        status = exc.response.status_code if exc.response is not None else 502
-        first = str(exc).splitlines()[0]
-        raise FetchError(f"Download of {label} failed ({status}): {first}",
-                         code=status if 400 <= status < 500 else 502) from None
+        raise hub.http_error(f"Download of {label}", exc) from None
     except HFValidationError as exc:
         raise FetchError(f"Invalid Hugging Face source {label}: {exc}", code=400) from None
-    except st.Cancelled:
+    except (st.Cancelled, FetchError, diskio.InsufficientStorage):
         raise
     except Exception as exc:
         # Network failures (after hf_hub_download's own retries and resumes), disk full...
@@ -366,8 +387,10 @@ def _download_hf(transfer: st.Transfer, role: str, source: Source, report: _Repo
     return writer
 
 
-def _hf_progress_class(report: _Reporter, check_cancel: Callable[[], None]) -> type:
-    """A stand-in for tqdm that huggingface_hub drives: reports progress, aborts on cancel.
+def _hf_progress_class(report: _Reporter, check_cancel: Callable[[], None], folder: Path,
+                       declared: int | None) -> type:
+    """A stand-in for tqdm that huggingface_hub drives: reports progress, aborts on cancel,
+    on a body longer than its declared size, and before a file the disk cannot hold.
 
     Not a tqdm subclass, so huggingface_hub passes it only tqdm's keyword arguments.
     """
@@ -376,10 +399,17 @@ def _hf_progress_class(report: _Reporter, check_cancel: Callable[[], None]) -> t
         def __init__(self, *args, total: int | None = None, initial: int = 0, **kwargs):
             self.n = initial
             self.total = total
+            sizes = [s for s in (total, declared) if s is not None]
+            self.limit = min(sizes) if sizes else None
+            if self.limit is not None:
+                diskio.ensure_free(folder, self.limit - initial)
             report(self.n, self.total, force=True)
 
         def update(self, n: int = 1) -> None:
             check_cancel()  # raising here unwinds hf_hub_download, which deletes its temp file
+            if self.limit is not None and self.n + n > self.limit:
+                raise FetchError(f"The hub sent more than the file's declared {self.limit} bytes; "
+                                 f"the download was stopped there")
             self.n += n
             # The final 100% waits until the file is hashed into the store (see above).
             if self.total is None or self.n < self.total:

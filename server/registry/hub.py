@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
+from modelyard.server.registry import egress
 from modelyard.server.registry.errors import FetchError
 
 # When no quantization is named: the first of these the repo has, as Ollama picks Q4_K_M
@@ -77,6 +79,7 @@ def pick_file(files: list[RepoFile], filename: str) -> Choice:
 
 def repo_files(repo_id: str, revision: str = "main") -> list[RepoFile]:
     """Every file of a model repo on the hub, with sizes. Raises FetchError."""
+    import httpx2  # huggingface_hub's HTTP client
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, HFValidationError
     from huggingface_hub.hf_api import RepoFile as HubFile
@@ -86,10 +89,30 @@ def repo_files(repo_id: str, revision: str = "main") -> list[RepoFile]:
         tree = api.list_repo_tree(repo_id, revision=revision, recursive=True)
         return [RepoFile(f.path, f.size) for f in tree if isinstance(f, HubFile)]
     except HfHubHTTPError as exc:
-        status = exc.response.status_code if exc.response is not None else 502
-        raise FetchError(f"Listing Hugging Face repo '{repo_id}' failed ({status}): "
-                         f"{str(exc).splitlines()[0]}", code=404 if status in (401, 404) else 502) from None
+        error = http_error(f"Listing Hugging Face repo '{repo_id}'", exc)
+        error.code = 404 if error.code in (401, 404) else 502
+        raise error from None
     except HFValidationError as exc:
         raise FetchError(f"Invalid Hugging Face repo '{repo_id}': {exc}", code=400) from None
-    except OSError as exc:
-        raise FetchError(f"Listing Hugging Face repo '{repo_id}' failed: {exc}") from None
+    except FetchError:
+        raise  # the egress policy refused the hub's address
+    except (httpx2.HTTPError, OSError) as exc:
+        raise FetchError(f"Listing Hugging Face repo '{repo_id}' failed: the hub at {host()} "
+                         f"cannot be reached ({type(exc).__name__})") from None
+
+
+def host() -> str:
+    """The hub's host (HF_ENDPOINT's, or huggingface.co's)."""
+    from huggingface_hub import constants
+
+    return urlsplit(constants.ENDPOINT).netloc
+
+
+def http_error(doing: str, exc) -> FetchError:
+    """A FetchError for huggingface_hub's HfHubHTTPError: the status, content type and size of
+    the hub's answer, never its text (which would echo whatever the address sent back)."""
+    resp = getattr(exc, "response", None)
+    status = resp.status_code if resp is not None else 502
+    shown = f"{status}, {egress.describe(resp)}" if resp is not None else "no answer"
+    return FetchError(f"{doing} failed: the hub at {host()} answered {shown}",
+                      code=status if 400 <= status < 500 else 502)

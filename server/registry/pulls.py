@@ -20,7 +20,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
-from modelyard.server.registry import fetch, formats, hub, oci
+from modelyard.server.registry import diskio, fetch, formats, hub, oci
 from modelyard.server.registry import store as st
 from modelyard.server.registry.errors import FetchError, ModelNotFound
 from modelyard.server.shared import names
@@ -44,6 +44,8 @@ class Plan:
 def plan_pull(name: str, insecure: bool = False, registry: str | None = None) -> Plan:
     host, repository, tag = names.reference(name)
     model_id = names.to_id(name)
+    if not host or not repository:
+        raise FetchError(f"'{name}' names no registry host and repository to pull from", code=400)
     if host in HF_HOSTS:
         return plan_hf(model_id, repository, quant=tag)
     if registry and host == names.DEFAULT_REGISTRY:
@@ -57,11 +59,11 @@ def plan_hf(model_id: str, repo_id: str, quant: str | None = None, filename: str
     files = hub.repo_files(repo_id)
     choice = hub.pick_file(files, filename) if filename else hub.pick_gguf(files, quant)
     sources = {"model": fetch.Source(f"hf://{repo_id}/{choice.model.path}", repo_id=repo_id,
-                                     filename=choice.model.path)}
+                                     filename=choice.model.path, size=choice.model.size)}
     sizes = {"model": choice.model.size}
     if choice.mmproj:
         sources["mmproj"] = fetch.Source(f"hf://{repo_id}/{choice.mmproj.path}", repo_id=repo_id,
-                                         filename=choice.mmproj.path)
+                                         filename=choice.mmproj.path, size=choice.mmproj.size)
         sizes["mmproj"] = choice.mmproj.size
     return Plan(model_id, "vlm" if choice.mmproj else "llm", sources, sizes=sizes)
 
@@ -70,13 +72,16 @@ def _plan_oci(model_id: str, ref: oci.Reference) -> Plan:
     client = oci.Client(ref, f"repository:{ref.repository}:pull")
     try:
         manifest, _ = client.manifest()
+        if manifest.config is not None:
+            _check_config(client.small_blob(manifest.config, oci.CONFIG_LIMIT))
         headers = (("Authorization", f"Bearer {client.token}"),) if client.token else ()
         plan = Plan(model_id, "llm", {})
         for role, media_type in (("model", oci.MODEL), ("mmproj", oci.PROJECTOR)):
             layer = manifest.layer(media_type)
             if layer:
                 url = ref.blob_url(layer.digest)
-                plan.sources[role] = fetch.Source(url, url=url, headers=headers)
+                # The layer's declared size bounds the download: a longer body is refused.
+                plan.sources[role] = fetch.Source(url, url=url, headers=headers, size=layer.size)
                 plan.digests[role] = layer.digest
                 plan.sizes[role] = layer.size
         plan.kind = "vlm" if "mmproj" in plan.sources else "llm"
@@ -88,6 +93,16 @@ def _plan_oci(model_id: str, ref: oci.Reference) -> Plan:
         return plan
     finally:
         client.close()
+
+
+def _check_config(data: bytes) -> None:
+    """The config blob (verified against its digest) is a JSON object, as Ollama writes it."""
+    try:
+        value = json.loads(data)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise FetchError("The model's config blob is not a JSON object")
 
 
 def _params(text: str) -> dict:
@@ -111,6 +126,7 @@ def pull(store: st.Store, plan: Plan, emit: Emit, cancel: threading.Event) -> di
                   "total": size, "completed": size})
         emit({"status": "success"})
         return existing
+    diskio.ensure_free(store.root, sum(size or 0 for size in plan.sizes.values()))
     with store.provisional({"id": plan.model_id, "kind": plan.kind}, new={"version": ""}):
         with store.transfer(plan.model_id) as transfer:
             fetch.download_into(transfer, plan.sources, sha256=_hex(plan.digests.get("model")),

@@ -46,12 +46,12 @@ class Logged:
 
 
 class FileHub:
-    def __init__(self):
+    def __init__(self, host: str = "127.0.0.1"):
         self.files: dict[str, Served] = {}
         self.log: list[Logged] = []
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self.server = ThreadingHTTPServer((host, 0), _handler(self))
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.url = f"http://{host}:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self) -> "FileHub":
