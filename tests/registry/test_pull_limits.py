@@ -23,6 +23,10 @@ READ_BOUND = 16 * MB
 OFFERED = 64 * MB
 
 
+def short(media_type: str) -> str:
+    return media_type.rsplit(".", 1)[-1]
+
+
 def name_of(hostile, repository: str) -> str:
     return f"{hostile.host}/{repository}:1"
 
@@ -52,7 +56,7 @@ def test_an_endless_manifest_is_refused_at_its_limit(egress_server, hostile):
     assert_failed_cleanly(egress_server, name_of(hostile, "lim/endless"))
 
 
-@pytest.mark.parametrize("length", ["", str(OFFERED)])
+@pytest.mark.parametrize("length", ["", str(OFFERED)], ids=["unsized", "sized"])
 def test_a_text_layer_past_its_declared_size_is_refused(egress_server, hostile, gguf_files, length):
     """200 MiB behind a 100-byte template once added 392 MiB to the server (issue 19)."""
     repo = f"lim/template-{len(length)}"
@@ -64,7 +68,7 @@ def test_a_text_layer_past_its_declared_size_is_refused(egress_server, hostile, 
     assert_failed_cleanly(egress_server, name_of(hostile, repo))
 
 
-@pytest.mark.parametrize("length", ["", str(OFFERED)])
+@pytest.mark.parametrize("length", ["", str(OFFERED)], ids=["unsized", "sized"])
 def test_a_model_layer_stops_at_its_declared_size(egress_server, hostile, gguf_files, length):
     """The model layer's declared size bounds what is written: a longer body is refused
     before the disk gets it (an endless one would fill it)."""
@@ -102,7 +106,7 @@ LAYERS_WITH_DIGITS = {TEMPLATE: b"{{ .System }} {{ .Prompt }} 2", PARAMS: b'{"te
 CONFIG_WITH_DIGIT = b'{"model_format":"gguf","model_family":"llama","n":2}'
 
 
-@pytest.mark.parametrize("target", [MODEL, PROJECTOR, TEMPLATE, PARAMS, "config"])
+@pytest.mark.parametrize("target", [MODEL, PROJECTOR, TEMPLATE, PARAMS, "config"], ids=short)
 def test_a_layer_that_does_not_match_its_digest_fails_the_pull(egress_server, hostile, gguf_files, target):
     """Each layer, with its bytes swapped for others as valid: without its digest check the
     pull would succeed (Probllama's class of bug)."""
@@ -119,7 +123,7 @@ def test_a_layer_that_does_not_match_its_digest_fails_the_pull(egress_server, ho
     assert_failed_cleanly(egress_server, name_of(hostile, repo))
 
 
-@pytest.mark.parametrize("twice", [MODEL, TEMPLATE])
+@pytest.mark.parametrize("twice", [MODEL, TEMPLATE], ids=short)
 def test_a_manifest_that_names_a_layer_twice_is_refused(egress_server, hostile, gguf_files, twice):
     repo = f"int/twice-{twice.rsplit('.', 1)[-1]}"
     other = {MODEL: tamper(gguf_files["model"]), TEMPLATE: b"{{ .Prompt }} again"}[twice]

@@ -28,12 +28,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mutation import ROOT, stage_package  # noqa: E402
 
 TRACE = "modelyard imported from "
+PULL_LIMITS = "tests/registry/test_pull_limits.py"
 INIT = f"import sys\nprint(f{TRACE!r} + __file__, file=sys.stderr, flush=True)\n"
 
 
 @dataclass
 class Plant:
-    test: str
+    test: str  # one or more pytest node ids, separated by spaces
     path: str  # under the staged modelyard/
     old: str
     new: str
@@ -88,6 +89,59 @@ PLANTS = {
         new="",
         bug="an unload drops the model from the loaded ones without closing its engine or model",
     ),
+    # Issue 19, item 10: each integrity check of a pull, removed; its hostile-registry test fails.
+    "pull-ignores-the-model-digest": Plant(
+        test=f"{PULL_LIMITS}::test_a_layer_that_does_not_match_its_digest_fails_the_pull[model]",
+        path="server/registry/pulls.py",
+        old='sha256=_hex(plan.digests.get("model")),',
+        new="sha256=None,",
+        bug="a pull does not check the model layer against its digest (Probllama's class of bug)",
+    ),
+    "pull-ignores-the-projector-digest": Plant(
+        test=f"{PULL_LIMITS}::test_a_layer_that_does_not_match_its_digest_fails_the_pull[projector]",
+        path="server/registry/pulls.py",
+        old="        _check_projector_digest(store, plan)\n",
+        new="",
+        bug="a pull does not check the projector layer against its digest",
+    ),
+    "pull-ignores-text-layer-digests": Plant(
+        test=" ".join(f"{PULL_LIMITS}::test_a_layer_that_does_not_match_its_digest_fails_the_pull[{t}]"
+                      for t in ("template", "params", "config")),
+        path="server/registry/oci.py",
+        old="""        if digest_of(data) != layer.digest:
+            raise FetchError(f"{what} does not match its digest")
+""",
+        new="",
+        bug="a pull takes text layers (template, params) and the config blob without their digests",
+    ),
+    "pull-skips-the-config-blob": Plant(
+        test=f"{PULL_LIMITS}::test_a_layer_that_does_not_match_its_digest_fails_the_pull[config]",
+        path="server/registry/pulls.py",
+        old="            _check_config(client.small_blob(manifest.config, oci.CONFIG_LIMIT))\n",
+        new="            pass\n",
+        bug="a pull never fetches nor checks the manifest's config blob",
+    ),
+    "manifest-takes-a-layer-twice": Plant(
+        test=f"{PULL_LIMITS}::test_a_manifest_that_names_a_layer_twice_is_refused",
+        path="server/registry/oci.py",
+        old="    for media_type in SINGLE:\n",
+        new="    for media_type in ():\n",
+        bug="a manifest that names a model or template layer twice is taken (the first one wins)",
+    ),
+    "model-layer-past-its-declared-size": Plant(
+        test=f"{PULL_LIMITS}::test_a_model_layer_stops_at_its_declared_size",
+        path="server/registry/fetch.py",
+        old="if limit is not None and self.writer.size + len(chunk) > limit:",
+        new="if False:",
+        bug="a model layer's body is written past its declared size (an endless one fills the disk)",
+    ),
+    "upload-follows-any-location": Plant(
+        test="tests/registry/test_egress.py::test_an_upload_location_off_the_registry_is_refused",
+        path="server/registry/oci.py",
+        old="        if _origin(url) != _origin(base):",
+        new="        if False:",
+        bug="a push uploads wherever the registry's Location points",
+    ),
 }
 
 
@@ -108,7 +162,7 @@ def run_test(src: Path, test: str, basetemp: Path) -> tuple[bool, str]:
                            env=env, capture_output=True, text=True, check=True).stdout.strip()
     if not probe.startswith(str(src)):
         raise SystemExit(f"the test process would import {probe}, not the staged copy in {src}")
-    done = subprocess.run([sys.executable, "-m", "pytest", test, "-x", "-q", "-p", "no:randomly",
+    done = subprocess.run([sys.executable, "-m", "pytest", *test.split(), "-x", "-q", "-p", "no:randomly",
                            "-p", "no:cacheprovider", f"--basetemp={basetemp}"],
                           cwd=ROOT, env=env, capture_output=True, text=True)
     logs = [p for p in basetemp.rglob("*.log") if TRACE in p.read_text(errors="replace")]
