@@ -17,6 +17,7 @@ from .autoscaling import Autoscaler, Settings, in_flight
 from .kube import Kube
 from .reconcile import Context
 from .settings import SERVER_PORT
+from .validation import spec_problems
 
 logger = logging.getLogger(__name__)
 _SCRAPE_TIMEOUT = 2.0  # seconds: a pod that does not answer /metrics in this counts as unread
@@ -25,10 +26,10 @@ _SCRAPE_TIMEOUT = 2.0  # seconds: a pod that does not answer /metrics in this co
 def autoscale_model(ctx: Context, autoscaler: Autoscaler, model: dict[str, Any], now: float) -> None:
     """One tick for one Model: sample its pods, decide, and scale when the decision says so."""
     spec, status = model.get("spec") or {}, model.get("status") or {}
-    settings = Settings.from_spec(spec)
-    if settings is None or not _downloaded(status):
-        return  # nothing serves before the download: no load to read, no pods to add
     meta = model["metadata"]
+    settings = Settings.from_spec(spec)
+    if settings is None or not _downloaded(status) or spec_problems(meta["name"], spec):
+        return  # nothing serves before the download, nor with a spec the reconciler refuses
     load, settled = read_load(ctx.kube, model)
     current = int(spec.get("replicas", 1))
     decision = autoscaler.decide(now, load, current, settled, settings)

@@ -40,16 +40,16 @@ def test_the_router_runs_the_server_image_twice_behind_a_service_and_a_pdb(rende
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == account["metadata"]["name"] == "my-modelyard-router"
 
 
-def test_the_router_may_read_models_and_pods_and_scale_models_nothing_else(render):
+def test_the_router_may_watch_models_and_pods_and_scale_models_nothing_else(render):
     docs = render("--set", "watch.namespaces={team-a,team-b}")
     roles = component(docs, "Role", "router")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     granted = {(group, resource, verb) for rule in roles[0]["rules"] for group in rule["apiGroups"]
                for resource in rule["resources"] for verb in rule["verbs"]}
     assert granted == {
-        ("modelyard.dev", "models", "get"), ("modelyard.dev", "models", "list"), ("modelyard.dev", "models", "watch"),
-        ("modelyard.dev", "models/scale", "get"), ("modelyard.dev", "models/scale", "patch"),
-        ("", "pods", "get"), ("", "pods", "list"), ("", "pods", "watch"),
+        ("modelyard.dev", "models", "list"), ("modelyard.dev", "models", "watch"),
+        ("modelyard.dev", "models/scale", "patch"),
+        ("", "pods", "list"), ("", "pods", "watch"),
     }
     for binding in component(docs, "RoleBinding", "router"):
         assert binding["roleRef"]["name"] == "my-modelyard-router"

@@ -111,19 +111,20 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
 {{/*
-The router's permissions: it finds Models and their ready Pods by watching them, and
-wakes a Model at zero replicas through its scale subresource. Nothing else.
+The router's permissions, exactly its calls (server/router/kube.py): it lists and watches
+the Models and their pods, and wakes a Model at zero replicas through its scale
+subresource. Nothing else.
 */}}
 {{- define "modelyard.routerRules" -}}
 - apiGroups: [modelyard.dev]
   resources: [models]
-  verbs: [get, list, watch]
+  verbs: [list, watch]
 - apiGroups: [modelyard.dev]
   resources: [models/scale]
-  verbs: [get, patch]
+  verbs: [patch]
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list, watch]
+  verbs: [list, watch]
 {{- end -}}
 
 {{/* Egress to the cluster DNS only (UDP and TCP 53). */}}
