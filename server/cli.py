@@ -1,4 +1,4 @@
-"""The `modelyard` command: serve, fetch, operator."""
+"""The `modelyard` command: serve, fetch, operator, router."""
 from __future__ import annotations
 
 import argparse
@@ -41,6 +41,36 @@ def _serve_parser(sub) -> None:
     p.add_argument("--kv-cache-type", help=f"{helps['kv_cache_type']} (MODELYARD_KV_CACHE_TYPE)")
 
 
+def _router_parser(sub) -> None:
+    from modelyard.server.router.settings import RouterSettings
+
+    p = sub.add_parser(
+        "router",
+        help="route every API to the cluster's Models (in a cluster, beside the operator)",
+        description="One endpoint for every Model of the cluster: finds the model in each API's "
+        "request, picks a ready pod, wakes Models at zero replicas. "
+        "Every flag also reads a MODELYARD_<NAME> environment variable.",
+    )
+    for f in dataclasses.fields(RouterSettings):
+        variable = f"MODELYARD_{f.name.upper()}"
+        if f.name == "namespaces":
+            p.add_argument("--namespace", action="append", dest="namespaces", help=f"{f.metadata['help']} ({variable})")
+        elif f.default is False:
+            p.add_argument("--" + f.name.replace("_", "-"), action="store_true", default=None,
+                           help=f"{f.metadata['help']} ({variable})")
+        else:
+            p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default) if f.default != "" else str,
+                           help=f"{f.metadata['help']} (default {f.default}; {variable})")
+
+
+def router(args: argparse.Namespace) -> int:
+    from modelyard.server.router.main import run as run_router
+    from modelyard.server.router.settings import RouterSettings
+
+    overrides = {k: v for k, v in vars(args).items() if k != "command"}
+    return run_router(RouterSettings.from_env(**overrides))
+
+
 def serve(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in vars(args).items() if k not in ("command",)}
     settings = Settings.from_env(**overrides)
@@ -78,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
+    _router_parser(sub)
     sub.add_parser("fetch", help="download a model into a store (the operator's Job runs this)", add_help=False)
     sub.add_parser("operator", help="run the Kubernetes operator", add_help=False)
     # fetch and operator parse their own flags.
@@ -90,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_operator(argv[1:])
     args = parser.parse_args(argv)
+    if args.command == "router":
+        return router(args)
     return serve(args)
 
 

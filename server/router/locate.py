@@ -1,0 +1,135 @@
+"""Where each API family puts the model in a request, and the conversation prefix that
+prefix-aware balancing hashes: pure functions over one table.
+
+The table maps URI templates to where the model is (`ModelIn`: a body field, such as
+OpenAI's `model` or Silicon's `model_id`; a path field, as KServe's and the registry's; or
+a query parameter, as `GET /api/show?name=`). It is built in one place from the families'
+declarations, and matched with Falcon's own CompiledRouter, as the pods match their routes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from falcon.routing import CompiledRouter
+
+from modelyard.server.api.family import ModelIn
+
+
+# The routes whose body is a conversation (or a prompt) that a pod's prefix cache may hold,
+# by family and route: those are hashed onto the ring; the rest (embeddings, model routes)
+# go to the least-loaded pod. (A `conversation` flag on the declarations' Route would move
+# this into the families.)
+CONVERSATION_ROUTES = frozenset({
+    ("openai", "/chat/completions"), ("openai", "/completions"), ("anthropic", "/messages"),
+    ("ollama", "/api/generate"), ("ollama", "/api/chat"), ("silicon", "/chat"),
+})
+
+
+@dataclass(frozen=True)
+class RouteInfo:
+    """What the router needs of one declared route."""
+
+    where: ModelIn
+    family: str
+    conversation: bool = False
+
+
+def routes(families=None) -> dict[str, RouteInfo]:
+    """URI template -> where its model is, from the families' own declarations
+    (api/<family>/family.py): the one place the router learns the families' routes."""
+    if families is None:
+        from modelyard.server.api.families import FAMILIES as families
+    return {template: RouteInfo(route.model, family.name, (family.name, route.path) in CONVERSATION_ROUTES)
+            for family in families for template, route in family.templates() if route.model is not None}
+
+
+@dataclass(frozen=True)
+class Located:
+    template: str
+    route: RouteInfo
+    params: dict[str, str]
+
+    @property
+    def where(self) -> ModelIn:
+        return self.route.where
+
+    @property
+    def conversation(self) -> bool:
+        return self.route.conversation
+
+    @property
+    def family(self) -> str:
+        return self.route.family
+
+
+class Locator:
+    """Matches a path to its template with Falcon's CompiledRouter."""
+
+    def __init__(self, table: dict[str, RouteInfo] | None = None) -> None:
+        self.table = routes() if table is None else table
+        self._router = CompiledRouter()
+        for template, info in self.table.items():
+            self._router.add_route(template, _Entry(template, info))
+        self._router.find("/")  # compile now, not on the first request
+
+    def find(self, path: str) -> Located | None:
+        found = self._router.find(path)
+        if found is None:
+            return None
+        entry, _, params, _ = found
+        return Located(entry.template, entry.info, params or {})
+
+
+class _Entry:
+    """A route's entry in Falcon's router (a resource without responders)."""
+
+    def __init__(self, template: str, info: RouteInfo) -> None:
+        self.template = template
+        self.info = info
+
+
+def model_of(located: Located, body: Any, query: dict[str, str]) -> str | None:
+    """The model a request names, from where its route puts it; None if it names none."""
+    where = located.where
+    if where.path:
+        return located.params.get(where.path) or None
+    if isinstance(body, dict):
+        for key in where.body:
+            value = body.get(key)
+            if isinstance(value, str) and value:
+                return value
+    if where.query:
+        return query.get(where.query) or None
+    return None
+
+
+def conversation_prefix(body: Any, chars: int) -> str:
+    """The start of a conversation: its system text and first user message (chat bodies of
+    every family), else the prompt (completions, Ollama's generate). Empty when the request
+    has no conversation (embeddings), which then goes to the least-loaded pod."""
+    if not isinstance(body, dict):
+        return ""
+    parts: list[str] = []
+    parts.append(_text(body.get("system")))
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        for message in messages:
+            if not isinstance(message, dict):
+                continue
+            parts.append(_text(message.get("content")))
+            if message.get("role") == "user":
+                break
+    else:
+        parts.append(_text(body.get("prompt")))
+    return "\n".join(p for p in parts if p)[:chars]
+
+
+def _text(value: Any) -> str:
+    """Text of a message content: a string, or the text parts of a list (OpenAI, Anthropic)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "".join(p.get("text", "") if isinstance(p, dict) and isinstance(p.get("text"), str)
+                       else (p if isinstance(p, str) else "") for p in value)
+    return ""

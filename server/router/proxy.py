@@ -1,0 +1,263 @@
+"""Forwarding one request to a pod of its Model: find the Model, wait for a ready pod (waking a
+Model at zero replicas), pick the pod, retry another when the connection is refused, and
+relay the answer unbuffered."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import falcon
+import falcon.asgi
+import httpx
+
+from modelyard.server.router import families
+from modelyard.server.router.cluster import Cluster, Entry, wants_scale_from_zero
+from modelyard.server.router.locate import Located, Locator, conversation_prefix, model_of
+from modelyard.server.router.metrics import RouterMetrics
+from modelyard.server.router.settings import RouterSettings
+
+log = logging.getLogger(__name__)
+
+# Hop-by-hop headers (RFC 9110 7.6.1) and the ones the client library or server sets itself.
+_DROP_REQUEST = {b"host", b"connection", b"keep-alive", b"transfer-encoding", b"te", b"upgrade",
+                 b"proxy-connection", b"content-length"}
+_DROP_RESPONSE = {"connection", "keep-alive", "transfer-encoding", "date", "server"}
+
+Scaler = Callable[[str, str], Awaitable[None]]  # (namespace, name) -> replicas set to 1
+
+
+class Refusal(Exception):
+    """A request the router answers itself, in the API's own error shape."""
+
+    def __init__(self, code: int, message: str, template: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.template = template
+
+
+class Proxy:
+    def __init__(self, settings: RouterSettings, cluster: Cluster, metrics: RouterMetrics,
+                 client: httpx.AsyncClient, scale: Scaler) -> None:
+        self.settings = settings
+        self.cluster = cluster
+        self.metrics = metrics
+        self.client = client
+        self.scale = scale
+        self.locator = Locator()
+        self.voices = families.Voices()
+
+    async def __call__(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, **_: Any) -> None:
+        """The sink of every route the router does not answer itself."""
+        path = req.path
+        try:
+            await self._route(req, resp)
+        except Refusal as exc:
+            resp.status = falcon.code_to_http_status(exc.code)
+            resp.content_type = falcon.MEDIA_JSON
+            resp.data = self.voices.error(path, exc.template, exc.code, exc.message)
+
+    async def _route(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        path = req.path
+        located = self.locator.find(path)
+        if located is None:
+            raise Refusal(404, f"No route for {req.method} {path}")
+        try:
+            await self._forward(req, resp, located)
+        except Refusal as exc:
+            raise Refusal(exc.code, exc.message, located.template) from None
+
+    async def _forward(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, located: Located) -> None:
+        path = req.path
+        raw = await self._body(req)
+        body = _json(raw) if located.where.body or located.conversation else None
+        requested = model_of(located, body, dict(req.params))
+        if not requested:
+            field = located.where.body[0] if located.where.body else "model"
+            raise Refusal(400, f"'{field}' is required: the router picks the Model's pods by it")
+        entry = self.cluster.find(requested)
+        if entry is None:
+            raise Refusal(404, f"Model '{requested}' not found")
+        event = _Events(self.voices, located, path)
+        self.metrics.requests.labels(entry.name, "routed").inc()
+        prefix = conversation_prefix(body, self.settings.prefix_chars) if located.conversation else ""
+        key = f"{requested}\n{prefix}" if prefix else None
+        target = req.relative_uri
+        headers = [(k, v) for k, v in req.scope["headers"] if k not in _DROP_REQUEST]
+        ping = families.held_stream(located.family, located.template, body)
+        if not entry.balancer.loads and ping is not None:
+            # Answer the stream now and keep it alive while the Model wakes up.
+            resp.status = falcon.HTTP_200
+            resp.content_type = families.SSE
+            resp.set_header("Cache-Control", "no-cache")
+            resp.stream = self._held(entry, req.method, target, headers, raw, key, event, ping)
+            return
+        if not entry.balancer.loads:
+            await self._await_pod(entry)
+        upstream, endpoint = await self._send(entry, req.method, target, headers, raw, key)
+        resp.status = falcon.code_to_http_status(upstream.status_code)
+        for name, value in upstream.headers.multi_items():
+            if name.lower() not in _DROP_RESPONSE:
+                resp.append_header(name, value)
+        resp.stream = self._relay(entry, endpoint, upstream, event)
+
+    async def _body(self, req: falcon.asgi.Request) -> bytes:
+        limit = self.settings.max_body_size
+        if req.content_length is not None and req.content_length > limit:
+            raise Refusal(413, f"Request body is larger than {limit} bytes")
+        raw = await req.stream.read()
+        if len(raw) > limit:
+            raise Refusal(413, f"Request body is larger than {limit} bytes")
+        return raw
+
+    # ---- waiting for a pod ------------------------------------------------------------
+    async def _await_pod(self, entry: Entry, deadline: float | None = None) -> None:
+        """Until the Model has a ready pod: scale it from zero when it may sit there; bounded."""
+        await self._wake(entry)
+        deadline = deadline or time.monotonic() + self.settings.scale_wait
+        held = self.metrics.held.labels(entry.name)
+        held.inc()
+        try:
+            while not entry.balancer.loads:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise Refusal(503, f"Model '{entry.name}' has no ready pod after "
+                                       f"{self.settings.scale_wait:g} s")
+                try:
+                    await asyncio.wait_for(self.cluster.changed(), left)
+                except TimeoutError:
+                    pass
+        finally:
+            held.dec()
+
+    async def _wake(self, entry: Entry) -> None:
+        status = entry.model.get("status") or {}
+        if status.get("phase") == "Failed":
+            reason = next((c.get("message") for c in status.get("conditions") or [] if c.get("status") == "False"
+                           and c.get("message")), "") or "see kubectl describe model"
+            raise Refusal(503, f"Model '{entry.name}' failed: {reason}")
+        if wants_scale_from_zero(entry.model) and entry.claim_wake():
+            try:
+                await self.scale(entry.namespace, entry.name)
+            except Exception as exc:
+                raise Refusal(503, f"Model '{entry.name}' has no pod and could not be scaled to one: {exc}") from None
+            self.metrics.scale_ups.labels(entry.name).inc()
+            log.info("Model %s/%s scaled from zero to one for a request", entry.namespace, entry.name)
+
+    async def _held(self, entry: Entry, method: str, target: str, headers, raw: bytes, key: str | None,
+                    event: "_Events", ping: bytes) -> AsyncIterator[bytes]:
+        """A stream answered before its Model had a pod: keep-alives, then the pod's events."""
+        yield ping
+        deadline = time.monotonic() + self.settings.scale_wait
+        waiting = asyncio.ensure_future(self._await_pod(entry, deadline))
+        try:
+            while True:
+                done, _ = await asyncio.wait({waiting}, timeout=self.settings.ping_seconds)
+                if done:
+                    break
+                yield ping
+            waiting.result()
+            upstream, endpoint = await self._send(entry, method, target, headers, raw, key)
+        except Refusal as exc:
+            yield event.error(families.SSE, exc.code, exc.message)
+            return
+        finally:
+            waiting.cancel()
+        if upstream.status_code >= 400:
+            data = await upstream.aread()
+            await self._done(entry, endpoint, upstream)
+            message = _message(data) or f"HTTP {upstream.status_code}"
+            yield event.error(families.SSE, upstream.status_code, message)
+            return
+        async for chunk in self._relay(entry, endpoint, upstream, event):
+            yield chunk
+
+    # ---- sending and relaying -----------------------------------------------------------
+    async def _send(self, entry: Entry, method: str, target: str, headers, raw: bytes,
+                    key: str | None) -> tuple[httpx.Response, str]:
+        """The pod's response (headers read, body not yet). A pod that refuses the connection
+        (nothing was sent) is left out and another is tried."""
+        tried: list[str] = []
+        errors: list[str] = []
+        for attempt in range(1 + self.settings.connect_retries):
+            endpoint = entry.balancer.pick(key, exclude=tried)
+            if endpoint is None:
+                break
+            if attempt:
+                self.metrics.retries.labels(entry.name).inc()
+            entry.balancer.acquire(endpoint)
+            self.metrics.in_flight.labels(entry.name, endpoint).inc()
+            self.metrics.chosen.labels(entry.name, endpoint).inc()
+            request = self.client.build_request(method, f"http://{endpoint}{target}", headers=headers, content=raw)
+            try:
+                return await self.client.send(request, stream=True), endpoint
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                self._release(entry, endpoint)
+                tried.append(endpoint)
+                errors.append(f"{endpoint}: {exc or type(exc).__name__}")
+            except BaseException:
+                self._release(entry, endpoint)
+                raise
+        detail = "; ".join(errors) or "no ready pod"
+        raise Refusal(502, f"Model '{entry.name}' is unreachable: {detail}")
+
+    async def _relay(self, entry: Entry, endpoint: str, upstream: httpx.Response,
+                     event: "_Events") -> AsyncIterator[bytes]:
+        """The pod's body as it comes. A hang-up of our client cancels this (app.py), which
+        closes the pod's connection, and the pod cancels the generation."""
+        try:
+            async for chunk in upstream.aiter_raw():
+                yield chunk
+        except httpx.HTTPError as exc:
+            log.warning("Model %s: pod %s broke off a response: %r", entry.name, endpoint, exc)
+            yield event.error(upstream.headers.get("content-type", ""), 502,
+                              f"Model '{entry.name}': its pod {endpoint} broke off the response")
+        finally:
+            await self._done(entry, endpoint, upstream)
+
+    async def _done(self, entry: Entry, endpoint: str, upstream: httpx.Response) -> None:
+        self._release(entry, endpoint)
+        await upstream.aclose()
+
+    def _release(self, entry: Entry, endpoint: str) -> None:
+        entry.balancer.release(endpoint)
+        self.metrics.in_flight.labels(entry.name, endpoint).dec()
+
+
+def _json(raw: bytes) -> Any:
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise Refusal(400, "Request body is not valid JSON") from None
+
+
+def _message(data: bytes) -> str:
+    """The message of a pod's error body, whatever its family's shape."""
+    try:
+        body = json.loads(data)
+    except ValueError:
+        return data.decode(errors="replace")[:500]
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        return str(error.get("message") or error)
+    return str(error or (body.get("detail") if isinstance(body, dict) else "") or "")
+
+
+
+class _Events:
+    """The in-stream error event of one request's API."""
+
+    def __init__(self, voices: families.Voices, located: Located, path: str) -> None:
+        self.voices = voices
+        self.located = located
+        self.path = path
+
+    def error(self, content_type: str, code: int, message: str) -> bytes:
+        body = self.voices.error_dict(self.path, self.located.template, code, message)
+        return families.stream_error(self.located.family, body, content_type, code, message) or b""
