@@ -32,10 +32,3 @@ class Ready:
         if errors and not ready:
             resp.media["errors"] = errors
 
-
-def add_routes(app: falcon.App, manager) -> None:
-    app.add_route("/healthz", Live({"status": "ok"}))
-    app.add_route("/readyz", Ready(manager, {"status": "ready"}, {"status": "loading"}))
-    # KServe's shapes for the same facts.
-    app.add_route("/v2/health/live", Live({"live": True}))
-    app.add_route("/v2/health/ready", Ready(manager, {"ready": True}, {"ready": False}))

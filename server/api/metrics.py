@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import time
 
-import falcon
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -151,15 +150,11 @@ class ModelFacts:
 
 
 class MetricsResource:
-    def __init__(self, metrics: Metrics):
+    def __init__(self, metrics: Metrics, manager=None):
         self.metrics = metrics
+        if manager is not None:
+            metrics.registry.register(ModelFacts(manager))
 
     def on_get(self, req, resp):
         resp.content_type = CONTENT_TYPE_LATEST
         resp.data = generate_latest(self.metrics.registry)
-
-
-def add_routes(app: falcon.App, metrics: Metrics, manager=None) -> None:
-    if manager is not None:
-        metrics.registry.register(ModelFacts(manager))
-    app.add_route("/metrics", MetricsResource(metrics))

@@ -1,26 +1,13 @@
-"""API-key auth: which routes need the key, where a request carries it, and a
-constant-time comparison."""
+"""API-key auth, decided from the route Falcon matched and that route's declared guard:
+where a request carries the key, and a constant-time comparison."""
 from __future__ import annotations
 
 import hmac
 
 import falcon
 
-from modelyard.server.http.errors import ApiError
-
-# Route families that need the key for every method (the mimOE OpenAI API: "All endpoints require
-# authentication"). The registry needs it only for mutations (the mModelStore API).
-_ALWAYS = ("/v1/", "/mimik-ai/openai/v1/", "/v2/", "/api/")
-_REGISTRY = ("/store/v1/", "/mimik-ai/store/v1/")
-_READS = ("GET", "HEAD", "OPTIONS")
-
-
-def needs_key(method: str, path: str) -> bool:
-    if path.startswith(_ALWAYS) or path + "/" in _ALWAYS:
-        return True
-    if path.startswith(_REGISTRY):
-        return method not in _READS
-    return False
+from modelyard.server.http.errors import BAD_KEY, ApiError
+from modelyard.server.http.routes import RouteRules
 
 
 def key_matches(given: str, expected: str) -> bool:
@@ -37,13 +24,19 @@ def given_key(authorization: str | None, x_api_key: str | None) -> str | None:
 
 
 class AuthMiddleware:
-    """Checks the key when one is configured."""
+    """Checks the key when one is configured, after routing: the matched route's guard
+    decides, and a route that declared none needs the key (nothing is open by default)."""
 
-    def __init__(self, api_key: str | None):
+    def __init__(self, api_key: str | None, rules: RouteRules):
         self.api_key = api_key
+        self.rules = rules
 
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if not self.api_key or not needs_key(req.method, req.path):
+    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource, params) -> None:
+        # No resource: no route matched, and Falcon answers 404 without serving anything.
+        if not self.api_key or resource is None:
+            return
+        rule = self.rules.for_template(req.uri_template)
+        if rule is not None and not rule.guard.needs_key(req.method):
             return
         token = given_key(req.get_header("Authorization"), req.get_header("x-api-key"))
         if token is None:
@@ -53,4 +46,4 @@ class AuthMiddleware:
                 headers={"WWW-Authenticate": "Bearer"},
             )
         if not key_matches(token, self.api_key):
-            raise ApiError(403, "Invalid API key")
+            raise ApiError(rule.bad_key_status if rule else 401, "Invalid API key", kind=BAD_KEY)

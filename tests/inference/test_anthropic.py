@@ -270,10 +270,11 @@ def test_sdk_error_classes(ac, server, start_server):
                             default_headers={"Authorization": anthropic.Omit()}).messages.create(
             model="chat", max_tokens=4, messages=USER)
     assert e.value.status_code == 401 and e.value.body["error"]["type"] == "authentication_error"
-    with pytest.raises(anthropic.PermissionDeniedError) as e:
+    # A wrong key is a 401 as Anthropic answers it: the SDK raises AuthenticationError.
+    with pytest.raises(anthropic.AuthenticationError) as e:
         anthropic.Anthropic(base_url=server.url, api_key="wrong", max_retries=0).messages.create(
             model="chat", max_tokens=4, messages=USER)
-    assert e.value.status_code == 403 and e.value.body["error"]["type"] == "permission_error"
+    assert e.value.status_code == 401 and e.value.body["error"]["type"] == "authentication_error"
     small = start_server("--max-body-size", "4096")
     with pytest.raises(anthropic.ContentTooLargeError) as e:
         anthropic.Anthropic(base_url=small.url, api_key=KEY, max_retries=0).messages.create(
@@ -311,8 +312,8 @@ def test_x_api_key_auth(server):
     assert httpx.post(url, json=body, headers={"x-api-key": KEY}).json()["input_tokens"] > 0
     assert httpx.post(url, json=body, headers=AUTH).status_code == 200  # Bearer works too
     _anthropic_error(httpx.post(url, json=body), 401, "authentication_error")
-    _anthropic_error(httpx.post(url, json=body, headers={"x-api-key": "wrong"}), 403, "permission_error")
-    _anthropic_error(httpx.post(url, json=body, headers={"x-api-key": KEY[:-1]}), 403, "permission_error")
+    _anthropic_error(httpx.post(url, json=body, headers={"x-api-key": "wrong"}), 401, "authentication_error")
+    _anthropic_error(httpx.post(url, json=body, headers={"x-api-key": KEY[:-1]}), 401, "authentication_error")
     # other routes keep their own error shape, and take x-api-key as well
     r = httpx.get(server.url + "/v1/models")
     assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error" and "code" in r.json()["error"]

@@ -29,12 +29,14 @@ def test_model_not_ready_is_400(client):
     assert "not ready" in e.value.message
 
 
-def test_auth_401_and_403(server):
+def test_auth_401_for_a_missing_or_wrong_key(server):
     r = httpx.post(server.url + "/v1/chat/completions", json={"model": "chat", "messages": MSG})
     assert r.status_code == 401 and r.json()["error"]["code"] == 401
+    # A wrong key is a 401 too, as OpenAI answers it: the SDK raises AuthenticationError.
     bad = openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0)
-    with pytest.raises(openai.PermissionDeniedError):
+    with pytest.raises(openai.AuthenticationError) as e:
         bad.models.list()
+    assert e.value.status_code == 401 and e.value.body["type"] == "invalid_api_key"
     assert httpx.post(server.url + "/v2/models/clf/infer", json={}).status_code == 401
 
 

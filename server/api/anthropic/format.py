@@ -11,12 +11,34 @@ import json
 import uuid
 from typing import Callable
 
-from modelyard.server.http.errors import anthropic_error_type
 from modelyard.server.http.jsonio import dumps
 from modelyard.server.inference.tool_calls import may_become_call
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 CALL_TAG = "<tool_call>"  # tool_calls.py's format
+
+
+# Anthropic's error types by status (its SDKs pick their exception classes by status).
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+
+
+def error_type(code: int) -> str:
+    return _ERROR_TYPES.get(code, "api_error" if code >= 500 else "invalid_request_error")
+
+
+def error_body(code: int, message: str, kind: str | None = None) -> dict:
+    """{"type": "error", "error": {"type", "message"}}: Anthropic's shape."""
+    return {"type": "error", "error": {"type": error_type(code), "message": message}}
 
 
 def new_id(prefix: str) -> str:
@@ -32,7 +54,7 @@ PING = sse("ping", {"type": "ping"})
 
 
 def error_event(code: int, message: str) -> bytes:
-    return sse("error", {"type": "error", "error": {"type": anthropic_error_type(code), "message": message}})
+    return sse("error", error_body(code, message))
 
 
 def usage(input_tokens: int, output_tokens: int) -> dict:

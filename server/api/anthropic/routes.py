@@ -9,7 +9,6 @@ from __future__ import annotations
 from functools import partial
 from typing import Iterator
 
-import falcon
 
 from modelyard.server.api.anthropic import format as fmt
 from modelyard.server.api.anthropic.schema import parse_count_tokens, parse_messages, thinking_on
@@ -79,7 +78,3 @@ class CountTokens:
         creq = parse_count_tokens(read_json_object(req, self.settings.max_body_size))
         resp.media = {"input_tokens": self.dispatcher.count_chat_tokens(creq)}
 
-
-def add_routes(app: falcon.App, dispatcher: Dispatcher, settings) -> None:
-    app.add_route("/v1/messages", Messages(dispatcher, settings))
-    app.add_route("/v1/messages/count_tokens", CountTokens(dispatcher, settings))

@@ -1,7 +1,6 @@
 """KServe Open Inference Protocol v2 (REST) for onnx models; health is in api.health."""
 from __future__ import annotations
 
-import falcon
 
 from modelyard.server.http.bodies import read_model
 from modelyard.server.http.errors import ApiError, bad_request
@@ -71,8 +70,3 @@ class Infer:
             raise OipError(f"'outputs' must name outputs of this model: {', '.join(sorted(known))}")
         return [o["name"] for o in wanted]
 
-
-def add_routes(app: falcon.App, inference: Dispatcher, settings) -> None:
-    app.add_route("/v2/models/{model_id}", ModelMetadata(inference))
-    app.add_route("/v2/models/{model_id}/ready", ModelReady(inference))
-    app.add_route("/v2/models/{model_id}/infer", Infer(inference, settings))

@@ -4,7 +4,6 @@ from __future__ import annotations
 import time
 from typing import Iterator
 
-import falcon
 
 from modelyard.server.api.generating import run_to_end
 from modelyard.server.api.openai import format as fmt
@@ -19,7 +18,6 @@ from modelyard.server.shared.facts import KINDS
 from modelyard.server.inference.tool_calls import may_become_call
 from modelyard.server.http.sse import stream_events
 
-PREFIXES = ("/v1", "/mimik-ai/openai/v1")
 # A stream notices a client that went away only when a write fails; during long
 # silences (a request queued behind busy slots) a comment line makes that write happen.
 # (A non-streamed request watches its socket instead: see disconnect.py.)
@@ -262,15 +260,3 @@ class ModelItem:
             raise ApiError(404, f"Model '{model_id}' is not loaded")
         resp.media = {"id": model_id, "object": "model", "deleted": True}
 
-
-def add_routes(app: falcon.App, inference: Dispatcher, settings) -> None:
-    resources = {
-        "/chat/completions": ChatCompletions(inference, settings),
-        "/completions": Completions(inference, settings),
-        "/embeddings": Embeddings(inference, settings),
-        "/models": Models(inference, settings),
-        "/models/{model_id}": ModelItem(inference, settings),
-    }
-    for prefix in PREFIXES:
-        for path, resource in resources.items():
-            app.add_route(prefix + path, resource)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 
-import falcon
 
 from modelyard.server.registry import fetch
 from modelyard.server.shared import facts
@@ -19,7 +18,6 @@ from modelyard.server.http.bodies import read_model
 from modelyard.server.settings import Settings
 from modelyard.server.http.errors import bad_request
 from modelyard.server.api.store.schema import DownloadModel
-from modelyard.server.api.store.models import PREFIXES
 from modelyard.server.http.sse import stream_events
 from modelyard.server.http.worker_stream import WorkerStream
 
@@ -77,8 +75,3 @@ def download_stream(store: st.Store, model_id: str, sources: dict[str, fetch.Sou
                         name=f"download-{model_id}", cancel=transfer.cancel, ping=b": ping\n\n",
                         ping_interval=PING_INTERVAL)
 
-
-def add_routes(app: falcon.App, store: st.Store, settings: Settings) -> None:
-    download = Download(store, settings)
-    for prefix in PREFIXES:
-        app.add_route(f"{prefix}/models/{{model_id}}/download", download)

@@ -13,9 +13,8 @@ from modelyard.server.registry import store as st
 from modelyard.server.http.bodies import RawBody, read_model, too_large
 from modelyard.server.settings import Settings
 from modelyard.server.http.errors import ApiError, bad_request
-from modelyard.server.api.store.schema import CreateModel, SchemaError, UpdateModel, parse_bool, parse_kind
+from modelyard.server.api.store.schema import CreateModel, UpdateModel, parse_bool, parse_kind
 
-PREFIXES = ("/store/v1", "/mimik-ai/store/v1")
 # Form fields of an upload, and the store role each one fills.
 UPLOAD_FIELDS = {"file": "model", "mmproj": "mmproj"}
 
@@ -165,15 +164,6 @@ class BadModelPath:
         raise bad_request(f"Invalid model path {req.path!r}: a model id cannot contain '/'")
 
 
-def _schema_error(req, resp, exc, params):
+def schema_error(req, resp, exc, params):
     raise bad_request(str(exc))
 
-
-def add_routes(app: falcon.App, store: st.Store, settings: Settings) -> None:
-    models, model, upload = Models(store, settings), Model(store), Upload(store, settings)
-    for prefix in PREFIXES:
-        app.add_route(f"{prefix}/models", models)
-        app.add_route(f"{prefix}/models/{{model_id}}", model)
-        app.add_route(f"{prefix}/models/{{model_id}}/upload", upload)
-        app.add_sink(BadModelPath(), f"{prefix}/models/")
-    app.add_error_handler(SchemaError, _schema_error)

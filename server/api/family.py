@@ -1,0 +1,105 @@
+"""How an API family declares itself: its prefixes, its error shape, how a wrong key answers,
+and its routes, each with its guard, where its request names the model, and its OpenAPI
+operations.
+
+app.py, the auth and error layers, the OpenAPI document and the cluster router all read
+these declarations; none of them names a family. Adding a family is a folder with a
+`family.py` and one line in api/families.py.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from pydantic import BaseModel
+
+from modelyard.server.http.errors import default_error_body
+from modelyard.server.http.routes import ErrorBody, Guard
+
+JSON = "application/json"
+SSE = "text/event-stream"
+OCTETS = "application/octet-stream"
+NDJSON = "application/x-ndjson"
+
+# The error body of mimOE's documents, the default shape, as a JSON schema.
+DEFAULT_ERROR_SCHEMA = {"type": "object", "required": ["error"], "properties": {"error": {
+    "type": "object", "required": ["code", "message"],
+    "properties": {"code": {"type": "integer"}, "message": {"type": "string"}}}}}
+
+
+@dataclass(frozen=True)
+class ModelIn:
+    """Where a request names its model: a top-level field of its JSON body, a field of its
+    URI template, or a query parameter (the first that is present wins)."""
+
+    body: tuple[str, ...] = ()
+    path: str | None = None
+    query: str | None = None
+
+
+@dataclass(frozen=True)
+class Op:
+    """One OpenAPI operation of a route."""
+
+    method: str
+    summary: str
+    body: type[BaseModel] | None = None
+    body_type: str = JSON
+    # status -> {content type: model or JSON schema}
+    responses: dict[int, dict[str, Any]] = field(default_factory=dict)
+    errors: tuple[int, ...] = (400, 401, 403, 404)
+    params: tuple[dict, ...] = ()
+
+
+@dataclass(frozen=True)
+class Route:
+    """A URI template below each of the family's prefixes, and what it declares. `guard` has
+    no default: every route says whether it needs the key."""
+
+    path: str
+    guard: Guard
+    ops: tuple[Op, ...]
+    model: ModelIn | None = None
+    # The cluster router answers this route for the whole cluster from the Models' status
+    # instead of sending it to one Model's pods.
+    lists_models: bool = False
+
+
+@dataclass
+class Context:
+    """What resources are built from: the app's store, engines, settings and metrics."""
+
+    store: Any
+    dispatcher: Any
+    manager: Any
+    settings: Any
+    metrics: Any
+    version: str
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    prefixes: tuple[str, ...]
+    routes: tuple[Route, ...]
+    # Context -> {route path: resource}; one resource serves the route under every prefix.
+    resources: Callable[[Context], dict[str, object]]
+    error_body: ErrorBody = default_error_body
+    error_schema: dict = field(default_factory=lambda: DEFAULT_ERROR_SCHEMA)
+    bad_key_status: int = 401
+    # Paths under these (with no route of their own) answer errors in this family's shape.
+    error_prefixes: tuple[str, ...] = ()
+    # Falcon error handlers of the family: (exception class, handler).
+    error_handlers: tuple[tuple[type, Callable], ...] = ()
+    # Falcon sinks of the family: (prefix, sink factory).
+    sinks: tuple[tuple[str, Callable[[], object]], ...] = ()
+
+    def templates(self):
+        """(full URI template, route) for each route under each prefix."""
+        for prefix in self.prefixes:
+            for route in self.routes:
+                yield prefix + route.path, route
+
+
+def model_param(name: str = "model_id", description: str = "The model id.") -> dict:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}, "description": description}
