@@ -27,6 +27,8 @@ def _serve_parser(sub) -> None:
                    help=f"{helps['cors_origins']} (MODELYARD_CORS_ORIGINS)")
     p.add_argument("--allow-fetch", action="append", dest="allow_fetch",
                    help=f"{helps['allow_fetch']} (MODELYARD_ALLOW_FETCH)")
+    p.add_argument("--allowed-host", action="append", dest="allowed_hosts",
+                   help=f"{helps['allowed_hosts']} (MODELYARD_ALLOWED_HOSTS)")
     p.add_argument("--parallel", type=int, help=f"{helps['parallel']} (default 4; MODELYARD_PARALLEL)")
     p.add_argument("--threads", type=int, help=f"{helps['threads']} (default: all cores; MODELYARD_THREADS)")
     p.add_argument("--engine-hang-timeout", type=float,
@@ -34,6 +36,8 @@ def _serve_parser(sub) -> None:
     p.add_argument("--http-threads", type=int, help=f"{helps['http_threads']} (MODELYARD_HTTP_THREADS)")
     p.add_argument("--max-body-size", type=int, help=f"{helps['max_body_size']} (MODELYARD_MAX_BODY_SIZE)")
     p.add_argument("--max-upload-size", type=int, help=f"{helps['max_upload_size']} (MODELYARD_MAX_UPLOAD_SIZE)")
+    p.add_argument("--allow-path", action="append", dest="allowed_paths",
+                   help=f"{helps['allowed_paths']} (MODELYARD_ALLOWED_PATHS)")
     p.add_argument("--init-context-size", type=int, help=f"{helps['init_context_size']} (MODELYARD_INIT_CONTEXT_SIZE)")
     p.add_argument("--init-gpu-layer-size", type=int, help=f"{helps['init_gpu_layer_size']} (MODELYARD_INIT_GPU_LAYER_SIZE)")
     p.add_argument("--chat-template-hint", help=f"{helps['chat_template_hint']} (MODELYARD_CHAT_TEMPLATE_HINT)")

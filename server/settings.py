@@ -63,6 +63,11 @@ class Settings:
         metadata={"help": "origins browser apps may call from, besides the machine's own (localhost); "
                           "scheme://host[:port], a port or host may be *; '*' allows any (repeatable)"},
     )
+    allowed_hosts: list[str] = field(
+        default_factory=list,
+        metadata={"help": "host names a server without an API key answers besides localhost and loopback "
+                          "addresses (a guard against DNS rebinding); with a key any Host is served (repeatable)"},
+    )
     http_threads: int = field(
         default=DEFAULT_HTTP_THREADS, metadata={"help": "gunicorn gthread threads"}
     )
@@ -71,6 +76,14 @@ class Settings:
     )
     max_upload_size: int = field(
         default=DEFAULT_MAX_UPLOAD_SIZE, metadata={"help": "largest upload, in bytes (413 above)"}
+    )
+    allowed_paths: list[str] | None = field(
+        default=None,
+        metadata={"type": list, "help": "folders whose files path-taking routes (Silicon's register and scan, "
+                                        "Mullama's load by path) may name; 'none' for no folder; default: the "
+                                        "store and the usual model folders (~/models, ~/.cache/huggingface, "
+                                        "~/.ollama/models, ~/.lmstudio/models...), none in a Kubernetes pod "
+                                        "(repeatable)"},
     )
     # Serving fields of the preloaded models. In a cluster the store is a read-only
     # cache, so the operator passes a Model's serving fields this way: they override

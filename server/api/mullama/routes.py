@@ -19,12 +19,13 @@ from modelyard.server.api.metrics import Metrics
 from modelyard.server.api.mullama import catalogue, system
 from modelyard.server.api.mullama.schema import MullamaLoadBody, MullamaPullBody
 from modelyard.server.http.bodies import read_model
-from modelyard.server.http.errors import ApiError, mullama_error
+from modelyard.server.api.mullama.errors import mullama_error
+from modelyard.server.http.errors import ApiError
 from modelyard.server.http.jsonio import dumps
 from modelyard.server.http.worker_stream import WorkerStream, run_to_end
 from modelyard.server.inference.dispatch import Dispatcher
 from modelyard.server.inference.errors import LoadFailed
-from modelyard.server.registry import formats, pulls
+from modelyard.server.registry import allowed, formats, pulls
 from modelyard.server.registry.errors import StoreError
 from modelyard.server.registry.store import check_id
 from modelyard.server.settings import Settings
@@ -47,6 +48,7 @@ class Daemon:
         self.started = time.monotonic()
         self.version = version("modelyard")
         self._meta = formats.MetadataCache()
+        self.allowed = allowed.for_settings(settings)
 
     # ---- models ------------------------------------------------------------------------
 
@@ -111,6 +113,8 @@ class Daemon:
         file again."""
         model_id = names.to_id(alias)
         check_id(model_id)
+        path = str(self.allowed.check(path))
+        mmproj = str(self.allowed.check(mmproj, "projector path")) if mmproj is not None else None
         try:
             meta = self.store.meta(model_id)
         except KeyError:
@@ -292,15 +296,12 @@ class UseDefault(_Route):
                       "repo": spec.repo, "size_bytes": result["view"].get("totalSize") or 0}
 
 
-def add_routes(app: falcon.App, dispatcher: Dispatcher, settings: Settings, metrics: Metrics) -> None:
+def resources(dispatcher: Dispatcher, settings: Settings, metrics: Metrics) -> dict:
+    """The daemon's resources by route (mullama/family.py declares the routes)."""
     daemon = Daemon(dispatcher, settings, metrics)
-    app.add_route("/api/models", Models(daemon))
-    app.add_route("/api/models/pull", Pull(daemon))
-    app.add_route("/api/models/load", Load(daemon))
-    app.add_route("/api/models/{name}", Model(daemon))
-    app.add_route("/api/models/{name}/unload", Unload(daemon))
-    app.add_route("/api/system/status", SystemStatus(daemon))
-    app.add_route("/status", Status(daemon))
-    app.add_route("/health", Health(daemon))
-    app.add_route("/api/defaults", Defaults())
-    app.add_route("/api/defaults/{name}/use", UseDefault(daemon))
+    return {
+        "/api/models": Models(daemon), "/api/models/pull": Pull(daemon), "/api/models/load": Load(daemon),
+        "/api/models/{name}": Model(daemon), "/api/models/{name}/unload": Unload(daemon),
+        "/api/system/status": SystemStatus(daemon), "/status": Status(daemon), "/health": Health(daemon),
+        "/api/defaults": Defaults(), "/api/defaults/{name}/use": UseDefault(daemon),
+    }

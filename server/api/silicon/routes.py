@@ -17,11 +17,11 @@ from modelyard.server.http.bodies import read_model
 from modelyard.server.http.errors import ApiError, bad_request
 from modelyard.server.http.sse import stream_events
 from modelyard.server.inference.dispatch import Dispatcher
+from modelyard.server.registry import allowed
 from modelyard.server.registry.store import Store
 from modelyard.server.settings import Settings
 from modelyard.server.shared.facts import kv_cache_type_for_bits
 
-PREFIX = "/api/engine"
 # A stream notices a client that went away only when a write fails: while a chat waits for
 # a slot, a comment line every few seconds makes that write happen.
 PING_SECONDS = 10
@@ -124,11 +124,6 @@ class Format(_Resource):
         resp.media = self.engine.format(model_id)
 
 
-class Adapters(_Resource):
-    def on_get(self, req, resp):
-        resp.media = []  # fine-tuning is not served yet: no model is an adapter
-
-
 class ChatRoute(_Resource):
     def on_post(self, req, resp):
         body = self.body(req, schema.SiliconChatBody)
@@ -189,13 +184,13 @@ class Predict(_Resource):
         resp.media = {"text": group.gens[0].text.text}
 
 
-def add_routes(app: falcon.App, store: Store, dispatcher: Dispatcher, settings: Settings) -> None:
-    engine = Engine(store, dispatcher)
+def resources(store: Store, dispatcher: Dispatcher, settings: Settings) -> dict:
+    """The engine's resources by route below /api/engine (silicon/family.py declares the routes)."""
+    engine = Engine(store, dispatcher, allowed.for_settings(settings))
     routes = {
-        "models": Models, "models/download": Download, "models/delete": Delete,
-        "models/register": Register, "models/scan": Scan, "models/active": Active,
-        "models/load": Load, "models/unload": Unload, "models/adapters": Adapters,
-        "models/{model_id}/format": Format, "chat": ChatRoute, "chat/stop": Stop, "predict": Predict,
+        "/models": Models, "/models/download": Download, "/models/delete": Delete,
+        "/models/register": Register, "/models/scan": Scan, "/models/active": Active,
+        "/models/load": Load, "/models/unload": Unload,
+        "/models/{model_id}/format": Format, "/chat": ChatRoute, "/chat/stop": Stop, "/predict": Predict,
     }
-    for path, resource in routes.items():
-        app.add_route(f"{PREFIX}/{path}", resource(engine, settings))
+    return {path: resource(engine, settings) for path, resource in routes.items()}
