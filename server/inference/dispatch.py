@@ -37,6 +37,30 @@ def fit_tokens(n_prompt: int, max_tokens: int | None, n_ctx: int) -> int:
     return max_tokens or (n_ctx - n_prompt)
 
 
+def check_prompt_length(n_chars: int, n_ctx: int, max_piece: int, what: str = "The prompt") -> None:
+    """A 400 for a text that cannot fit in `n_ctx` tokens, decided from its length alone: a
+    token stands for at most `max_piece` bytes, and a text has at least as many bytes as
+    characters. Refusing here spares tokenizing megabytes only to count them."""
+    limit = n_ctx * max_piece
+    if n_chars > limit:
+        raise BadRequest(
+            f"{what} is {n_chars} characters long; this model's context of {n_ctx} tokens holds at "
+            f"most {limit} (a token of its vocabulary stands for at most {max_piece} bytes). "
+            "Shorten it, or raise the model's gguf.initContextSize.")
+
+
+def _text_length(messages: list[dict]) -> int:
+    """Characters of text in chat messages (string content and text parts)."""
+    total = 0
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, str):
+            total += len(content)
+        elif isinstance(content, list):
+            total += sum(len(p.get("text") or "") for p in content if isinstance(p, dict))
+    return total
+
+
 @dataclass
 class ChatJob:
     loaded: object
@@ -68,6 +92,16 @@ class Dispatcher:
                              f"model of kind {' or '.join(kinds)}")
         return loaded
 
+    def tokenize(self, loaded, text: str, add_special: bool, parse_special: bool = True) -> list[int]:
+        """A generative model's tokens of `text`, refused by length first when it cannot fit."""
+        check_prompt_length(len(text), loaded.engine.n_ctx_slot, loaded.model.max_piece_bytes)
+        return loaded.model.tokenize(text, add_special=add_special, parse_special=parse_special)
+
+    @staticmethod
+    def prompt_byte_limit(loaded) -> int:
+        """The most bytes of text a prompt of this loaded model can have and still fit."""
+        return loaded.engine.n_ctx_slot * loaded.model.max_piece_bytes
+
     # ---- chat ------------------------------------------------------------------------
 
     def chat(self, req: ChatRequest) -> ChatJob:
@@ -91,6 +125,8 @@ class Dispatcher:
             forced = ""
         elif use_tools and isinstance(req.tool_choice, dict):
             forced = req.tool_choice["name"]
+        n_ctx, max_piece = loaded.engine.n_ctx_slot, model.max_piece_bytes
+        check_prompt_length(_text_length(req.messages), n_ctx, max_piece, "The conversation")
         try:
             prompt = format_chat(req.messages, hint=(loaded.meta.get("gguf") or {}).get("chatTemplateHint"),
                                  gguf_template=model.chat_template,
@@ -98,6 +134,7 @@ class Dispatcher:
                                  tools=req.tools if use_tools else None)
         except TemplateError as exc:
             raise BadRequest(str(exc)) from None
+        check_prompt_length(len(prompt.text), n_ctx, max_piece)
         try:
             if forced is not None:
                 gbnf = grammar.for_tool_call(req.tools, forced or None)
@@ -130,7 +167,7 @@ class Dispatcher:
         try:
             for p in req.prompts:
                 if isinstance(p, str):
-                    tokens = model.tokenize(p, add_special=True, parse_special=True)
+                    tokens = self.tokenize(loaded, p, add_special=True)
                     text = p
                 else:
                     bad = [t for t in p if not 0 <= t < model.n_vocab]
@@ -187,6 +224,8 @@ class Dispatcher:
         engine = loaded.engine
         batch = []
         for i, x in enumerate(req.inputs):
+            if isinstance(x, str):
+                check_prompt_length(len(x), engine.max_input, loaded.model.max_piece_bytes, f"input[{i}]")
             tokens = engine.tokenize(x) if isinstance(x, str) else list(x)
             if len(tokens) > engine.max_input:
                 raise BadRequest(f"input[{i}] has {len(tokens)} tokens; this model takes at most "

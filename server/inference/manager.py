@@ -13,8 +13,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modelyard.server.inference.errors import LoadFailed, ModelNotFound, ModelNotReady
-from modelyard.server.shared.facts import KV_CACHE_KINDS
+from modelyard.server.inference import context_limits
+from modelyard.server.inference.errors import InferenceError, LoadFailed, ModelNotFound, ModelNotReady
+from modelyard.server.shared.facts import DEFAULT_KV_CACHE_TYPE, KV_CACHE_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,21 @@ def _file_key(paths: list[Path], meta: dict) -> tuple:
         st = path.stat()
         key += (st.st_ino, st.st_mtime_ns, st.st_size)
     return key
+
+
+def _check_context(spec: dict, vocab) -> None:
+    """Refuse, before any runner starts, a context the model was not trained for or whose KV
+    cache the machine (or the pod's memory limit) cannot hold."""
+    from modelyard.server.inference.llama.scheduler import DEFAULT_CONTEXT, PRIORITY_SLOTS
+
+    trained = context_limits.trained_context(vocab.meta)
+    context_limits.check_context(spec["context"], trained)
+    if spec["kind"] == "embed":  # the embedder's context is its batch, bounded by training
+        return
+    per_slot = spec["context"] or min(trained or DEFAULT_CONTEXT, DEFAULT_CONTEXT)
+    shape = context_limits.kv_shape(vocab.meta)
+    context_limits.check_kv_memory(shape, spec["kv_cache_type"] or DEFAULT_KV_CACHE_TYPE, per_slot,
+                                   max(1, spec["parallel"]) + PRIORITY_SLOTS, context_limits.available_memory())
 
 
 def _trim_heap() -> None:
@@ -139,7 +155,7 @@ class ModelManager:
             started = time.monotonic()
             try:
                 item = self._build(model_id, meta, path)
-            except (ModelNotReady, LoadFailed):
+            except InferenceError:  # not ready, a context too large, a failed load: said already
                 raise
             except Exception as exc:
                 log.exception("loading model %s failed", model_id)
@@ -176,6 +192,11 @@ class ModelManager:
             vocab = LlamaModel(path, vocab_only=True)
         except ModelLoadError as exc:
             raise LoadFailed(f"Model '{model_id}' could not be loaded: {exc}") from None
+        try:
+            _check_context(spec, vocab)
+        except InferenceError:
+            vocab.close()
+            raise
         try:
             engine, projector = remote.start(spec, model_id, vocab, self.metrics, s.engine_hang_timeout)
         except ModelLoadError as exc:

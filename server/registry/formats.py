@@ -158,7 +158,7 @@ def _check(r: _Reader) -> None:
     magic = r.f.read(4)
     r.f.seek(0)
     if magic != GGUF_MAGIC:
-        raise _Bad(f"it starts with {magic!r}, not GGUF's magic b'GGUF'")
+        raise _Bad("it does not start with GGUF's magic b'GGUF'")  # never quote a file's bytes
     r.take(4, "the magic")
     version = r.unpack("<I", "the version")
     if version not in GGUF_VERSIONS:
@@ -319,34 +319,39 @@ def check_onnx(path: Path) -> None:
 def gguf_metadata(path: Path) -> dict:
     """A sound GGUF file's metadata: scalars and strings by key, and for each array its
     length under `<key>.count` (arrays such as the vocabulary are skipped, not read)."""
-    out: dict = {}
     with open(path, "rb") as f:
-        r = _Reader(f, path.stat().st_size)
-        try:
-            r.take(8, "the magic and version")
-            n_tensors = r.unpack("<q", "the tensor count")
-            for _ in range(r.unpack("<q", "the metadata count")):
-                key = r.string("a metadata key").decode("utf-8", "replace")
-                vtype = r.unpack("<i", "a value type")
-                if vtype == ARRAY:
-                    sub = r.unpack("<i", "an element type")
-                    count = r.unpack("<Q", "an array length")
-                    out[f"{key}.count"] = count
-                    if sub == STRING:
-                        r.strings(count, key)
-                    else:
-                        r.skip(count * struct.calcsize(VALUE_TYPES[sub][1]), key)
-                elif vtype == STRING:
-                    out[key] = r.string(key).decode("utf-8", "replace")
+        return read_gguf_metadata(f, path.stat().st_size, path.name)
+
+
+def read_gguf_metadata(f: BinaryIO, size: int, name: str) -> dict:
+    """gguf_metadata of a file already open (`name` is what errors call it)."""
+    out: dict = {}
+    r = _Reader(f, size)
+    try:
+        r.take(8, "the magic and version")
+        n_tensors = r.unpack("<q", "the tensor count")
+        for _ in range(r.unpack("<q", "the metadata count")):
+            key = r.string("a metadata key").decode("utf-8", "replace")
+            vtype = r.unpack("<i", "a value type")
+            if vtype == ARRAY:
+                sub = r.unpack("<i", "an element type")
+                count = r.unpack("<Q", "an array length")
+                out[f"{key}.count"] = count
+                if sub == STRING:
+                    r.strings(count, key)
                 else:
-                    value = r.unpack(VALUE_TYPES[vtype][1], key)
-                    out[key] = bool(value) if vtype == 7 else value
-            if "general.parameter_count" not in out:
-                # What Ollama's /api/show and Mullama's model list report, for files whose
-                # converter did not write it: the tensor table's element counts, summed.
-                out["general.parameter_count"] = _parameter_count(r, n_tensors)
-        except (_Bad, KeyError, struct.error) as exc:
-            raise FormatError(f"cannot read the metadata of {path.name}: {exc}") from None
+                    r.skip(count * struct.calcsize(VALUE_TYPES[sub][1]), key)
+            elif vtype == STRING:
+                out[key] = r.string(key).decode("utf-8", "replace")
+            else:
+                value = r.unpack(VALUE_TYPES[vtype][1], key)
+                out[key] = bool(value) if vtype == 7 else value
+        if "general.parameter_count" not in out:
+            # What Ollama's /api/show and Mullama's model list report, for files whose
+            # converter did not write it: the tensor table's element counts, summed.
+            out["general.parameter_count"] = _parameter_count(r, n_tensors)
+    except (_Bad, KeyError, struct.error) as exc:
+        raise FormatError(f"cannot read the metadata of {name}: {exc}") from None
     return out
 
 

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelyard.server.registry import formats
+from modelyard.server.registry.allowed import AllowedFolders, PathNotAllowed, open_regular
 from modelyard.server.registry.errors import InvalidFile
 
 # llama.cpp architectures of embedding models (encoders): registered as kind embed.
@@ -28,6 +30,16 @@ EMBED_ARCHITECTURES = frozenset({
 })
 PROJECTOR_ARCHITECTURE = "clip"
 HASH_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ScanLimits:
+    """How far a scan goes: folders below the root, entries looked at, seconds. The usual
+    model folders are two to five deep (Hugging Face's cache: hub/models--org--name/snapshots/rev)."""
+
+    depth: int = 8
+    entries: int = 20_000
+    seconds: float = 30.0
 
 
 def is_projector_name(name: str) -> bool:
@@ -78,17 +90,21 @@ class ScanResult:
 
 
 def _architecture(path: Path) -> str | None:
-    return formats.gguf_metadata(path).get("general.architecture")
+    with open_regular(path) as f:
+        return formats.read_gguf_metadata(f, os.fstat(f.fileno()).st_size, path.name).get("general.architecture")
 
 
 def _gguf_problem(path: Path, role: str = "model") -> str | None:
+    """What is wrong with the GGUF at `path`, or None. Opened without blocking and only when it
+    is a regular file: a FIFO named *.gguf is a problem, not a request that hangs."""
     try:
-        formats.check_gguf(path, role)
-    except formats.FormatError as exc:
-        return str(exc)
+        with open_regular(path) as f:
+            problem = formats.gguf_problem(f, size=os.fstat(f.fileno()).st_size)
+    except InvalidFile:
+        return "it is not a regular file"
     except OSError as exc:
         return f"cannot read it: {exc.strerror or exc}"
-    return None
+    return f"The {role} file is not a usable GGUF file: {problem}" if problem else None
 
 
 def pair(models: list[Path], projectors: list[Path]) -> list[Found]:
@@ -126,14 +142,14 @@ def resolve(path: Path) -> Found:
     ggufs = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() == ".gguf")
     models = [p for p in ggufs if not is_projector_name(p.name)]
     projectors = [p for p in ggufs if is_projector_name(p.name)]
+    # Counts, not names: an error never lists what else a folder holds.
     if len(models) != 1:
-        names = ", ".join(p.name for p in models) or "none"
         raise InvalidFile(f"The folder '{path}' must hold exactly one model GGUF (besides an mmproj "
-                          f"projector) to be registered as one model; it holds: {names}. "
+                          f"projector) to be registered as one model; it holds {len(models)}. "
                           f"Register a file, or scan the folder")
     if len(projectors) > 1:
-        raise InvalidFile(f"The folder '{path}' holds several projectors "
-                          f"({', '.join(p.name for p in projectors)}); register the files one by one")
+        raise InvalidFile(f"The folder '{path}' holds {len(projectors)} projectors; register the files "
+                          "one by one")
     return Found(models[0], projectors[0] if projectors else None)
 
 
@@ -167,7 +183,7 @@ def hash_file(path: Path) -> dict:
     if before is None:
         raise InvalidFile(f"'{path}' is gone")
     digest = hashlib.sha256()
-    with open(path, "rb", buffering=0) as f:
+    with open_regular(path) as f:
         while chunk := f.read(HASH_CHUNK):
             digest.update(chunk)
     if stat_key(path) != before:
@@ -178,37 +194,35 @@ def hash_file(path: Path) -> dict:
             "path": str(path), "ino": ino, "mtimeNs": mtime_ns}
 
 
-def scan(root: Path, exclude: Path | None = None) -> ScanResult:
-    """Every sound model GGUF under `root` (recursively), each paired with a projector of its
-    folder; what is not, in `skipped` with why. `exclude` (the store's own folder) is not
-    entered. Raises InvalidFile when `root` is not a folder."""
+def scan(root: Path, exclude: Path | None = None, allowed: AllowedFolders | None = None,
+         limits: ScanLimits = ScanLimits()) -> ScanResult:
+    """Every sound model GGUF under `root` (recursively, within `limits`), each paired with a
+    projector of its folder; what is not, in `skipped` with why. `exclude` (the store's own
+    folder) is not entered; a file whose real path is outside `allowed` is skipped. Raises
+    InvalidFile when `root` is not a folder."""
     if not root.is_absolute():
         raise InvalidFile(f"Path '{root}' must be absolute")
     if not root.is_dir():
         raise InvalidFile(f"'{root}' is not a folder")
     result = ScanResult()
+    deadline = time.monotonic() + limits.seconds
+    seen = 0
+    base_depth = len(root.parts)
     for folder, dirs, files in os.walk(root):
         here = Path(folder)
+        seen += len(dirs) + len(files)
+        stop = _stop_reason(seen, deadline, limits)
+        if stop:
+            result.skipped.append({"path": str(here), "reason": stop})
+            break
+        if len(here.parts) - base_depth >= limits.depth:
+            if dirs:
+                result.skipped.append({"path": str(here), "reason": f"the scan goes {limits.depth} folders "
+                                       "deep at most; scan this folder itself to go further"})
+            dirs[:] = []
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")
                          and (exclude is None or not _same(here / d, exclude)))
-        models, projectors = [], []
-        for name in sorted(files):
-            path = here / name
-            if not name.lower().endswith(".gguf"):
-                continue
-            problem = _gguf_problem(path)
-            if problem:
-                result.skipped.append({"path": str(path), "reason": problem})
-                continue
-            try:
-                arch = _architecture(path)
-            except formats.FormatError as exc:
-                result.skipped.append({"path": str(path), "reason": str(exc)})
-                continue
-            if arch == PROJECTOR_ARCHITECTURE or is_projector_name(name):
-                projectors.append(path)
-            else:
-                models.append(path)
+        models, projectors = _sort_folder(here, files, allowed, result.skipped)
         found = pair(models, projectors)
         result.found += found
         used = {f.mmproj for f in found}
@@ -217,6 +231,44 @@ def scan(root: Path, exclude: Path | None = None) -> ScanResult:
                 result.skipped.append({"path": str(projector),
                                        "reason": "a vision projector with no model beside it"})
     return result
+
+
+def _stop_reason(seen: int, deadline: float, limits: ScanLimits) -> str | None:
+    if seen > limits.entries:
+        return f"the scan stopped after {limits.entries} entries; scan a smaller folder"
+    if time.monotonic() > deadline:
+        return f"the scan stopped after {limits.seconds:g} seconds; scan a smaller folder"
+    return None
+
+
+def _sort_folder(here: Path, files: list[str], allowed: AllowedFolders | None,
+                 skipped: list[dict]) -> tuple[list[Path], list[Path]]:
+    """(models, projectors) among one folder's sound GGUF files; the others go to `skipped`."""
+    models, projectors = [], []
+    for name in sorted(files):
+        path = here / name
+        if not name.lower().endswith(".gguf"):
+            continue
+        if allowed is not None:
+            try:
+                allowed.check(path)
+            except PathNotAllowed:
+                skipped.append({"path": str(path), "reason": "a link to a place outside the allowed folders"})
+                continue
+        problem = _gguf_problem(path)
+        if problem:
+            skipped.append({"path": str(path), "reason": problem})
+            continue
+        try:
+            arch = _architecture(path)
+        except (formats.FormatError, InvalidFile, OSError) as exc:
+            skipped.append({"path": str(path), "reason": str(exc)})
+            continue
+        if arch == PROJECTOR_ARCHITECTURE or is_projector_name(name):
+            projectors.append(path)
+        else:
+            models.append(path)
+    return models, projectors
 
 
 def _same(a: Path, b: Path) -> bool:

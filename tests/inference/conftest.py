@@ -57,8 +57,8 @@ CATALOGUE = {
 }
 
 
-def provision(server: Server, model_files: dict, ids=None) -> None:
-    for model_id, (kind, file, extra) in CATALOGUE.items():
+def provision(server: Server, model_files: dict, ids=None, catalogue: dict = CATALOGUE) -> None:
+    for model_id, (kind, file, extra) in catalogue.items():
         if ids is not None and model_id not in ids:
             continue
         r = httpx.post(f"{server.url}/store/v1/models", headers=AUTH,

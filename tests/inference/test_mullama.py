@@ -50,10 +50,11 @@ def hub(files):
 
 
 @pytest.fixture(scope="module")
-def srv(start_server, hub):
+def srv(start_server, hub, tmp_path_factory):
     """A server of its own: its default model is this module's, and huggingface_hub in it
-    reads HF_ENDPOINT at start."""
-    return start_server("--parallel", "2", env={"HF_ENDPOINT": hub.url})
+    reads HF_ENDPOINT at start. Loads by path may name the tests' temporary folders."""
+    return start_server("--parallel", "2", "--allow-path", str(tmp_path_factory.getbasetemp()),
+                        env={"HF_ENDPOINT": hub.url})
 
 
 def get(srv, path: str, **kw) -> httpx.Response:
@@ -189,6 +190,20 @@ def test_load_by_path_registers_the_file_where_it_lies_and_delete_leaves_it(srv,
     assert r.status_code == 200 and r.json() == {"status": "deleted", "alias": "by-path"}, r.text
     assert own.read_bytes() == model_files["plain"].read_bytes()  # the user's file stays
     assert_error(get(srv, "/api/models/by-path"), 404, "not_found")
+
+
+def test_load_by_path_outside_the_allowed_folders_gets_one_answer(srv, model_files, tmp_path):
+    """Issue 19, item 5: the same 403 whether the path is a file, a folder, nothing, or a link
+    from an allowed folder to outside; a projector path is checked the same way."""
+    (tmp_path / "link.gguf").symlink_to("/etc/hostname")
+    answers = set()
+    for path in ("/etc/passwd", "/etc", "/nonexistent/x.gguf", str(tmp_path / "link.gguf")):
+        for body in ({"alias": "outside", "path": path},
+                     {"alias": "outside", "path": str(model_files["vlm-text"]), "mmproj": path}):
+            error = assert_error(post(srv, "/api/models/load", body), 403, "invalid_request")
+            answers.add(error["message"].replace(path, "<path>"))
+    assert len(answers) == 2, answers  # one for the model's path, one for the projector's
+    assert all("--allow-path" in a for a in answers)
 
 
 def test_load_by_path_with_a_projector_is_a_vlm(srv, model_files):

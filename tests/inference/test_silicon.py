@@ -43,7 +43,9 @@ def srv(tmp_path_factory, model_files, hub):
     """A server and store of its own: registrations and stops must not reach other tests."""
     root = tmp_path_factory.mktemp("silicon")
     server = Server(root / "store", api_key="1234", env={"HF_ENDPOINT": hub.url},
-                    args=("--threads", "2", "--parallel", "4"), log_path=root / "server.log").start()
+                    args=("--threads", "2", "--parallel", "4",
+                          "--allow-path", str(tmp_path_factory.getbasetemp())),  # registers tmp files
+                    log_path=root / "server.log").start()
     provision(server, model_files, ids={"chat"})
     yield server
     server.stop()
@@ -186,6 +188,57 @@ def test_scan_registers_good_files_pairs_projectors_and_says_why_it_skips(srv, c
     assert c.get(f"{E}/models/active").json() == {"model": None}
     r = c.post(f"{E}/models/scan", json={"path": str(root / "nowhere")})
     assert r.status_code == 400 and "not a folder" in r.json()["error"]
+
+
+def test_paths_outside_the_allowed_folders_get_one_answer(c, tmp_path):
+    """Issue 19, item 5: outside --allow-path, every path gets the same 403 and message (its own
+    path aside), whether it is a file, a folder, nothing, or a link from inside to outside."""
+    (tmp_path / "to-file.gguf").symlink_to("/etc/hostname")
+    (tmp_path / "to-folder").symlink_to("/etc")
+    paths = ["/etc/passwd", "/etc/hostname", "/etc", "/nonexistent/model.gguf", "/proc/self/environ",
+             str(tmp_path / "to-file.gguf"), str(tmp_path / "to-folder")]
+    answers = set()
+    for path in paths:
+        for route, body in (("register", {"name": "x", "path": path}), ("scan", {"path": path})):
+            r = c.post(f"{E}/models/{route}", json=body)
+            answers.add((r.status_code, r.json()["error"].replace(path, "<path>")))
+    assert len(answers) == 1, answers
+    status, message = answers.pop()
+    assert status == 403 and "--allow-path" in message
+    r = c.post(f"{E}/models/scan", json={"path": "/"})  # registered every GGUF of the machine before
+    assert r.status_code == 403, r.text
+
+
+def test_errors_quote_no_bytes_and_list_no_names(c, tmp_path):
+    secret = tmp_path / "notes.gguf"
+    secret.write_bytes(b"SECRET-TOKEN=abc\n")
+    r = c.post(f"{E}/models/register", json={"name": "x", "path": str(secret)})
+    assert r.status_code == 400 and "SECR" not in r.text and "GGUF's magic" in r.json()["error"], r.text
+    folder = tmp_path / "two"
+    folder.mkdir()
+    for name in ("alpha-private.gguf", "beta-private.gguf"):
+        (folder / name).write_bytes(b"GGUF")
+    r = c.post(f"{E}/models/register", json={"name": "x", "path": str(folder)})
+    assert r.status_code == 400 and "holds 2" in r.text and "private" not in r.text, r.text
+
+
+def test_a_scan_skips_fifos_links_out_and_folders_too_deep(c, tmp_path):
+    import os
+
+    root = tmp_path / "lib"
+    deep = root.joinpath(*"abcdefghi")  # nine folders below the root: past the depth of eight
+    deep.mkdir(parents=True)
+    (deep / "deep.gguf").write_bytes(b"GGUF")
+    os.mkfifo(root / "pipe.gguf")  # opened as a file, it blocked the request thread for ever
+    (root / "out.gguf").symlink_to("/etc/hostname")
+    r = c.post(f"{E}/models/scan", json={"path": str(root)}, timeout=20)
+    assert r.status_code == 200, r.text
+    assert r.json()["registered"] == []
+    skipped = {s["path"]: s["reason"] for s in r.json()["skipped"]}
+    assert skipped[str(root / "pipe.gguf")] == "it is not a regular file"
+    assert "outside the allowed folders" in skipped[str(root / "out.gguf")]
+    assert "8 folders deep" in skipped[str(root.joinpath(*"abcdefgh"))]
+    assert str(deep / "deep.gguf") not in skipped
 
 
 def test_format_reads_the_tokenizer_metadata(c):

@@ -32,10 +32,14 @@ class Embed:
                       "load_duration": load_ns, "prompt_eval_count": n_tokens}
 
     def _truncate(self, model_id: str, inputs: list[str]) -> list:
-        engine = self.dispatcher.manager.get(model_id).engine
+        loaded = self.dispatcher.manager.get(model_id)
+        engine = loaded.engine
+        # A token stands for at most max_piece_bytes of text: a longer text's tail cannot be in
+        # its first max_input tokens, so it is cut before tokenizing (a 30 MB input costs nothing).
+        keep = (engine.max_input + 1) * loaded.model.max_piece_bytes
         out = []
         for x in inputs:
-            tokens = engine.tokenize(x)
+            tokens = engine.tokenize(x[:keep])
             out.append(tokens[:engine.max_input] if len(tokens) > engine.max_input else x)
         return out
 
@@ -51,6 +55,8 @@ class Embeddings:
         model = bodies.resolve(self.dispatcher, body.model)
         texts = [body.input] if isinstance(body.input, str) else body.input if body.input is not None \
             else [body.prompt]
+        if body.input is not None and not texts:
+            raise bad_request("'input' must be a non-empty string or list of non-empty strings")
         if any(not t for t in texts):
             if body.input is not None:
                 raise bad_request("'input' must be a non-empty string or list of non-empty strings")

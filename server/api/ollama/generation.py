@@ -17,7 +17,7 @@ from modelyard.server.api.ollama.schema import (ChatBody, GenerateBody, RequestE
                                                 keep_alive_seconds, with_defaults)
 from modelyard.server.http.errors import ApiError, bad_request
 from modelyard.server.http.jsonio import dumps
-from modelyard.server.inference.dispatch import Dispatcher
+from modelyard.server.inference.dispatch import Dispatcher, check_prompt_length
 from modelyard.server.inference.requests import IMAGE_MARKER, ChatRequest, CompletionRequest
 from modelyard.server.shared.facts import GENERATIVE_KINDS
 
@@ -137,15 +137,17 @@ class Generate(_Generate):
         # template) goes to the engine as tokens; otherwise the model's chat template serves.
         tokens = None
         if body.suffix:
+            check_prompt_length(len(body.prompt or "") + len(body.suffix), loaded.engine.n_ctx_slot,
+                                loaded.model.max_piece_bytes)
             tokens = loaded.model.infill_prompt(body.prompt or "", body.suffix)
             if tokens is None:
                 raise bad_request(f"{body.model} does not support insert (its vocabulary has no "
                                   "fill-in-the-middle tokens)")
         elif body.raw or body.context:
-            tokens = list(body.context or []) + loaded.model.tokenize(body.prompt or "",
-                                                                     add_special=not body.context)
-        elif not images and (templated := self._templated(body, record, system)) is not None:
-            tokens = loaded.model.tokenize(templated, add_special=True)
+            tokens = list(body.context or []) + self.dispatcher.tokenize(
+                loaded, body.prompt or "", add_special=not body.context)
+        elif not images and (templated := self._templated(body, record, system, loaded)) is not None:
+            tokens = self.dispatcher.tokenize(loaded, templated, add_special=True)
         if tokens is not None:
             _, group, _ = self.dispatcher.completion(CompletionRequest(**common, prompts=[tokens]))
             job = None
@@ -197,16 +199,19 @@ class Generate(_Generate):
         self._respond(resp, body, body.model, group, chunk, finish, close)
 
 
-    @staticmethod
-    def _templated(body, record: dict, system: str | None) -> str | None:
+    def _templated(self, body, record: dict, system: str | None, loaded) -> str | None:
         """The prompt rendered by the request's `template`, or by the model's own Ollama
         template (from a create or a pull) when it is one this renderer runs; None: the
-        model's GGUF chat template serves, as for /v1."""
+        model's GGUF chat template serves, as for /v1. Rendering stops once the prompt passes
+        what the model's context can hold."""
         template = body.template or record.get("template")
         if not template:
             return None
+        values = {"System": system or "", "Prompt": body.prompt or ""}
         try:
-            return templates.render(template, {"System": system or "", "Prompt": body.prompt or ""})
+            return templates.render(template, values, max_bytes=self.dispatcher.prompt_byte_limit(loaded))
+        except templates.TemplateLimit as exc:
+            raise bad_request(f"'template': {exc}" if body.template else f"The model's template: {exc}") from None
         except templates.TemplateError as exc:
             if body.template:
                 raise bad_request(f"'template': {exc}") from None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import falcon
 
-from modelyard.server.api.ollama import bodies
+from modelyard.server.api.ollama import bodies, templates
 from modelyard.server.api.ollama.modelfile import ModelfileError, parse
 from modelyard.server.api.ollama.schema import CreateBody, PullBody
 from modelyard.server.http.bodies import RawBody, too_large
@@ -41,6 +41,14 @@ def _respond(resp, stream: bool, work: Work, name: str) -> None:
     resp.stream = WorkerStream(work, lambda event: dumps(event) + b"\n", _error_line, name=name)
 
 
+def _check_template(template: str | None, what: str) -> None:
+    """A 400 for a template over the renderer's limits, before anything is stored."""
+    try:
+        templates.check(template or "")
+    except templates.TemplateLimit as exc:
+        raise bad_request(f"{what}: {exc}") from None
+
+
 class Pull:
     def __init__(self, store: Store, settings: Settings):
         self.store, self.settings = store, settings
@@ -51,6 +59,7 @@ class Pull:
         check_id(names.to_id(body.target))
         # Planned before the response starts: an unknown repo or tag is a 404 here.
         plan = pulls.plan_pull(body.target, body.insecure, self.settings.ollama_registry)
+        _check_template(plan.ollama.get("template"), "The model's template layer")
         _respond(resp, body.stream, lambda emit, cancel: self._pull(plan, emit, cancel),
                  f"pull-{plan.model_id}")
 
@@ -97,6 +106,7 @@ class Create:
             raise bad_request("Send 'from' (a model) or 'files' (uploaded blobs), one of the two")
         for digest in files.values():
             digest_hex(digest)  # 400 for a malformed digest
+        _check_template(fields.get("template"), "'template'")
         license = fields.get("license")
         ollama = {"system": fields.get("system"), "template": fields.get("template"),
                   "parameters": fields.get("parameters"),

@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modelyard.server.registry import formats, pulls, registered
+from modelyard.server.registry import allowed, formats, pulls, registered
 from modelyard.server.registry import store as st
 from modelyard.server.registry.errors import FetchError, InvalidFile, ModelNotFound
 from modelyard.server.shared.facts import id_problem
@@ -118,9 +118,10 @@ def format_fields(meta: dict, token_text) -> dict:
 class Engine:
     """State this API keeps in the server process (one gunicorn worker)."""
 
-    def __init__(self, store: st.Store, dispatcher):
+    def __init__(self, store: st.Store, dispatcher, allowed_folders: allowed.AllowedFolders):
         self.store = store
         self.dispatcher = dispatcher
+        self.allowed = allowed_folders
         self.manager = dispatcher.manager
         self.active_id: str | None = None
         self._downloads: dict[str, Download] = {}
@@ -158,11 +159,12 @@ class Engine:
 
     def register(self, name: str, path: str, url: str | None) -> dict:
         model_id = registered.id_for(Path(name))
-        self.store.register_path(model_id, path, fields={SECTION: {"name": name, "url": url}})
+        real = self.allowed.check(path)
+        self.store.register_path(model_id, real, fields={SECTION: {"name": name, "url": url}})
         return self.entry(model_id)
 
     def scan(self, root: str) -> tuple[list[dict], list[dict]]:
-        result = registered.scan(Path(root), exclude=self.store.models_dir)
+        result = registered.scan(self.allowed.check(root), exclude=self.store.models_dir, allowed=self.allowed)
         done, skipped = [], list(result.skipped)
         for found in result.found:
             try:

@@ -70,6 +70,10 @@ class Embedder(ContextThread):
         p.n_ctx = self.batch_tokens
         p.n_batch = p.n_ubatch = self.batch_tokens
         p.n_seq_max = MAX_SEQS
+        # One cache for all sequences: a decoder's KV cache split per sequence gives each only
+        # n_ctx / MAX_SEQS cells, and an input longer than that failed llama_decode (returned 1).
+        # Every decode clears it, so a batch that fits n_ctx fits the cache, however it is split.
+        p.kv_unified = True
         p.embeddings = True
         p.pooling_type = pooling
         p.n_threads = p.n_threads_batch = threads

@@ -66,6 +66,7 @@ class LlamaModel:
         self.meta = self._read_meta()
         self._pieces: dict[int, bytes] = {}
         self._special_pieces: dict[int, bytes] = {}
+        self._max_piece: int | None = None
 
     def _read_meta(self) -> dict[str, str]:
         out = {}
@@ -116,6 +117,20 @@ class LlamaModel:
             got = buf.raw[:n]
             cache[token] = got
         return got
+
+    @property
+    def max_piece_bytes(self) -> int:
+        """The longest text one token stands for, in bytes (special tokens' text included): no
+        text longer than n tokens times this can tokenize to n tokens or fewer. Read from the
+        whole vocabulary once, on first use (a long prompt), not at load."""
+        if self._max_piece is None:
+            buf = ctypes.create_string_buffer(256)
+            longest = 1
+            for token in range(self.n_vocab):
+                n = L.llama_token_to_piece(self.vocab, token, buf, 256, 0, True)
+                longest = max(longest, -n if n < 0 else n)
+            self._max_piece = longest
+        return self._max_piece
 
     def detokenize(self, tokens: list[int], special: bool = False) -> str:
         return b"".join(self.piece(t, special) for t in tokens).decode(errors="replace")
