@@ -54,3 +54,17 @@ def test_kv_cache_type():
     assert spec_problems("m", embed["spec"]) == [
         "spec.gguf.kvCacheType applies only to kinds llm and vlm: an embed model keeps no KV cache between batches"]
     assert spec_problems("m", make_model(kind="embed", gguf={"kvCacheType": "f16"})["spec"]) == []
+
+
+@pytest.mark.parametrize("autoscaling, problem", [
+    ({"maxReplicas": 3}, None),
+    ({"minReplicas": 0, "maxReplicas": 1, "targetRequests": 1, "scaleDownDelaySeconds": 0}, None),
+    ({"minReplicas": 3, "maxReplicas": 2}, "spec.autoscaling.minReplicas (3) must be at most maxReplicas (2)"),
+    ({"maxReplicas": 0}, "spec.autoscaling.maxReplicas must be an integer of at least 1"),
+    ({"maxReplicas": 2, "targetRequests": 0}, "spec.autoscaling.targetRequests must be an integer of at least 1"),
+    ({"minReplicas": 1}, "spec.autoscaling.maxReplicas is required"),
+    ("fast", "spec.autoscaling must be an object"),
+])
+def test_autoscaling(autoscaling, problem):
+    """The CRD's schema and CEL rule say the same to the API server (tests/cluster/test_scaling.py)."""
+    assert spec_problems("m", make_model(autoscaling=autoscaling)["spec"]) == ([problem] if problem else [])
