@@ -2,6 +2,8 @@
 its NetworkPolicies, rendered by the real helm."""
 from __future__ import annotations
 
+import json
+
 from modelyard.operator import builders
 from modelyard.operator.settings import OperatorSettings
 
@@ -108,6 +110,10 @@ def test_network_policies_let_the_router_operator_and_namespace_in_and_only_dns_
     assert web["to"][0]["ipBlock"]["cidr"] == "0.0.0.0/0" and "10.0.0.0/8" in web["to"][0]["ipBlock"]["except"]
 
     assert by_kind(render("--set", "networkPolicy.enabled=false"), "NetworkPolicy") == []
+    prometheus = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    docs = render("--set", "watch.namespaces={team-a}", "--set-json", f"networkPolicy.extraFrom=[{json.dumps(prometheus)}]")
+    [inference] = [p for p in by_kind(docs, "NetworkPolicy") if p["metadata"]["name"].endswith("-inference")]
+    assert inference["spec"]["ingress"][0]["from"][-1] == prometheus
 
 
 def test_the_operator_gets_the_autoscaler_settings(render):
