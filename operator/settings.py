@@ -26,6 +26,11 @@ class OperatorSettings:
     job_deadline_seconds: int = field(
         default=6 * 3600, metadata={"help": "a download Job running longer than this fails"}
     )
+    allow_fetch: list = field(
+        default_factory=list,
+        metadata={"help": "hosts or CIDR ranges the download Job may fetch from besides public addresses "
+                          "(its MODELYARD_ALLOW_FETCH; JSON)"},
+    )
     job_resources: dict = field(
         default_factory=lambda: {
             "requests": {"cpu": "250m", "memory": "256Mi"},

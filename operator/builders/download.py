@@ -73,6 +73,8 @@ def build_download_job(model: dict[str, Any], settings: OperatorSettings) -> dic
     digest = source_hash(spec)
     labels = {**common.labels(model, "download"), names.LABEL_SOURCE_HASH: digest}
     env = [common.HOME_ENV, {"name": "HF_HOME", "value": "/tmp/hf"}]
+    if settings.allow_fetch:  # beside public addresses (docs/security.md#egress-policy)
+        env.append({"name": "MODELYARD_ALLOW_FETCH", "value": ",".join(settings.allow_fetch)})
     token = (spec.get("source") or {}).get("tokenSecretRef")
     if token:
         env.append({

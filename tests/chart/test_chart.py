@@ -149,11 +149,16 @@ def test_the_operator_reads_what_the_chart_sets(render):
     assert settings.job_resources["limits"] == {"memory": "1Gi"}
     assert settings.startup_seconds == 3600
     assert settings.cache_size == "20Gi"
+    assert settings.allow_fetch == []
+    env = {e["name"]: e["value"] for e in operator_container(
+        render("--set", "download.allowFetch={models.internal,10.0.0.0/8}"))["env"]}
+    assert OperatorSettings.from_env(env).allow_fetch == ["models.internal", "10.0.0.0/8"]
 
 
 @pytest.mark.parametrize("args", [
     ["--set", "watch.allNamespaces=yes-please"],
     ["--set", "download.backoffLimit=many"],
+    ["--set", "download.allowFetch=10.0.0.0/8"],
     ["--set", "watch.namespaces={Not_A_Namespace}"],
     ["--set", "image.server.pullPolicy=Sometimes"],
     ["--set", "unknownValue=1"],

@@ -85,6 +85,16 @@ def test_download_job(model, settings):
     assert pod["tolerations"] == settings.gpu_tolerations
 
 
+def test_the_download_job_allows_what_the_operator_was_told(model, settings):
+    """download.allowFetch reaches the Job's `modelyard fetch` as MODELYARD_ALLOW_FETCH; by
+    default the Job has none, and fetches from public addresses only."""
+    assert not [e for e in container(builders.build_download_job(model, settings))["env"]
+                if e["name"] == "MODELYARD_ALLOW_FETCH"]
+    told = OperatorSettings(server_image=settings.server_image, allow_fetch=["models.internal", "10.0.0.0/8"])
+    env = container(builders.build_download_job(model, told))["env"]
+    assert {"name": "MODELYARD_ALLOW_FETCH", "value": "models.internal,10.0.0.0/8"} in env
+
+
 def test_source_hash_follows_the_source_only(model):
     digest = builders.source_hash(model["spec"])
     assert builders.source_hash(make_model(replicas=3, gguf={"initContextSize": 8192})["spec"]) == digest
