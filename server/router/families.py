@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from modelyard.server.api.anthropic import format as anthropic
-from modelyard.server.api.openai import format as openai
+from modelyard.server.http import sse
 from modelyard.server.http.errors import default_error_body
 from modelyard.server.http.jsonio import dumps
 from modelyard.server.http.routes import Guard, RouteRule, RouteRules
@@ -48,10 +48,10 @@ def held_stream(family: str, template: str, body: Any) -> bytes | None:
     (OpenAI's and Silicon's SSE comment, Anthropic's ping event); None otherwise (Ollama's
     NDJSON has none, and a plain JSON answer cannot start before its status is known)."""
     if family == "silicon" and template.endswith("/chat"):
-        return openai.SSE_PING
+        return sse.PING
     if not (isinstance(body, dict) and body.get("stream") is True):
         return None
-    return {"anthropic": anthropic.PING, "openai": openai.SSE_PING}.get(family)
+    return {"anthropic": anthropic.PING, "openai": sse.PING}.get(family)
 
 
 def stream_error(family: str, error_body: dict, content_type: str, code: int, message: str) -> bytes | None:
@@ -62,8 +62,8 @@ def stream_error(family: str, error_body: dict, content_type: str, code: int, me
         if family == "anthropic":
             return anthropic.error_event(code, message)
         if family == "silicon":
-            return openai.sse({"error": message, "done": True})
-        return openai.sse(error_body)
+            return sse.frame({"error": message, "done": True})
+        return sse.frame(error_body)
     if kind == NDJSON:
         return dumps({"error": message}) + b"\n"
     return None

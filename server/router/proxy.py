@@ -27,6 +27,8 @@ _DROP_REQUEST = {b"host", b"connection", b"keep-alive", b"transfer-encoding", b"
                  b"proxy-connection", b"content-length"}
 _DROP_RESPONSE = {"connection", "keep-alive", "transfer-encoding", "date", "server"}
 
+_PATIENCE_STEP = 0.25  # seconds between two rounds of tries at a Model's newly ready pods
+
 Scaler = Callable[[str, str], Awaitable[None]]  # (namespace, name) -> replicas set to 1
 
 
@@ -96,9 +98,10 @@ class Proxy:
             resp.set_header("Cache-Control", "no-cache")
             resp.stream = self._held(entry, req.method, target, headers, raw, key, event, ping)
             return
+        patience = None
         if not entry.balancer.loads:
-            await self._await_pod(entry)
-        upstream, endpoint = await self._send(entry, req.method, target, headers, raw, key)
+            patience = await self._await_pod(entry)
+        upstream, endpoint = await self._send(entry, req.method, target, headers, raw, key, patience)
         resp.status = falcon.code_to_http_status(upstream.status_code)
         for name, value in upstream.headers.multi_items():
             if name.lower() not in _DROP_RESPONSE:
@@ -115,8 +118,9 @@ class Proxy:
         return raw
 
     # ---- waiting for a pod ------------------------------------------------------------
-    async def _await_pod(self, entry: Entry, deadline: float | None = None) -> None:
-        """Until the Model has a ready pod: scale it from zero when it may sit there; bounded."""
+    async def _await_pod(self, entry: Entry, deadline: float | None = None) -> float:
+        """Until the Model has a ready pod: scale it from zero when it may sit there; bounded.
+        The deadline it kept to, which also bounds the wait for the new pod to listen."""
         await self._wake(entry)
         deadline = deadline or time.monotonic() + self.settings.scale_wait
         held = self.metrics.held.labels(entry.name)
@@ -133,6 +137,7 @@ class Proxy:
                     pass
         finally:
             held.dec()
+        return deadline
 
     async def _wake(self, entry: Entry) -> None:
         status = entry.model.get("status") or {}
@@ -160,8 +165,7 @@ class Proxy:
                 if done:
                     break
                 yield ping
-            waiting.result()
-            upstream, endpoint = await self._send(entry, method, target, headers, raw, key)
+            upstream, endpoint = await self._send(entry, method, target, headers, raw, key, waiting.result())
         except Refusal as exc:
             yield event.error(families.SSE, exc.code, exc.message)
             return
@@ -178,9 +182,21 @@ class Proxy:
 
     # ---- sending and relaying -----------------------------------------------------------
     async def _send(self, entry: Entry, method: str, target: str, headers, raw: bytes,
-                    key: str | None) -> tuple[httpx.Response, str]:
+                    key: str | None, patience: float | None = None) -> tuple[httpx.Response, str]:
         """The pod's response (headers read, body not yet). A pod that refuses the connection
-        (nothing was sent) is left out and another is tried."""
+        (nothing was sent) is left out and another is tried. A request that waited for the
+        Model's first pod keeps trying until `patience` (a monotonic deadline): a pod that has
+        just become ready may not listen yet."""
+        while True:
+            try:
+                return await self._try_pods(entry, method, target, headers, raw, key)
+            except Refusal:
+                if patience is None or time.monotonic() >= patience:
+                    raise
+            await asyncio.sleep(_PATIENCE_STEP)
+
+    async def _try_pods(self, entry: Entry, method: str, target: str, headers, raw: bytes,
+                        key: str | None) -> tuple[httpx.Response, str]:
         tried: list[str] = []
         errors: list[str] = []
         for attempt in range(1 + self.settings.connect_retries):

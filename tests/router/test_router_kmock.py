@@ -12,6 +12,8 @@ import ollama
 import openai
 import pytest
 
+from cluster.podservers import NO_EOS
+
 from .conftest import KEY
 
 CHAT = [{"role": "user", "content": "Say hello."}]
@@ -119,12 +121,13 @@ def test_a_conversation_sticks_to_its_pod_then_spills(router, tiny):
     assert len(used) == 1, (before, after)
     [home] = used
     # Two streams of it in flight on its pod: a third is above the bound (2 > 3/2 * 1.25).
-    streams = [client.chat.completions.create(model="tiny", messages=chat, max_tokens=200, stream=True)
-               for _ in range(2)]
+    streams = [client.chat.completions.create(model="tiny", messages=chat, max_tokens=200, stream=True,
+                                              logit_bias=NO_EOS) for _ in range(2)]
     for s in streams:
         next(iter(s))
     assert router.metric("modelyard_router_in_flight_requests", endpoint=home) == 2
-    third = client.chat.completions.create(model="tiny", messages=chat, max_tokens=200, stream=True)
+    third = client.chat.completions.create(model="tiny", messages=chat, max_tokens=200, stream=True,
+                                           logit_bias=NO_EOS)
     next(iter(third))
     others = [e for e in router.per_endpoint("tiny") if e != home]
     assert router.metric("modelyard_router_in_flight_requests", endpoint=others[0]) == 1
@@ -135,7 +138,8 @@ def test_a_conversation_sticks_to_its_pod_then_spills(router, tiny):
 
 def test_a_client_that_hangs_up_cancels_the_pods_generation(router, tiny, pod_servers):
     with httpx.stream("POST", router.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
-                      json={"model": "tiny", "messages": CHAT, "max_tokens": 400, "stream": True}, timeout=60) as r:
+                      json={"model": "tiny", "messages": CHAT, "max_tokens": 400, "stream": True,
+                            "logit_bias": NO_EOS}, timeout=60) as r:
         next(r.iter_raw())
     # The router closed the pod's connection, and the pod freed the slot.
     _eventually(lambda: router.metric("modelyard_router_in_flight_requests", model="tiny") == 0, 10)
@@ -169,9 +173,9 @@ def test_scale_from_zero_holds_the_request_until_a_pod_is_ready(router, cluster,
     _eventually(lambda: (cluster.get("models", "sleepy")["spec"].get("replicas") == 1), 10, "scaled to one")
     _eventually(lambda: router.metric("modelyard_router_held_requests", model="sleepy") == 2, 10, "held")
     assert router.metric("modelyard_router_scale_from_zero_total", model="sleepy") >= 1
-    pod = cluster.pod(cluster.get("models", "sleepy"))
-    pod_servers.wait_serving("sleepy", 1)
-    cluster.ready(pod)
+    # Ready at once, as kwok marks pods, before its server listens: the held requests keep
+    # trying the new pod until it answers.
+    cluster.pod(cluster.get("models", "sleepy"), ready=True)
     for t in threads:
         t.join(60)
     assert results["plain"] == "sleepy"
@@ -183,7 +187,7 @@ def test_scale_from_zero_holds_the_request_until_a_pod_is_ready(router, cluster,
 def test_a_pod_killed_mid_stream_ends_the_stream_and_the_next_request_goes_elsewhere(router, tiny, pod_servers):
     client = _openai(router)
     stream = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "A long story."}],
-                                            max_tokens=400, stream=True)
+                                            max_tokens=400, stream=True, logit_bias=NO_EOS)
     chunks = iter(stream)
     next(chunks)
     [victim] = [e for e, n in _in_flight(router).items() if n == 1]
