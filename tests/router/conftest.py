@@ -6,22 +6,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import importlib.util
-import os
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from cluster.podservers import PodServers, make_pod_model
-from modelyard.operator import builders, names
+from modelyard.operator import builders
 from modelyard.operator.settings import OperatorSettings
-from support.servers import free_port
+from router.process import Router
 
 HERE = Path(__file__).parent
 KEY = "router-test-key"
@@ -126,60 +120,6 @@ class Cluster:
         return self.kmock.call(self.k.get(resource, name))
 
 
-class Router:
-    """`modelyard router` in its own process."""
-
-    def __init__(self, kubeconfig: Path, log: Path, *args: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log
-        env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
-        env.pop("KUBERNETES_SERVICE_HOST", None)
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "modelyard.server.cli", "router", "--host", "127.0.0.1",
-                 "--port", str(self.port), "--namespace", NAMESPACE, *args],
-                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def wait_synced(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log()
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).json().get("synced"):
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(self.log())
-
-    def metric(self, name: str, **labels: str) -> float:
-        """The sum of a series' samples whose labels include `labels`."""
-        text = httpx.get(self.url + "/metrics", timeout=5).text
-        total = 0.0
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and labels.items() <= sample.labels.items():
-                    total += sample.value
-        return total
-
-    def per_endpoint(self, model: str) -> dict[str, float]:
-        text = httpx.get(self.url + "/metrics", timeout=5).text
-        return {s.labels["endpoint"]: s.value for f in text_string_to_metric_families(text) for s in f.samples
-                if s.name == "modelyard_router_endpoint_requests_total" and s.labels.get("model") == model}
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
 @pytest.fixture(scope="module")
 def kmock_thread():
     kmock = KMockThread().start()
@@ -208,11 +148,9 @@ def pod_servers(kubeconfig, tmp_path_factory):
 @pytest.fixture(scope="module")
 def router(kubeconfig, tmp_path_factory, request):
     router = Router(kubeconfig, tmp_path_factory.mktemp("router") / "router.log",
-                    "--scale-wait", "60", "--ping-seconds", "0.5")
+                    "--namespace", NAMESPACE, "--scale-wait", "60", "--ping-seconds", "0.5")
     router.wait_synced()
     yield router
     router.stop()
     print(router.log()[-10000:])
 
-
-__all__ = ["KEY", "names"]

@@ -4,7 +4,6 @@ break a pod come last."""
 from __future__ import annotations
 
 import threading
-import time
 
 import anthropic
 import httpx
@@ -12,6 +11,7 @@ import ollama
 import openai
 import pytest
 
+from cluster.kubetools import wait_until
 from cluster.podservers import NO_EOS
 
 from .conftest import KEY
@@ -37,14 +37,8 @@ def _routable(router, model: str) -> bool:
     return any(m["name"] == f"{model}:latest" for m in r.json()["models"])
 
 
-def _eventually(check, timeout: float = 30, what: str = ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out: {what or check}")
+def _eventually(check, timeout: float = 30, what: str = "a condition"):
+    return wait_until(check, timeout, what, interval=0.05)
 
 
 def _openai(router) -> openai.OpenAI:
@@ -190,7 +184,7 @@ def test_a_pod_killed_mid_stream_ends_the_stream_and_the_next_request_goes_elsew
                                             max_tokens=400, stream=True, logit_bias=NO_EOS)
     chunks = iter(stream)
     next(chunks)
-    [victim] = [e for e, n in _in_flight(router).items() if n == 1]
+    [victim] = [e for e, n in router.in_flight("tiny").items() if n == 1]
     pod = next(p for p in pod_servers.of("tiny") if victim.startswith(p.ip + ":"))
     pod_servers.kill(pod.pod)
     with pytest.raises(openai.APIError) as exc:
@@ -206,10 +200,3 @@ def test_a_pod_killed_mid_stream_ends_the_stream_and_the_next_request_goes_elsew
         assert answer.model == "tiny"
     assert router.metric("modelyard_router_retries_total", model="tiny") > retries
 
-
-def _in_flight(router) -> dict[str, float]:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = httpx.get(router.url + "/metrics", timeout=5).text
-    return {s.labels["endpoint"]: s.value for f in text_string_to_metric_families(text) for s in f.samples
-            if s.name == "modelyard_router_in_flight_requests" and s.labels["model"] == "tiny"}
