@@ -9,6 +9,7 @@ import json
 import httpx
 import pytest
 
+from support.hubs import COMMIT
 from support.registries import AUTH, Reply, leftovers, listed, pull
 
 MODEL = "application/vnd.ollama.image.model"
@@ -89,6 +90,23 @@ def test_a_model_larger_than_the_free_space_is_refused_before_a_byte(egress_serv
     assert r.status_code == 507 and "disk space" in r.json()["error"], r.text
     assert ("GET", hostile.blob_path(repo, gguf_files["model"])) not in hostile.log[before:]
     assert_failed_cleanly(egress_server, name_of(hostile, repo))
+
+
+def test_a_hub_file_past_its_listed_size_is_refused(egress_server, hostile):
+    """Mullama's (and Ollama's hf.co) pulls: the hub's listing declares the size, and a
+    file that runs past it stops there. The hostile registry is also the server's HF_ENDPOINT."""
+    repo, file = "org/liar-GGUF", "liar-Q8_0.gguf"
+    listing = [{"type": "file", "path": file, "size": 1000, "oid": "0" * 40}]
+    hostile.set("GET", f"/api/models/{repo}/tree/main", body=json.dumps(listing).encode(),
+                headers={"Content-Type": "application/json"})
+    replies = [hostile.set("GET", f"/{repo}/resolve/{rev}/{file}", stream=OFFERED,
+                           headers={"ETag": '"liar"', "X-Repo-Commit": COMMIT}) for rev in ("main", COMMIT)]
+    r = httpx.post(f"{egress_server.url}/api/models/pull", headers=AUTH, timeout=60,
+                   json={"name": f"hf:{repo}", "stream": False})
+    assert r.status_code == 502 and "declared" in r.json()["error"]["message"], r.text
+    sent = sum(reply.sent for reply in replies)
+    assert sent < READ_BOUND, f"the server took {sent} bytes of a file listed at 1000"
+    assert_failed_cleanly(egress_server, "hf.co/org/liar-GGUF:latest")
 
 
 # ---- integrity (issue 19, item 10): each check, with a layer that breaks it -------------------
