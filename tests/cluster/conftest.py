@@ -129,6 +129,9 @@ def operator(operator_kubeconfig, control_plane, tmp_path_factory):
         # minute covers several of them.
         "MODELYARD_PROGRESS_INTERVAL": "1",
         "MODELYARD_RESYNC_INTERVAL": "15",
+        # The autoscaler reads the load every second and averages 2 s of it.
+        "MODELYARD_AUTOSCALE_INTERVAL": "1",
+        "MODELYARD_AUTOSCALE_WINDOW": "2",
     }).start()
     yield process
     process.stop()

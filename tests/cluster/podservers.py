@@ -99,6 +99,7 @@ class PodServers:
         self._servers: dict[str, PodServer] = {}  # pod uid -> its server
         self._registered: set[str] = set()
         self._wanted: set[str] = set()  # the base names (modelyard.dev/model labels) served
+        self._stopping: dict[str, threading.Thread] = {}  # pod IP -> the stop of its last server
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pod servers", daemon=True)
         self.errors: list[str] = []  # what went wrong in the background, for a failing test
@@ -122,6 +123,8 @@ class PodServers:
             servers, self._servers = list(self._servers.values()), {}
         for pod in servers:
             pod.server.stop()
+        for stopping in list(self._stopping.values()):
+            stopping.join(30)
 
     def of(self, model: str) -> list[PodServer]:
         """The servers of a Model's live pods (started, maybe still loading)."""
@@ -177,7 +180,10 @@ class PodServers:
             for pod in new:
                 self._servers[pod.metadata.uid] = self._prepare(pod)
         for server in gone:
-            threading.Thread(target=server.server.stop, daemon=True).start()
+            # kwok hands a freed IP to the next pod: its server waits for this stop.
+            stopping = threading.Thread(target=server.server.stop, daemon=True)
+            self._stopping[server.ip] = stopping
+            stopping.start()
         for pod in new:
             server = self._servers.get(pod.metadata.uid)
             if server is not None:
@@ -210,6 +216,9 @@ class PodServers:
         return PodServer(pod.metadata.name, model, pod.status.pod_ip, server)
 
     def _start(self, pod: PodServer) -> None:
+        previous = self._stopping.get(pod.ip)
+        if previous is not None:
+            previous.join(30)
         try:
             if pod.model:
                 self._register(pod.model)
@@ -264,14 +273,19 @@ def _read_when_there(read: Callable[[], Any], timeout: float = 10) -> Any:
             time.sleep(0.2)
 
 
+# Logit biases that keep the pod model from ending a generation (qwen2's end tokens), for
+# tests that need requests to stay in flight.
+NO_EOS = {"151643": -100, "151645": -100}
+
+
 def make_pod_model(folder: Path) -> Path:
-    """The generated GGUF every pod serves: llama-shaped, phi-3's 32k vocabulary and chat
-    template (small, so it loads in about a second)."""
+    """The generated GGUF every pod serves: the tests' usual chat model (llama-shaped,
+    random weights, qwen2's vocabulary and chat template, F16)."""
     from inference import modelgen
 
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "pod-chat.gguf"
     if not path.exists():
-        modelgen.make_llama_gguf(path.with_suffix(".tmp"), vocab="phi-3", qtype="F16", seed=7)
+        modelgen.make_llama_gguf(path.with_suffix(".tmp"), vocab="qwen2", qtype="F16")
         shutil.move(path.with_suffix(".tmp"), path)
     return path
