@@ -133,11 +133,17 @@ def _transport_class(lib):
 
     class Transport(lib.BaseTransport):
         """lib's transport, connecting only to addresses the policy allows (see the module's
-        notes): each request, redirects included, is sent to the address checked for its host."""
+        notes): each request, redirects included, is sent to the address checked for its host.
+
+        One connection pool per host name: pools are keyed by the address connected to, and
+        two names on one address (a CDN's) must not share a connection made with the other's
+        TLS server name."""
 
         def __init__(self, policy: Policy | None = None, **kwargs):
             self.policy = policy
-            self.inner = lib.HTTPTransport(**kwargs)
+            self.kwargs = kwargs
+            self.pools: dict[str, lib.HTTPTransport] = {}
+            self.lock = threading.Lock()
 
         def handle_request(self, request):
             policy = self.policy or current()
@@ -153,10 +159,19 @@ def _transport_class(lib):
                 # The Host header was set from the original URL when the request was built.
                 request = lib.Request(request.method, url.copy_with(host=address), headers=request.headers,
                                       stream=request.stream, extensions=extensions)
-            return self.inner.handle_request(request)
+            return self._pool(url.host).handle_request(request)
+
+        def _pool(self, host: str):
+            with self.lock:
+                if host not in self.pools:
+                    self.pools[host] = lib.HTTPTransport(**self.kwargs)
+                return self.pools[host]
 
         def close(self) -> None:
-            self.inner.close()
+            with self.lock:
+                pools, self.pools = list(self.pools.values()), {}
+            for pool in pools:
+                pool.close()
 
     return Transport
 
@@ -183,9 +198,10 @@ def current() -> Policy:
     return _policy
 
 
-def client(**kwargs) -> httpx.Client:
-    """An httpx client whose every connection, redirects included, obeys the policy."""
-    return httpx.Client(transport=Transport(), **kwargs)
+def client(verify=True, **kwargs) -> httpx.Client:
+    """An httpx client whose every connection, redirects included, obeys the policy.
+    (`verify` goes to the transport: a client given a transport ignores its own.)"""
+    return httpx.Client(transport=Transport(verify=verify), **kwargs)
 
 
 def _use_for_huggingface_hub() -> None:

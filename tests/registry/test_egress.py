@@ -91,6 +91,55 @@ def test_an_error_never_quotes_what_the_registry_sent(egress_server, hostile):
     assert "500" in error and "text/html" in error and str(len(SECRET) * 4) in error
 
 
+def test_https_goes_to_the_checked_address_under_its_name(tmp_path):
+    """The transport connects to the address it checked (no second lookup for DNS rebinding
+    to answer differently), while the request keeps its Host and TLS checks the certificate
+    for the URL's name. In-process: a TLS server on 127.0.0.1 with a certificate for localhost."""
+    import shutil
+    import ssl
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from modelyard.server.registry import egress
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key),
+                    "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost"], check=True, capture_output=True)
+
+    class Echo(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = f"{self.headers['Host']} {self.connection.getsockname()[0]}".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    trusted = ssl.create_default_context(cafile=str(cert))
+    try:
+        allowed = egress.Transport(egress.Policy.parse(["127.0.0.1"]), verify=trusted)
+        with httpx.Client(transport=allowed) as client:
+            r = client.get(f"https://localhost:{port}/")
+        assert r.status_code == 200 and r.text == f"localhost:{port} 127.0.0.1"
+        with httpx.Client(transport=egress.Transport(egress.Policy(), verify=trusted)) as client:
+            with pytest.raises(egress.EgressRefused):
+                client.get(f"https://localhost:{port}/")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 # ---- push: the upload must stay on the registry -------------------------------------------------
 
 @pytest.fixture(scope="module")
