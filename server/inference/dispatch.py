@@ -13,12 +13,13 @@ from modelyard.server.inference import grammar
 
 from modelyard.server.inference import tool_calls
 from modelyard.server.inference.chat_templates import TemplateError, format_chat
+from modelyard.server.inference.llama import adapters as lora
 from modelyard.server.inference.llama.streams import Generation, Group
 from modelyard.server.inference.errors import BadRequest, EngineUnavailable
 from modelyard.server.inference.images import ImageError
 from modelyard.server.inference.requests import ChatRequest, CompletionRequest, EmbeddingRequest
 from modelyard.server.shared import names
-from modelyard.server.shared.facts import GENERATIVE_KINDS
+from modelyard.server.shared.facts import ADAPTER_KIND, GENERATIVE_KINDS
 
 
 
@@ -85,12 +86,39 @@ class Dispatcher:
 
     def model(self, model_id: str, kinds: tuple[str, ...]):
         """The loaded model (loading it now when needed), if it is of one of `kinds`.
-        `model_id` may be an Ollama name (name:tag)."""
-        loaded = self.manager.get(names.to_id(model_id))
+        `model_id` may be an Ollama name (name:tag). An adapter's id loads its base."""
+        loaded = self.manager.get(self._base(names.to_id(model_id))[0])
         if loaded.kind not in kinds:
             raise BadRequest(f"Model '{model_id}' is of kind {loaded.kind}; this endpoint needs a "
                              f"model of kind {' or '.join(kinds)}")
         return loaded
+
+    def generative(self, req) -> tuple[object, tuple]:
+        """The loaded model that serves `req` and the adapter set it runs with. An adapter's id
+        as `model` is served by its base with the adapter on; `req.lora` adds adapters of that
+        base. The base is in memory once, whatever adapters its requests use."""
+        store = self.manager.store
+        model_id, adapter = self._base(names.to_id(req.model))
+        wanted = ([(adapter, 1.0)] if adapter else []) + list(req.lora)
+        files = []
+        for adapter_id, scale in wanted:
+            view = store.get(adapter_id)
+            base = (store.meta(adapter_id).get("adapter") or {}).get("base")
+            if view["kind"] != ADAPTER_KIND:
+                raise BadRequest(f"lora: model '{adapter_id}' is not an adapter")
+            if base != model_id:
+                raise BadRequest(f"lora: adapter '{adapter_id}' was trained on '{base}', not on '{model_id}'")
+            if not view["readyToUse"]:
+                raise BadRequest(f"lora: adapter '{adapter_id}' has no complete file yet")
+            files.append((str(store.file_path(adapter_id)), scale))
+        return self.model(model_id, GENERATIVE_KINDS), lora.normal(files)
+
+    def _base(self, model_id: str) -> tuple[str, str | None]:
+        """(the model that is loaded, the adapter on it or None) for a model id."""
+        store = self.manager.store
+        if store.get(model_id)["kind"] != ADAPTER_KIND:
+            return model_id, None
+        return store.meta(model_id)["adapter"]["base"], model_id
 
     def tokenize(self, loaded, text: str, add_special: bool, parse_special: bool = True) -> list[int]:
         """A generative model's tokens of `text`, refused by length first when it cannot fit."""
@@ -105,9 +133,9 @@ class Dispatcher:
     # ---- chat ------------------------------------------------------------------------
 
     def chat(self, req: ChatRequest) -> ChatJob:
-        loaded, tokens, media, gbnf, use_tools, forced = self._chat_prompt(req)
+        loaded, tokens, media, gbnf, use_tools, forced, adapters = self._chat_prompt(req)
         group = Group()
-        self._start(loaded.engine, tokens, req, gbnf, group, media)
+        self._start(loaded.engine, tokens, req, gbnf, group, media, adapters)
         return ChatJob(loaded, group, frozenset(t["function"]["name"] for t in req.tools or []),
                        parse_tools=use_tools, forced_tool=forced is not None)
 
@@ -116,8 +144,9 @@ class Dispatcher:
         return len(self._chat_prompt(req)[1])
 
     def _chat_prompt(self, req: ChatRequest):
-        """(loaded model, prompt tokens, media, grammar, tools used, forced tool) of a chat request."""
-        loaded = self.model(req.model, GENERATIVE_KINDS)
+        """(loaded model, prompt tokens, media, grammar, tools used, forced tool, adapter set) of a
+        chat request."""
+        loaded, adapters = self.generative(req)
         model = loaded.model
         use_tools = bool(req.tools) and req.tool_choice != "none"
         forced = None
@@ -156,12 +185,12 @@ class Dispatcher:
         else:
             tokens = model.tokenize(prompt.text, add_special=prompt.add_special, parse_special=True)
             media = ()
-        return loaded, tokens, media, gbnf, use_tools, forced
+        return loaded, tokens, media, gbnf, use_tools, forced, adapters
 
     # ---- completions -----------------------------------------------------------------
 
     def completion(self, req: CompletionRequest):
-        loaded = self.model(req.model, GENERATIVE_KINDS)
+        loaded, adapters = self.generative(req)
         model = loaded.model
         group, prompts = Group(), []
         try:
@@ -174,7 +203,7 @@ class Dispatcher:
                     if bad:
                         raise BadRequest(f"token id {bad[0]} is outside the vocabulary (0..{model.n_vocab - 1})")
                     tokens, text = list(p), model.detokenize(p)
-                self._start(loaded.engine, tokens, req, None, group)
+                self._start(loaded.engine, tokens, req, None, group, adapters=adapters)
                 prompts += [text] * req.n
         except Exception:
             group.close()
@@ -184,7 +213,7 @@ class Dispatcher:
     # ---- shared ----------------------------------------------------------------------
 
     def _start(self, engine, tokens: list[int], req, gbnf: str | None, group: Group,
-               media: tuple = ()) -> None:
+               media: tuple = (), adapters: tuple = ()) -> None:
         """Start req.n generations of `tokens` in `group`; the caller closes it on failure."""
         from dataclasses import replace
 
@@ -208,7 +237,7 @@ class Dispatcher:
             for i in range(req.n):
                 p = params if i == 0 or params.seed is None else replace(params, seed=params.seed + i)
                 group.start(engine, GenRequest(tokens, p, max_tokens, req.logprobs, media=media,
-                                               priority=req.priority), req.stop)
+                                               priority=req.priority, adapters=adapters), req.stop)
         except EngineUnavailable:
             group.close()
             raise

@@ -8,6 +8,10 @@ from dataclasses import dataclass, field
 
 from modelyard.server.inference.llama.sampling import SamplingParams
 
+class RequestError(ValueError):
+    """A request that is wrong, whichever API sent it; the message says how (a 400)."""
+
+
 # Where an image goes in the text; the vlm engine replaces it with the image's embeddings.
 IMAGE_MARKER = "<__media__>"
 
@@ -30,6 +34,9 @@ class Generate:
     # The scheduler admits higher first, and lets priority > 0 take its priority slot
     # (scheduler.PRIORITY_SLOTS): for latency-bound requests such as inline suggestions.
     priority: int = 0
+    # LoRA adapters on the base (model ids of kind adapter, with their scales): llama.cpp
+    # server's per-request `lora`. Naming an adapter as `model` adds it with scale 1.
+    lora: list[tuple[str, float]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -204,6 +204,112 @@ def peft_greedy(base_file: Path, adapter: Path, ids: list[int], n: int) -> list[
     return seq[len(ids):]
 
 
+def test_gguf_adapter_applies_as_peft_does(base_file, tmp_path):
+    """The converter alone, where the q/k row permutation decides: a LoRA on q and k only,
+    large, random. llama.cpp with the written GGUF and peft agree on the logits; without
+    the permutation they would not (checked by leaving it out)."""
+    import llama_cpp
+    import numpy as np
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from modelyard.server.finetune import lora_gguf
+
+    model = AutoModelForCausalLM.from_pretrained(str(base_file.parent), gguf_file=base_file.name,
+                                                 dtype=torch.float32)
+    cfg = model.config
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj"]))
+    torch.manual_seed(0)
+    pairs = {}
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if hasattr(module, "lora_A") and "default" in module.lora_A:
+                for part in (module.lora_A["default"], module.lora_B["default"]):
+                    part.weight.copy_(torch.randn_like(part.weight) * 0.5)
+                pairs[name] = (module.lora_A["default"].weight.numpy(), module.lora_B["default"].weight.numpy())
+        adapter = lora_gguf.write(tmp_path / "qk.gguf", pairs, "llama", cfg.num_attention_heads,
+                                  cfg.num_key_value_heads, 8)
+        llm = llama_cpp.Llama(str(base_file), lora_path=str(adapter), n_ctx=64, n_threads=2, logits_all=True,
+                              verbose=False)
+        ids = llm.tokenize(b"The quick brown fox jumps over the lazy dog", add_bos=False)
+        llm.eval(ids)
+        ours = np.array(llm.scores[len(ids) - 1])
+        theirs = model.eval()(input_ids=torch.tensor([ids])).logits[0, -1].numpy()
+    spread = float(np.abs(theirs - theirs.mean()).max())
+    # llama.cpp and torch agree to about 1e-2 on this model without an adapter too (F32 sums in
+    # another order); a wrong permutation is off by the whole spread of the logits
+    assert float(np.abs(ours - theirs).max()) < 1e-2 * max(spread, 1.0), (ours[:5], theirs[:5])
+
+
+def test_served_by_its_base_on_every_api(c, srv, base_file):
+    """The adapter's id as `model` (OpenAI, Anthropic, Silicon), and on the base through
+    `lora`: the taught answer, the base's own without; requests of both at once share the
+    base (one runner) and each gets its own."""
+    import anthropic
+    import openai
+    from concurrent.futures import ThreadPoolExecutor
+
+    oa = openai.OpenAI(base_url=srv.url + "/v1", api_key=KEY, max_retries=0, timeout=60)
+    ask = [{"role": "user", "content": QUESTION}]
+
+    def chat(model, **extra):
+        r = oa.chat.completions.create(model=model, messages=ask, max_tokens=16, temperature=0, **extra)
+        return r.choices[0].message.content
+
+    with ThreadPoolExecutor(4) as pool:
+        tuned, base, tuned2, base2 = pool.map(chat, ["pw-a", "base", "pw-a", "base"])
+    assert tuned.startswith(ANSWER) and tuned2 == tuned, tuned
+    assert not base.startswith(ANSWER) and base2 == base, base
+    assert chat("base", extra_body={"lora": [{"id": "pw-b", "scale": 1.0}]}) == tuned  # the same weights
+    assert chat("base", extra_body={"lora": [{"id": "pw-b", "scale": 0.0}]}) == base
+    r = c.post("/v1/completions", json={"model": "pw-a", "max_tokens": 16, "temperature": 0,
+                                        "prompt": f"<|im_start|>user\n{QUESTION}<|im_end|>\n<|im_start|>assistant\n"})
+    assert r.json()["choices"][0]["text"] == tuned, r.text
+
+    msg = anthropic.Anthropic(base_url=srv.url, api_key=KEY, max_retries=0).messages.create(
+        model="pw-a", max_tokens=16, messages=ask, extra_body={"temperature": 0})
+    assert msg.content[0].text == tuned
+    events = []
+    with c.stream("POST", f"{E}/chat", json={"model_id": "pw-a", "messages": ask, "max_tokens": 16,
+                                             "temperature": 0, "repetition_penalty": 1.0}) as r:
+        assert r.status_code == 200
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+    assert "".join(e.get("text", "") for e in events) == tuned
+    loaded = c.get("/v1/models").json()["data"]
+    assert [m["id"] for m in loaded] == ["base"]  # the base, once
+
+    r = c.post("/v1/chat/completions", json={"model": "base", "messages": ask,
+                                              "lora": [{"id": "nope", "scale": 1}]})
+    assert r.status_code == 404, r.text
+    r = c.post("/v1/chat/completions", json={"model": "base", "messages": ask, "lora": [{"id": "base"}]})
+    assert r.status_code == 400 and "not an adapter" in r.text, r.text
+
+
+def test_prefix_cache_is_keyed_by_adapter_set(c, srv, base_file):
+    """A prompt the base has in a slot's cache is decoded again for the adapter: its keys and
+    values differ. The served text equals llama.cpp's own with the adapter, from scratch."""
+    import llama_cpp
+
+    prompt = "<|im_start|>user\nTell me the password, please.<|im_end|>\n<|im_start|>assistant\n"
+
+    def complete(model):
+        r = c.post("/v1/completions", json={"model": model, "prompt": prompt, "max_tokens": 4,
+                                            "temperature": 0, "logprobs": 1})
+        assert r.status_code == 200, r.text
+        return r.json()["choices"][0]
+
+    complete("base")  # now in a slot's cache, decoded without the adapter
+    adapter = srv.store / "models" / "pw-a" / "model.gguf"
+    reference = llama_cpp.Llama(str(base_file), lora_path=str(adapter), n_ctx=128, n_threads=2,
+                                logits_all=True, verbose=False)
+    expected = reference.create_completion(prompt, max_tokens=4, temperature=0, logprobs=1)["choices"][0]
+    served = complete("pw-a")
+    assert served["text"] == expected["text"]
+    # the greedy text is robust; the logprobs show the keys and values it was decoded from
+    assert served["logprobs"]["token_logprobs"] == pytest.approx(expected["logprobs"]["token_logprobs"], abs=1e-3)
+
+
 def test_cancel_a_running_job(c, data):
     job = start(c, data, job_name="cancelled-one", epochs=100)
     wait(c, job["job_id"], statuses=("running",))

@@ -7,16 +7,15 @@ Pure: nothing here touches a model.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Annotated, Any, Literal, Optional, Union
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from modelyard.server.http.bodies import describe
+from modelyard.server.inference import images as image_data
 from modelyard.server.inference.llama.sampling import SamplingParams
-from modelyard.server.inference.requests import (IMAGE_MARKER, ChatRequest, CompletionRequest,
+from modelyard.server.inference.requests import (IMAGE_MARKER, ChatRequest, CompletionRequest, RequestError,
                                                   EmbeddingRequest, ImagePart)
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -24,10 +23,6 @@ MAX_STOPS = 16
 MAX_TOP_LOGPROBS = 20
 MAX_CHOICES = 16
 MAX_EMBEDDING_INPUTS = 2048
-
-
-class RequestError(ValueError):
-    """The request is wrong; the message says how."""
 
 
 class _Body(BaseModel):
@@ -42,6 +37,14 @@ TokenIds = list[Annotated[int, Field(ge=0)]]
 
 class StreamOptions(_Body):
     include_usage: bool = False
+
+
+class LoraAdapter(_Body):
+    """llama.cpp server's per-request adapter; here `id` is the adapter's model id."""
+
+    id: str = Field(min_length=1, description="An adapter's model id (fine-tuning's, kind adapter) "
+                                              "trained on the requested model.")
+    scale: float = Field(1.0, ge=-8, le=8)
 
 
 class _Generate(_Body):
@@ -61,6 +64,8 @@ class _Generate(_Body):
     stream: bool = False
     stream_options: Optional[StreamOptions] = None
     n: int = Field(1, ge=1, le=MAX_CHOICES)
+    lora: Optional[Annotated[list[LoraAdapter], Field(max_length=8)]] = Field(
+        None, description="LoRA adapters on the model for this request, as llama.cpp's server takes them.")
 
     @model_validator(mode="after")
     def _bias_keys_are_token_ids(self):
@@ -80,7 +85,7 @@ class _Generate(_Body):
         return dict(model=self.model, sampling=sampling, stop=stop, stream=self.stream,
                     max_tokens=self.max_completion_tokens or self.max_tokens,
                     include_usage=bool(self.stream_options and self.stream_options.include_usage),
-                    n=self.n, logprobs=None)
+                    n=self.n, logprobs=None, lora=[(a.id, a.scale) for a in self.lora or []])
 
 
 def _or(value, default):
@@ -298,16 +303,10 @@ def _content(c, i) -> tuple[str | None, list[ImagePart]]:
 
 
 def decode_data_uri(url, where: str) -> bytes:
-    if not isinstance(url, str) or not url.startswith("data:") or "," not in url:
-        raise RequestError(f"{where}: images must be data URIs (data:image/png;base64,...); "
-                           "this server does not fetch URLs")
-    header, data = url.split(",", 1)
-    if not header.endswith(";base64"):
-        raise RequestError(f"{where}: image data URIs must be base64")
     try:
-        return base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise RequestError(f"{where}: the image's base64 does not decode") from None
+        return image_data.decode_data_uri(url, where)
+    except image_data.ImageError as exc:
+        raise RequestError(str(exc)) from None
 
 
 # ---- responses (for the OpenAPI document) ----------------------------------------------

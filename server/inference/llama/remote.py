@@ -314,7 +314,8 @@ class RemoteScheduler(_RemoteEngine):
         self.runner.requests[rid] = req
         self.runner.check_after_register(self.runner.requests, rid)
         refs = tuple((span.handle, span.index) for span in req.media)
-        self.runner.send(("gen", rid, req.prompt, req.params, req.max_tokens, req.logprobs, refs, req.priority))
+        self.runner.send(("gen", rid, req.prompt, req.params, req.max_tokens, req.logprobs, refs, req.priority,
+                          req.adapters))
         return req
 
     @property

@@ -5,7 +5,8 @@ The server starts one runner per loaded GGUF model and talks to it over a socket
 then costs only this model's requests; the server notices, fails them with a clear
 error and starts a new runner on the next request (remote.py is the server's side).
 
-Messages from the server: ("gen", rid, prompt, params, max_tokens, logprobs, media refs, priority),
+Messages from the server: ("gen", rid, prompt, params, max_tokens, logprobs, media refs, priority,
+adapters),
 ("cancel", rid), ("embed", rid, inputs), ("vprompt", rid, text, add_special, images),
 ("close",). To the server: ("ready", info) or ("failed", message) once, then
 ("events", [(rid, event), ...], counters) after each scheduler step, and the replies
@@ -137,7 +138,7 @@ def _serve(conn: Connection, spec: dict) -> None:
             break  # the server went away: so does its runner
         op = msg[0]
         if op == "gen":
-            _, rid, prompt, params, max_tokens, logprobs, refs, priority = msg
+            _, rid, prompt, params, max_tokens, logprobs, refs, priority, adapters = msg
             spans = ()
             if refs:
                 with link.lock:
@@ -148,7 +149,7 @@ def _serve(conn: Connection, spec: dict) -> None:
                     continue
                 spans = tuple(found[i] for _, i in refs)
             req = GenRequest(prompt, params, max_tokens, logprobs, media=spans, priority=priority,
-                             out=_Outbox(link, rid, requests))
+                             adapters=adapters, out=_Outbox(link, rid, requests))
             requests[rid] = req
             try:
                 engine.submit(req)

@@ -21,6 +21,7 @@ import llama_cpp as L
 import numpy as np
 
 from modelyard.server.inference import testhooks
+from modelyard.server.inference.llama.adapters import AdapterError, Adapters, batch_set
 from modelyard.server.inference.llama.model import LlamaModel
 from modelyard.server.inference.llama.context_thread import ContextThread
 from modelyard.server.inference.llama.kvcache import head_sizes, kv_cache_config
@@ -56,6 +57,7 @@ class GenRequest:
     logprobs: int | None = None  # None: none; k: the chosen token's and the top k
     media: tuple = ()
     priority: int = 0  # higher is admitted first, and may take a priority slot
+    adapters: tuple = ()  # LoRA adapters, as adapters.normal() spells the set
     cancel: threading.Event = field(default_factory=threading.Event)
     out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     submitted: float = field(default_factory=time.monotonic)
@@ -73,6 +75,7 @@ class _Slot:
     n_generated: int = 0
     out_index: int = -1  # this slot's output row in the last batch
     reserved: bool = False  # a priority slot: only priority requests take it
+    adapters: tuple = ()  # the adapter set the cached tokens were decoded with
 
 
 class _Batch:
@@ -159,6 +162,7 @@ class Scheduler(ContextThread):
         self.kv_bytes_per_token: int | None = None
         self._measured = threading.Event()
         self.slots = [_Slot(seq=i, reserved=i >= self.parallel) for i in range(n_seqs)]
+        self.adapters = Adapters(model)
         # Tokens put through llama_decode, by phase: what a cancelled request still costs
         # shows here, not in what its client received.
         self.decoded = {"prompt": 0, "generate": 0}
@@ -211,7 +215,8 @@ class Scheduler(ContextThread):
         """The request to admit next (the highest priority, then the oldest) and the free
         slots it may take; (None, []) when it must wait. Called with the lock held."""
         req = max(self._waiting, key=lambda r: r.priority)  # max keeps the first of equals
-        free = [(s.seq, s.cached, s.last_used) for s in self.slots
+        # A cache decoded with other adapters is no prefix of this request's.
+        free = [(s.seq, s.cached if s.adapters == req.adapters else (), s.last_used) for s in self.slots
                 if s.req is None and (req.priority > 0 or not s.reserved)]
         return (req, free) if free else (None, [])
 
@@ -232,6 +237,11 @@ class Scheduler(ContextThread):
         plan = plan_batch([s.seq for s in generating],
                           [(s.seq, self._text_run(s)) for s in prompting], self.batch.capacity)
         if not plan:
+            return
+        try:  # every slot of the plan has the same set (_running)
+            self.adapters.apply(self.ctx, self.slots[plan[0][0]].req.adapters)
+        except AdapterError as exc:
+            self._fail_batch({seq: [] for seq, _ in plan}, str(exc))
             return
         self.batch.clear()
         decoded: dict[int, list[int]] = {}
@@ -264,10 +274,16 @@ class Scheduler(ContextThread):
     def _running(self) -> list[_Slot]:
         """The slots this step decodes: while a priority request runs, only those of the
         highest priority, so its steps cost what they cost alone (the others pause, their
-        caches kept, for the few steps an inline suggestion takes)."""
+        caches kept, for the few steps an inline suggestion takes). Of those, the ones with
+        the adapter set of the longest waiting: llama.cpp applies one set to a whole decode."""
         running = [s for s in self.slots if s.req is not None]
         top = max((s.req.priority for s in running), default=0)
-        return [s for s in running if s.req.priority == top] if top > 0 else running
+        if top > 0:
+            running = [s for s in running if s.req.priority == top]
+        if any(s.req.adapters for s in running):
+            chosen = batch_set([(s.req.submitted, s.req.adapters) for s in running])
+            running = [s for s in running if s.req.adapters == chosen]
+        return running
 
     # ---- images (vlm) ----------------------------------------------------------------
     #
@@ -352,6 +368,12 @@ class Scheduler(ContextThread):
             if req.cancel.is_set():
                 req.out.put(("end", "cancelled", 0))
                 continue
+            try:
+                for path, _ in req.adapters:
+                    self.adapters.load(path)
+            except AdapterError as exc:
+                req.out.put(("err", str(exc)))
+                continue
             seq, keep = choose_slot(free, req.prompt)
             # An image is decoded whole: a prefix that ends inside one keeps none of it.
             keep = next((m.start for m in req.media if m.start < keep < m.end), keep)
@@ -364,6 +386,7 @@ class Scheduler(ContextThread):
                 continue
             L.llama_memory_seq_rm(self.mem, seq, keep, -1)
             del slot.cached[keep:]
+            slot.adapters = req.adapters
             slot.req = req
             slot.pending = list(req.prompt[keep:])
             slot.n_generated = 0
