@@ -288,13 +288,28 @@ def read_limited(resp: httpx.Response, limit: int, what: str, declared: bool = F
     return bytes(data)
 
 
-def file_chunks(path: Path, progress: Callable[[int], None], cancel: threading.Event) -> Iterator[bytes]:
-    """A file's bytes for an upload, reporting the count sent and stopping on cancel."""
-    sent = 0
+def file_chunks(path: Path, layer: Layer, progress: Callable[[int], None],
+                cancel: threading.Event) -> Iterator[bytes]:
+    """A file's bytes for an upload as `layer`, reporting the count sent and stopping on cancel.
+
+    The bytes are hashed as they go, and the last chunk is held back until the whole file
+    is known to match the layer's digest and size: a file changed since it was recorded (one
+    registered by path, rewritten by its owner) is never completed under the old digest,
+    whether or not the registry checks it."""
+    sent, hasher = 0, hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
+        chunk = f.read(CHUNK)
+        while chunk:
             if cancel.is_set():
                 raise Cancelled("The push was cancelled")
+            ahead = f.read(CHUNK)
+            hasher.update(chunk)
+            if not ahead and ("sha256:" + hasher.hexdigest() != layer.digest or sent + len(chunk) != layer.size):
+                raise FetchError(f"The file of layer {layer.digest} changed since it was recorded; "
+                                 "nothing was pushed under that digest", code=409)
             sent += len(chunk)
             yield chunk
             progress(sent)
+            chunk = ahead
+        if sent != layer.size:  # an empty file
+            raise FetchError(f"The file of layer {layer.digest} changed since it was recorded", code=409)

@@ -222,7 +222,7 @@ def push(store: st.Store, name: str, emit: Emit, cancel: threading.Event, insecu
                 progress(layer.size)
                 continue
             if i < len(files):
-                chunks = oci.file_chunks(store.file_path(model_id, files[i][1]), progress, cancel)
+                chunks = oci.file_chunks(store.file_path(model_id, files[i][1]), layer, progress, cancel)
             else:
                 data = dict(texts)[layer.media_type]
                 chunks = iter([data])

@@ -172,6 +172,40 @@ def test_an_upload_location_off_the_registry_is_refused(egress_server, hostile, 
     assert not [entry for entry in hostile.log if entry[0] == "PUT" and repo in entry[1]]
 
 
+def lenient(hostile, repo: str) -> None:
+    """The hostile registry takes any upload to `repo` and its manifest, checking nothing."""
+    session = f"/v2/{repo}/blobs/uploads/session"
+    hostile.set("POST", f"/v2/{repo}/blobs/uploads/", status=202, headers={"Location": session})
+    hostile.set("PUT", session, status=201)
+    hostile.set("PUT", f"/v2/{repo}/manifests/1", status=201)
+
+
+def test_a_push_never_completes_a_layer_whose_file_changed(egress_server, hostile, gguf_files):
+    """Integrity of a push: a registry that checks nothing still never gets a changed file
+    under its recorded digest (the last chunk waits for the hash)."""
+    from modelyard.server.shared import names
+
+    pulled = f"{hostile.host}/egress/changed:1"
+    hostile.model("egress/changed", "1", [(MODEL, gguf_files["model"])])
+    assert pull(egress_server, pulled).status_code == 200
+    for repo in ("egress/sound-push", "egress/changed-push"):
+        lenient(hostile, repo)
+        assert httpx.post(f"{egress_server.url}/api/copy", headers=AUTH,
+                          json={"source": pulled, "destination": f"{hostile.host}/{repo}:1"}).status_code == 200
+    r = push(egress_server, f"{hostile.host}/egress/sound-push:1")
+    assert r.status_code == 200, r.text
+
+    path = egress_server.store / "models" / names.to_id(pulled) / "model.gguf"
+    with open(path, "r+b") as f:  # its owner rewrites it in place (a file registered by path)
+        f.seek(-1, 2)
+        last = f.read(1)
+        f.seek(-1, 2)
+        f.write(bytes([last[0] ^ 1]))
+    r = push(egress_server, f"{hostile.host}/egress/changed-push:1")
+    assert r.status_code == 409 and "changed since it was recorded" in r.json()["error"], r.text
+    assert ("PUT", "/v2/egress/changed-push/manifests/1") not in hostile.log
+
+
 # ---- the hub and `modelyard fetch` ----------------------------------------------------------------
 
 def test_the_hub_behind_hf_endpoint_obeys_the_policy(internal, tmp_path):
