@@ -33,6 +33,8 @@ def _serve_parser(sub) -> None:
     p.add_argument("--threads", type=int, help=f"{helps['threads']} (default: all cores; MODELYARD_THREADS)")
     p.add_argument("--engine-hang-timeout", type=float,
                    help=f"{helps['engine_hang_timeout']} (default 300; MODELYARD_ENGINE_HANG_TIMEOUT)")
+    p.add_argument("--keepalive-seconds", type=float,
+                   help=f"{helps['keepalive_seconds']} (default 10; MODELYARD_KEEPALIVE_SECONDS)")
     p.add_argument("--http-threads", type=int, help=f"{helps['http_threads']} (MODELYARD_HTTP_THREADS)")
     p.add_argument("--max-body-size", type=int, help=f"{helps['max_body_size']} (MODELYARD_MAX_BODY_SIZE)")
     p.add_argument("--max-upload-size", type=int, help=f"{helps['max_upload_size']} (MODELYARD_MAX_UPLOAD_SIZE)")

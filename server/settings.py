@@ -68,6 +68,11 @@ class Settings:
         metadata={"help": "host names a server without an API key answers besides localhost and loopback "
                           "addresses (a guard against DNS rebinding); with a key any Host is served (repeatable)"},
     )
+    keepalive_seconds: float = field(
+        default=10.0,
+        metadata={"help": "seconds between keep-alives on a stream that waits for a slot or its prompt "
+                          "(each API's own: an SSE comment or ping event, an empty NDJSON chunk)"},
+    )
     http_threads: int = field(
         default=DEFAULT_HTTP_THREADS, metadata={"help": "gunicorn gthread threads"}
     )

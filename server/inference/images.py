@@ -7,6 +7,8 @@ image never reach libmtmd's audio and video fallbacks.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import struct
 
 MAX_SIDE = 8192  # pixels; decoding takes 3 bytes a pixel (192 MiB at the limit)
@@ -21,6 +23,25 @@ _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 
 
 class ImageError(ValueError):
     """The bytes are not an image this server takes; the message says why."""
+
+
+def decode_base64(data: str, where: str) -> bytes:
+    """An image sent as base64 (a bare string, or a data URI's payload), or ImageError."""
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise ImageError(f"{where}: the image's base64 does not decode") from None
+
+
+def decode_data_uri(url, where: str) -> bytes:
+    """The bytes of a `data:<type>;base64,<data>` URI, or ImageError: this server fetches no URLs."""
+    if not isinstance(url, str) or not url.startswith("data:") or "," not in url:
+        raise ImageError(f"{where}: images must be data URIs (data:image/png;base64,...); "
+                         "this server does not fetch URLs")
+    header, data = url.split(",", 1)
+    if not header.endswith(";base64"):
+        raise ImageError(f"{where}: image data URIs must be base64")
+    return decode_base64(data, where)
 
 
 def sniff(data: bytes) -> tuple[str, int, int]:

@@ -8,6 +8,10 @@ from dataclasses import dataclass, field
 
 from modelyard.server.inference.llama.sampling import SamplingParams
 
+class RequestError(ValueError):
+    """A request that is wrong, whichever API sent it; the message says how (a 400)."""
+
+
 # Where an image goes in the text; the vlm engine replaces it with the image's embeddings.
 IMAGE_MARKER = "<__media__>"
 

@@ -201,9 +201,9 @@ def test_a_dropped_stream_decodes_at_most_a_few_more_tokens(start_server):
 def test_a_dropped_whole_answer_decodes_at_most_a_quarter_second_more(start_server):
     """Not streamed: nothing is written until the answer is whole, so the server watches the
     socket every 0.25 s; the runner drops the sequence within one decode step after that."""
-    server = start_server("--parallel", "1", "--init-context-size", "4096", "--preload", "chat")
+    server = start_server("--parallel", "1", "--init-context-size", "2048", "--preload", "chat")
     server.wait_up("/readyz", 60)
-    body = json.dumps({"model": "chat", "messages": MSG, "max_tokens": 4000, "logit_bias": NO_EOS}).encode()
+    body = json.dumps({"model": "chat", "messages": MSG, "max_tokens": 1900, "logit_bias": NO_EOS}).encode()
     sock = socket.create_connection(("127.0.0.1", server.port))
     sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " + KEY.encode()
                  + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)

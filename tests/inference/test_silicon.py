@@ -222,6 +222,21 @@ def test_errors_quote_no_bytes_and_list_no_names(c, tmp_path):
     assert r.status_code == 400 and "holds 2" in r.text and "private" not in r.text, r.text
 
 
+def test_a_scan_skips_a_file_registered_under_another_id(c, model_files, tmp_path):
+    """One file is one model: a scan that would name it 'alpha' where a register named it
+    'Alpha' says so instead of registering it twice."""
+    root = tmp_path / "twins"
+    root.mkdir()
+    shutil.copyfile(model_files["plain"], root / "alpha.gguf")
+    assert c.post(f"{E}/models/register", json={"name": "Alpha", "path": str(root / "alpha.gguf")}).status_code == 200
+    before = set(models(c))
+    r = c.post(f"{E}/models/scan", json={"path": str(root)})
+    assert r.status_code == 200, r.text
+    assert r.json()["registered"] == []
+    assert r.json()["skipped"] == [{"path": str(root / "alpha.gguf"), "reason": "already registered as 'Alpha'"}]
+    assert set(models(c)) == before
+
+
 def test_a_scan_skips_fifos_links_out_and_folders_too_deep(c, tmp_path):
     import os
 

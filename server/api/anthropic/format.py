@@ -11,7 +11,7 @@ import json
 import uuid
 from typing import Callable
 
-from modelyard.server.http.jsonio import dumps
+from modelyard.server.http.sse import frame
 from modelyard.server.inference.tool_calls import may_become_call
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
@@ -47,7 +47,7 @@ def new_id(prefix: str) -> str:
 
 def sse(event: str, data: dict) -> bytes:
     """One Server-Sent Event: Anthropic's clients dispatch on the `event:` line."""
-    return b"event: " + event.encode() + b"\ndata: " + dumps(data) + b"\n\n"
+    return frame(data, event)
 
 
 PING = sse("ping", {"type": "ping"})

@@ -9,8 +9,6 @@ that is wrong raises the 400 (ApiError) that says how.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from typing import Annotated, Any, Literal, Optional, Union
 
@@ -18,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from modelyard.server.http.bodies import validate
 from modelyard.server.http.errors import bad_request
+from modelyard.server.inference import images as image_data
 from modelyard.server.inference.llama.sampling import SamplingParams
 from modelyard.server.inference.requests import IMAGE_MARKER, ChatRequest, ImagePart
 
@@ -81,7 +80,9 @@ BLOCK_TYPES = ("text", "image", "tool_use", "tool_result", "thinking", "redacted
 
 
 class InputMessage(_Body):
-    role: Literal["user", "assistant"]
+    # A system turn among the messages is rendered where it stands: Claude Code's first
+    # request of a run sends [user, system].
+    role: Literal["user", "assistant", "system"]
     content: Union[str, list[Block]]
 
     @model_validator(mode="before")
@@ -105,6 +106,8 @@ class InputMessage(_Body):
                 raise ValueError(f"content[{j}]: a user message cannot hold a {b.type} block")
             if self.role == "assistant" and b.type in ("tool_result", "image"):
                 raise ValueError(f"content[{j}]: an assistant message cannot hold a {b.type} block")
+            if self.role == "system" and b.type != "text":
+                raise ValueError(f"content[{j}]: a system message holds text blocks only, not {b.type}")
         return self
 
 
@@ -262,15 +265,17 @@ def conversation(system: System | None, raw: list[InputMessage]) -> tuple[list[d
 
     A user message's tool_result blocks become `tool` messages where they stand; its text
     and images around them stay user messages. An assistant's tool_use blocks become its
-    tool_calls."""
+    tool_calls. A system message among them stays a system message where it stands."""
     out: list[dict] = []
     images: list[ImagePart] = []
     if system:
-        out.append({"role": "system", "content": system if isinstance(system, str)
-                    else "\n".join(b.text for b in system)})
+        out.append({"role": "system", "content": _system_text(system)})
     for i, m in enumerate(raw):
         if isinstance(m.content, str):
             out.append({"role": m.role, "content": m.content})
+            continue
+        if m.role == "system":
+            out.append({"role": "system", "content": _system_text(m.content)})
             continue
         if m.role == "assistant":
             out.append(_assistant(m.content))
@@ -289,6 +294,10 @@ def conversation(system: System | None, raw: list[InputMessage]) -> tuple[list[d
         if texts or not out or out[-1]["role"] != "tool":
             out.append({"role": "user", "content": "".join(texts)})
     return out, images
+
+
+def _system_text(system: System) -> str:
+    return system if isinstance(system, str) else "\n".join(b.text for b in system)
 
 
 def _assistant(blocks: list) -> dict:
@@ -326,9 +335,9 @@ def decode_image(source, where: str) -> bytes:
         raise bad_request(f"{where}: images must be sent as base64 (source.type 'base64'); "
                            "this server does not fetch URLs or files")
     try:
-        return base64.b64decode(source.data, validate=True)
-    except (binascii.Error, ValueError):
-        raise bad_request(f"{where}: the image's base64 does not decode") from None
+        return image_data.decode_base64(source.data, where)
+    except image_data.ImageError as exc:
+        raise bad_request(str(exc)) from None
 
 
 # ---- responses (for the OpenAPI document) ----------------------------------------------

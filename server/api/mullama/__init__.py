@@ -1,1 +1,1 @@
-"""The Mullama daemon's API (seed 002): model management, system status, the defaults catalogue."""
+"""The Mullama daemon's API (its documentation's "REST API" page): model management, system status, the defaults catalogue."""

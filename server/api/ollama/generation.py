@@ -9,20 +9,19 @@ from __future__ import annotations
 import json
 import time
 from datetime import datetime, timezone
-from typing import Iterator
 
 from modelyard.server.shared import names
+from modelyard.server.api import responding
 from modelyard.server.api.ollama import bodies, templates
+from modelyard.server.api.responding import Running, run_to_end
 from modelyard.server.api.ollama.schema import (ChatBody, GenerateBody, RequestError, chat_messages, decode_images,
                                                 keep_alive_seconds, with_defaults)
-from modelyard.server.http.errors import ApiError, bad_request
+from modelyard.server.http.errors import bad_request
 from modelyard.server.http.jsonio import dumps
 from modelyard.server.inference.dispatch import Dispatcher, check_prompt_length
 from modelyard.server.inference.requests import IMAGE_MARKER, ChatRequest, CompletionRequest
 from modelyard.server.shared.facts import GENERATIVE_KINDS
 
-
-NDJSON = "application/x-ndjson"
 
 
 def _now() -> str:
@@ -71,37 +70,52 @@ class _Generate:
                 "completion_tokens": gen.completion_tokens,
                 "tokens_per_second": round(gen.tokens_per_second or 0.0, 2)}
 
-    def _respond(self, resp, body, model_name: str, group, make_chunk, finish, on_close) -> None:
-        """Run a generation to its end, or stream it as NDJSON."""
-        if not body.stream:
-            try:
-                for _ in group.steps():
-                    pass
-            finally:
-                on_close()
-            gen = group.gens[0]
-            if gen.error:
-                raise ApiError(503, gen.error)
-            resp.media = finish(gen)
-            return
-        resp.content_type = NDJSON
-        resp.stream = self._lines(group, make_chunk, finish, on_close)
+    def _running(self, group, model_id: str, body) -> Running:
+        return Running(group, model_id, self.dispatcher.record, after=lambda: self._keep_alive(body, model_id))
 
-    @staticmethod
-    def _lines(group, make_chunk, finish, on_close) -> Iterator[bytes]:
-        try:
-            for gen, step in group.steps():
-                if step is not None:
-                    chunk = make_chunk(step)
-                    if chunk is not None:
-                        yield dumps(chunk) + b"\n"
-                else:
-                    if gen.error:
-                        yield dumps({"error": gen.error}) + b"\n"
-                        return
-                    yield dumps(finish(gen, streamed=True)) + b"\n"
-        finally:
-            on_close()
+    def _respond(self, req, resp, body, running: Running, make_chunk, finish, keep_alive: dict,
+                 on_step=None) -> None:
+        """Run a generation to its end (the client watched), or stream it as NDJSON."""
+        if body.stream:
+            responding.stream(resp, running, _Lines(make_chunk, finish, keep_alive, on_step),
+                              self.settings.keepalive_seconds)
+            return
+        run_to_end(req, running, on_step)
+        resp.media = finish(running.group.gens[0])
+
+
+class _Lines:
+    """Ollama's NDJSON stream: a line per piece of text, then the final object with
+    `done_reason` and the timings; an `{"error": ...}` line when it fails. Its keep-alive
+    is a chunk with no text (NDJSON has no comment line, and Ollama's clients parse every
+    line as a chunk)."""
+
+    content_type = responding.NDJSON
+
+    def __init__(self, make_chunk, finish, keep_alive: dict, on_step=None):
+        self.make_chunk, self.finish, self.keep_alive, self.on_step = make_chunk, finish, keep_alive, on_step
+
+    def opening(self, gen):
+        return ()
+
+    def step(self, gen, step):
+        if self.on_step is not None:
+            self.on_step(gen, step)
+        chunk = self.make_chunk(step)
+        if chunk is not None:
+            yield dumps(chunk) + b"\n"
+
+    def closing(self, gen):
+        yield dumps(self.finish(gen, streamed=True)) + b"\n"
+
+    def ending(self):
+        return ()
+
+    def error(self, gen, message: str):
+        yield dumps({"error": message}) + b"\n"
+
+    def ping(self) -> bytes:
+        return dumps({**self.keep_alive, "created_at": _now(), "done": False}) + b"\n"
 
 
 def _done_reason(gen) -> str:
@@ -150,7 +164,6 @@ class Generate(_Generate):
             tokens = self.dispatcher.tokenize(loaded, templated, add_special=True)
         if tokens is not None:
             _, group, _ = self.dispatcher.completion(CompletionRequest(**common, prompts=[tokens]))
-            job = None
         else:
             messages = ([{"role": "system", "content": system}] if system else []) + [
                 {"role": "user", "content": (body.prompt or "") + IMAGE_MARKER * len(images)}]
@@ -158,12 +171,13 @@ class Generate(_Generate):
                                tool_choice="none", response_format=body.response_format())
             job = self.dispatcher.chat(creq)
             group = job.group
-        gen = group.gens[0]
         produced: list[int] = []
 
-        def chunk(step):
+        def collect(g, step):
             if step.token is not None:
                 produced.append(step.token)
+
+        def chunk(step):
             if not step.text:
                 return None
             return {"model": body.model, "created_at": _now(), "response": step.text, "done": False}
@@ -177,27 +191,8 @@ class Generate(_Generate):
                 out["thinking"], out["response"] = _split_thinking(text)
             return out
 
-        def close():
-            group.close()
-            self.dispatcher.record(model_id, gen)
-            self._keep_alive(body, model_id)
-
-        if not body.stream:
-            # the answer's tokens, for `context`
-            def collect():
-                for g, step in group.steps():
-                    if step is not None and step.token is not None:
-                        produced.append(step.token)
-            try:
-                collect()
-            finally:
-                close()
-            if gen.error:
-                raise ApiError(503, gen.error)
-            resp.media = finish(gen)
-            return
-        self._respond(resp, body, body.model, group, chunk, finish, close)
-
+        self._respond(req, resp, body, self._running(group, model_id, body), chunk, finish,
+                      {"model": body.model, "response": ""}, on_step=collect)
 
     def _templated(self, body, record: dict, system: str | None, loaded) -> str | None:
         """The prompt rendered by the request's `template`, or by the model's own Ollama
@@ -237,11 +232,7 @@ class Chat(_Generate):
                            stop=opts.stops(), stream=body.stream, include_usage=False, logprobs=None,
                            messages=messages, images=images, tools=tools,
                            tool_choice="auto" if tools else "none", response_format=body.response_format())
-        try:
-            job = self.dispatcher.chat(creq)
-        except RequestError as exc:
-            raise bad_request(str(exc)) from None
-        gen = job.group.gens[0]
+        job = self.dispatcher.chat(creq)
         # With tools, the answer may be a call: it is held back and sent whole at the end.
         hold = job.parse_tools
 
@@ -269,17 +260,11 @@ class Chat(_Generate):
             return {"model": body.model, "created_at": _now(), "message": message(held),
                     "done": True, "done_reason": _done_reason(g), **self._stats(g, started, load_ns)}
 
-        def close():
-            job.group.close()
-            self.dispatcher.record(model_id, gen)
-            self._keep_alive(body, model_id)
-
-        if hold and body.stream:
-            # nothing is sent until the end: the final object carries the whole message
-            resp.content_type = NDJSON
-            resp.stream = self._lines(job.group, lambda step: None, finish, close)
-            return
-        self._respond(resp, body, body.model, job.group, chunk, finish, close)
+        running = self._running(job.group, model_id, body)
+        keep_alive = {"model": body.model, "message": {"role": "assistant", "content": ""}}
+        # With tools the answer may be a call: nothing is sent until the end, and the final
+        # object carries the whole message.
+        self._respond(req, resp, body, running, (lambda step: None) if hold else chunk, finish, keep_alive)
 
 
 def _arguments(raw) -> dict:

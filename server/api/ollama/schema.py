@@ -6,8 +6,6 @@ other runners (`num_gpu`, `use_mmap`, ...), and they must not be an error.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 from typing import Any, Literal, Optional, Union
@@ -16,12 +14,9 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from modelyard.server.http.bodies import describe
+from modelyard.server.inference import images as image_data
 from modelyard.server.inference.llama.sampling import SamplingParams
-from modelyard.server.inference.requests import IMAGE_MARKER, ImagePart
-
-
-class RequestError(ValueError):
-    """The request is wrong; the message says how."""
+from modelyard.server.inference.requests import IMAGE_MARKER, ImagePart, RequestError
 
 
 class _Body(BaseModel):
@@ -264,9 +259,9 @@ def decode_images(images: list[str] | None, where: str) -> list[ImagePart]:
     for i, data in enumerate(images or []):
         data = data.split(",", 1)[1] if data.startswith("data:") and "," in data else data
         try:
-            out.append(ImagePart(base64.b64decode(data, validate=True), f"{where}.images[{i}]"))
-        except (binascii.Error, ValueError):
-            raise RequestError(f"{where}.images[{i}]: the image's base64 does not decode") from None
+            out.append(ImagePart(image_data.decode_base64(data, f"{where}.images[{i}]"), f"{where}.images[{i}]"))
+        except image_data.ImageError as exc:
+            raise RequestError(str(exc)) from None
     return out
 
 

@@ -7,7 +7,6 @@ import uuid
 
 import numpy as np
 
-from modelyard.server.http.jsonio import dumps
 
 
 def new_id(prefix: str) -> str:
@@ -20,12 +19,7 @@ def usage(prompt: int, completion: int, cached: int = 0) -> dict:
             "prompt_tokens_details": {"cached_tokens": cached}}
 
 
-def sse(obj) -> bytes:
-    return b"data: " + dumps(obj) + b"\n\n"
-
-
 SSE_DONE = b"data: [DONE]\n\n"
-SSE_PING = b": ping\n\n"
 
 
 # ---- chat ------------------------------------------------------------------------------

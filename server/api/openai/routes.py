@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import time
-from typing import Iterator
 
-
-from modelyard.server.api.generating import run_to_end
+from modelyard.server.api import responding
+from modelyard.server.api.responding import Running, run_to_end
 from modelyard.server.api.openai import format as fmt
 from modelyard.server.http.bodies import read_json_object, read_model
 from modelyard.server.http.errors import ApiError, bad_request, not_found
+from modelyard.server.http.sse import PING, frame
 from modelyard.server.inference.llama.streams import Generation, Group
 from modelyard.server.inference.dispatch import ChatJob, Dispatcher
 from modelyard.server.api.openai.schema import (LoadModelBody, RequestError, parse_chat, parse_completion,
@@ -16,12 +16,6 @@ from modelyard.server.api.openai.schema import (LoadModelBody, RequestError, par
 from modelyard.server.registry.errors import InvalidId, ModelNotFound
 from modelyard.server.shared.facts import KINDS
 from modelyard.server.inference.tool_calls import may_become_call
-from modelyard.server.http.sse import stream_events
-
-# A stream notices a client that went away only when a write fails; during long
-# silences (a request queued behind busy slots) a comment line makes that write happen.
-# (A non-streamed request watches its socket instead: see disconnect.py.)
-PING_SECONDS = 10
 
 
 def _parse(parser, body):
@@ -39,61 +33,46 @@ def usage_of(gens: list[Generation], n: int) -> dict:
 
 
 class _Generating:
-    """What the chat and completion routes share: running a request's generations to
-    the end, or streaming them, and closing every one of them whatever happens."""
+    """What the chat and completion routes share: a request's generations, run to the end
+    (every choice's (piece, logprob) entries kept) or streamed, through api/responding.py."""
 
     def __init__(self, inference: Dispatcher, settings):
         self.inference = inference
         self.settings = settings
 
-    def _finish(self, req, creq, group: Group) -> list[list[tuple[bytes, tuple]]]:
-        """Generate every choice to the end: each one's (piece, logprobs) entries.
+    def _running(self, loaded, group: Group) -> Running:
+        return Running(group, loaded.id, self.inference.record)
 
-        The client is watched meanwhile; if it hangs up, the generations are cancelled
-        at once rather than run to max_tokens for nobody."""
-        piece = group.gens[0].engine.model.piece
-        entries: list[list] = [[] for _ in group.gens]
+    def _finish(self, req, running: Running) -> list[list[tuple[bytes, tuple]]]:
+        """Generate every choice to the end: each one's (piece, logprobs) entries."""
+        piece = running.group.gens[0].engine.model.piece
+        entries: list[list] = [[] for _ in running.group.gens]
 
         def keep(gen, step):
             if step.logprob is not None:
                 entries[gen.index].append((piece(step.token), step.logprob))
-        try:
-            run_to_end(req, group, keep)
-        finally:
-            self._close(creq, group)
+        run_to_end(req, running, keep)
         return entries
 
-    def _stream(self, creq, group: Group, chunks) -> Iterator[bytes]:
-        """The SSE stream of a generate route; `chunks` (per route) turns events into chunks.
 
-        Steps of the n choices are sent as they come, each chunk naming its choice."""
-        try:
-            for gen in group.gens:
-                yield from chunks.opening(gen)
-            for item in group.steps(wait=PING_SECONDS):
-                if item is None:
-                    yield fmt.SSE_PING
-                    continue
-                gen, step = item
-                if step is not None:
-                    yield from chunks.step(gen, step)
-                elif gen.error:
-                    yield fmt.sse({"error": {"code": 503, "message": gen.error, "type": "server_error"}})
-                    return
-                else:
-                    yield from chunks.closing(gen)
-            if creq.include_usage:
-                yield fmt.sse(chunks.usage(usage_of(group.gens, creq.n)))
-            yield fmt.SSE_DONE
-        finally:
-            # Runs when the stream ends and when gunicorn closes it after a disconnect.
-            self._close(creq, group)
+class _Chunks:
+    """OpenAI's SSE stream: chunks per choice, the usage when asked for, then [DONE]."""
 
-    def _close(self, creq, group: Group) -> None:
-        # The scheduler frees each slot within one decode step.
-        group.close()
-        for gen in group.gens:
-            self.inference.record(creq.model, gen)
+    content_type = responding.SSE
+
+    def __init__(self, creq, gens: list[Generation]):
+        self.creq, self.gens = creq, gens
+
+    def ping(self) -> bytes:
+        return PING
+
+    def error(self, gen, message: str):
+        yield frame({"error": {"code": 503, "message": message, "type": "server_error"}})
+
+    def ending(self):
+        if self.creq.include_usage:
+            yield frame(self.usage(usage_of(self.gens, self.creq.n)))
+        yield fmt.SSE_DONE
 
 
 class ChatCompletions(_Generating):
@@ -101,10 +80,11 @@ class ChatCompletions(_Generating):
         body = read_json_object(req, self.settings.max_body_size)
         creq = _parse(parse_chat, body)
         job = self.inference.chat(creq)
+        running = self._running(job.loaded, job.group)
         if creq.stream:
-            stream_events(resp, self._stream(creq, job.group, _ChatChunks(creq, job, self.inference)))
+            responding.stream(resp, running, _ChatChunks(creq, job, self.inference), self.settings.keepalive_seconds)
             return
-        entries = self._finish(req, creq, job.group)
+        entries = self._finish(req, running)
         piece = job.loaded.model.piece
         choices = []
         for gen, lps in zip(job.gens, entries):
@@ -116,18 +96,19 @@ class ChatCompletions(_Generating):
         resp.media = fmt.chat_completion(fmt.new_id("chatcmpl"), creq.model, choices, usage_of(job.gens, creq.n))
 
 
-class _ChatChunks:
+class _ChatChunks(_Chunks):
     """Chat stream chunks, one choice at a time. While a choice's text may still turn
     out to be a tool call it is held back, and sent as tool_calls or text at its end."""
 
     def __init__(self, creq, job: ChatJob, inference: Dispatcher):
+        super().__init__(creq, job.gens)
         self.cid, self.created, self.name = fmt.new_id("chatcmpl"), int(time.time()), creq.model
         self.job, self.inference, self.piece = job, inference, job.loaded.model.piece
         self.held = {g.index: "" for g in job.gens}
         self.deciding = {g.index: job.parse_tools for g in job.gens}
 
     def _chunk(self, i, delta, finish=None, lp=None) -> bytes:
-        return fmt.sse(fmt.chat_chunk(self.cid, self.name, self.created, delta, finish, lp, index=i))
+        return frame(fmt.chat_chunk(self.cid, self.name, self.created, delta, finish, lp, index=i))
 
     def opening(self, gen):
         yield self._chunk(gen.index, {"role": "assistant", "content": ""})
@@ -166,10 +147,12 @@ class Completions(_Generating):
         body = read_json_object(req, self.settings.max_body_size)
         creq = _parse(parse_completion, body)
         loaded, group, prompts = self.inference.completion(creq)
+        running = self._running(loaded, group)
         if creq.stream:
-            stream_events(resp, self._stream(creq, group, _CompletionChunks(creq, loaded, prompts)))
+            responding.stream(resp, running, _CompletionChunks(creq, group, loaded, prompts),
+                              self.settings.keepalive_seconds)
             return
-        entries = self._finish(req, creq, group)
+        entries = self._finish(req, running)
         piece = loaded.model.piece
         choices = []
         for gen, lps, prompt in zip(group.gens, entries, prompts):
@@ -180,15 +163,16 @@ class Completions(_Generating):
         resp.media = fmt.completion(fmt.new_id("cmpl"), creq.model, choices, usage_of(group.gens, creq.n))
 
 
-class _CompletionChunks:
+class _CompletionChunks(_Chunks):
     """Legacy completion stream chunks: the prompt first when echo is set, then text."""
 
-    def __init__(self, creq, loaded, prompts: list[str]):
+    def __init__(self, creq, group: Group, loaded, prompts: list[str]):
+        super().__init__(creq, group.gens)
         self.cid, self.created, self.name = fmt.new_id("cmpl"), int(time.time()), creq.model
         self.echo, self.prompts, self.piece = creq.echo, prompts, loaded.model.piece
 
     def _chunk(self, i, text, finish=None, lp=None) -> bytes:
-        return fmt.sse(fmt.completion_chunk(self.cid, self.name, self.created, i, text, finish, lp))
+        return frame(fmt.completion_chunk(self.cid, self.name, self.created, i, text, finish, lp))
 
     def opening(self, gen):
         if self.echo:

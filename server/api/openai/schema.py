@@ -7,16 +7,15 @@ Pure: nothing here touches a model.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Annotated, Any, Literal, Optional, Union
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from modelyard.server.http.bodies import describe
+from modelyard.server.inference import images as image_data
 from modelyard.server.inference.llama.sampling import SamplingParams
-from modelyard.server.inference.requests import (IMAGE_MARKER, ChatRequest, CompletionRequest,
+from modelyard.server.inference.requests import (IMAGE_MARKER, ChatRequest, CompletionRequest, RequestError,
                                                   EmbeddingRequest, ImagePart)
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -24,10 +23,6 @@ MAX_STOPS = 16
 MAX_TOP_LOGPROBS = 20
 MAX_CHOICES = 16
 MAX_EMBEDDING_INPUTS = 2048
-
-
-class RequestError(ValueError):
-    """The request is wrong; the message says how."""
 
 
 class _Body(BaseModel):
@@ -308,16 +303,10 @@ def _content(c, i) -> tuple[str | None, list[ImagePart]]:
 
 
 def decode_data_uri(url, where: str) -> bytes:
-    if not isinstance(url, str) or not url.startswith("data:") or "," not in url:
-        raise RequestError(f"{where}: images must be data URIs (data:image/png;base64,...); "
-                           "this server does not fetch URLs")
-    header, data = url.split(",", 1)
-    if not header.endswith(";base64"):
-        raise RequestError(f"{where}: image data URIs must be base64")
     try:
-        return base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise RequestError(f"{where}: the image's base64 does not decode") from None
+        return image_data.decode_data_uri(url, where)
+    except image_data.ImageError as exc:
+        raise RequestError(str(exc)) from None
 
 
 # ---- responses (for the OpenAPI document) ----------------------------------------------

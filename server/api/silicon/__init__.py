@@ -1,1 +1,1 @@
-"""Silicon Studio's engine API at /api/engine (seed 001): request models, the service, routes."""
+"""Silicon Studio's engine API at /api/engine (its "Engine / Models API" document): request models, the service, routes."""

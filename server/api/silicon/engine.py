@@ -8,6 +8,7 @@ too), and a stop stops every chat this API is streaming (of one model when named
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,9 +167,17 @@ class Engine:
     def scan(self, root: str) -> tuple[list[dict], list[dict]]:
         result = registered.scan(self.allowed.check(root), exclude=self.store.models_dir, allowed=self.allowed)
         done, skipped = [], list(result.skipped)
+        holders = self._registered_paths()
         for found in result.found:
+            model_id = registered.id_for(found.model)
+            holder = holders.get(str(found.model))
+            if holder is not None and not re.fullmatch(re.escape(model_id) + r"(-\d+)?", holder):
+                # Registered under another id already (by a register, or as 'Alpha' where
+                # this scan names it 'alpha'): one file is one model.
+                skipped.append({"path": str(found.model), "reason": f"already registered as '{holder}'"})
+                continue
             try:
-                model_id = self._free_id(registered.id_for(found.model), found.model)
+                model_id = self._free_id(model_id, found.model)
                 if not self._unchanged(model_id, found):
                     self.store.register_path(model_id, found.model, mmproj=found.mmproj,
                                              fields={SECTION: {"name": found.model.stem, "url": None}})
@@ -176,6 +185,18 @@ class Engine:
             except st.StoreError as exc:
                 skipped.append({"path": str(found.model), "reason": str(exc)})
         return done, skipped
+
+    def _registered_paths(self) -> dict[str, str]:
+        """{file path: model id} of the models registered where they lie."""
+        out = {}
+        for view in self.store.list():
+            try:
+                path = self.store.meta(view["id"]).get("files", {}).get("model", {}).get("path")
+            except ModelNotFound:
+                continue
+            if path:
+                out.setdefault(path, view["id"])
+        return out
 
     def _unchanged(self, model_id: str, found: registered.Found) -> bool:
         """Registered already from these very files, as they were verified: a scan again of

@@ -1,4 +1,4 @@
-"""Silicon Studio's fine-tuning routes (seed 001, "Fine-Tuning"): start a LoRA job, its status,
+"""Silicon Studio's fine-tuning routes (its "Engine / Models API" document, "Fine-Tuning"): start a LoRA job, its status,
 the list of jobs and a cancel (ours), the adapters, and export.
 
 The work is in server/finetune (jobs.py); these resources only read bodies and answer.

@@ -1,36 +1,25 @@
-"""Silicon Studio's engine API (seed 001) at /api/engine: models, chat, stop, predict.
+"""Silicon Studio's engine API (its "Engine / Models API" document) at /api/engine: models, chat, stop, predict.
 
 Errors have the `/api/` routes' shape, `{"error": "..."}`, with FastAPI's `"detail"` beside it
-(http/errors.py).
+(silicon/family.py).
 """
 from __future__ import annotations
 
-import json
-from typing import Iterator
 
 import falcon
 
-from modelyard.server.api.generating import run_to_end
+from modelyard.server.api import responding
+from modelyard.server.api.responding import Running, run_to_end
 from modelyard.server.api.silicon import schema
 from modelyard.server.api.silicon.engine import Chat, Engine
 from modelyard.server.http.bodies import read_model
 from modelyard.server.http.errors import ApiError, bad_request
-from modelyard.server.http.sse import stream_events
+from modelyard.server.http.sse import PING, frame
 from modelyard.server.inference.dispatch import Dispatcher
 from modelyard.server.registry import allowed
 from modelyard.server.registry.store import Store
 from modelyard.server.settings import Settings
 from modelyard.server.shared.facts import kv_cache_type_for_bits
-
-# A stream notices a client that went away only when a write fails: while a chat waits for
-# a slot, a comment line every few seconds makes that write happen.
-PING_SECONDS = 10
-SSE_PING = b": ping\n\n"
-
-
-def sse(event: dict) -> bytes:
-    return b"data: " + json.dumps(event, ensure_ascii=False).encode() + b"\n\n"
-
 
 def _optional_body(req, model, settings: Settings):
     """A body the app may leave out (stop, unload): an empty one is the model's defaults."""
@@ -130,28 +119,43 @@ class ChatRoute(_Resource):
         creq = _request(body)
         job = self.engine.dispatcher.chat(creq)
         chat = self.engine.track(body.model_id, job.group)
-        stream_events(resp, self._events(creq, chat))
+        running = Running(job.group, job.loaded.id, self.engine.dispatcher.record,
+                          after=lambda: self.engine.untrack(chat))
+        responding.stream(resp, running, _Events(chat), self.settings.keepalive_seconds)
 
-    def _events(self, creq, chat: Chat) -> Iterator[bytes]:
-        group = chat.group
-        gen = group.gens[0]
-        try:
-            for item in group.steps(wait=PING_SECONDS):
-                if item is None:
-                    yield SSE_PING
-                elif item[1] is not None:
-                    if item[1].text:
-                        yield sse({"text": item[1].text})
-                elif gen.error and not chat.stopped:
-                    yield sse({"error": gen.error, "done": True})
-                    return
-            yield sse({"done": True, "stopped": chat.stopped,
-                       "finish_reason": "stopped" if chat.stopped else gen.finish_reason,
-                       "usage": usage(gen)})
-        finally:
-            group.close()
-            self.engine.untrack(chat)
-            self.engine.dispatcher.record(creq.model, gen)
+
+class _Events:
+    """Silicon's chat stream: {"text"} events, then one {"done": true, ...} with the usage
+    (also when the chat was stopped: a stop is not an error)."""
+
+    content_type = responding.SSE
+
+    def __init__(self, chat: Chat):
+        self.chat = chat
+
+    def opening(self, gen):
+        return ()
+
+    def step(self, gen, step):
+        if step.text:
+            yield frame({"text": step.text})
+
+    def closing(self, gen):
+        return ()
+
+    def ending(self):
+        gen, stopped = self.chat.group.gens[0], self.chat.stopped
+        yield frame({"done": True, "stopped": stopped, "finish_reason": "stopped" if stopped else gen.finish_reason,
+                   "usage": usage(gen)})
+
+    def error(self, gen, message: str):
+        if self.chat.stopped:
+            yield from self.ending()
+        else:
+            yield frame({"error": message, "done": True})
+
+    def ping(self) -> bytes:
+        return PING
 
 
 def usage(gen) -> dict:
@@ -174,13 +178,8 @@ class Predict(_Resource):
     def on_post(self, req, resp):
         body = self.body(req, schema.SiliconPredictBody)
         creq = _request(body)
-        _, group, _ = self.engine.dispatcher.completion(creq)
-        try:
-            run_to_end(req, group)
-        finally:
-            group.close()
-            for gen in group.gens:
-                self.engine.dispatcher.record(creq.model, gen)
+        loaded, group, _ = self.engine.dispatcher.completion(creq)
+        run_to_end(req, Running(group, loaded.id, self.engine.dispatcher.record))
         resp.media = {"text": group.gens[0].text.text}
 
 

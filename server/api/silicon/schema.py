@@ -1,4 +1,4 @@
-"""Silicon Studio's engine API bodies (seed 001), declared as pydantic models, and their
+"""Silicon Studio's engine API bodies (its "Engine / Models API" document), declared as pydantic models, and their
 translation into the engines' typed requests.
 
 Unknown fields are ignored, as the app's own FastAPI backend ignores them.
@@ -9,9 +9,9 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-from modelyard.server.api.openai.schema import RequestError, decode_data_uri
+from modelyard.server.inference import images as image_data
 from modelyard.server.inference.llama.sampling import SamplingParams
-from modelyard.server.inference.requests import IMAGE_MARKER, ChatRequest, CompletionRequest, ImagePart
+from modelyard.server.inference.requests import IMAGE_MARKER, ChatRequest, CompletionRequest, ImagePart, RequestError
 
 MAX_IMAGE_BYTES = 20 * 1000 * 1000  # "Images must be under 20 MB"
 # Predict (inline suggestions): the scheduler's priority; chats have 0.
@@ -130,7 +130,10 @@ def _content(content, i: int) -> tuple[str, list[ImagePart]]:
             continue
         url = part.image_url.url if isinstance(part.image_url, SiliconImageUrl) else part.image_url
         where = f"messages[{i}].content[{j}]"
-        data = decode_data_uri(url, where)
+        try:
+            data = image_data.decode_data_uri(url, where)
+        except image_data.ImageError as exc:
+            raise RequestError(str(exc)) from None
         if len(data) > MAX_IMAGE_BYTES:
             raise ImageTooLarge(f"{where}: the image is {len(data)} bytes; images must be under "
                                 f"{MAX_IMAGE_BYTES // 1000000} MB")

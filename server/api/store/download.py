@@ -7,7 +7,6 @@ which downloads and releases it; the response iterates the worker's events.
 """
 from __future__ import annotations
 
-import json
 import logging
 
 
@@ -18,7 +17,7 @@ from modelyard.server.http.bodies import read_model
 from modelyard.server.settings import Settings
 from modelyard.server.http.errors import bad_request
 from modelyard.server.api.store.schema import DownloadModel
-from modelyard.server.http.sse import stream_events
+from modelyard.server.http.sse import PING, frame, stream_events
 from modelyard.server.http.worker_stream import WorkerStream
 
 log = logging.getLogger(__name__)
@@ -71,7 +70,7 @@ def download_stream(store: st.Store, model_id: str, sources: dict[str, fetch.Sou
             log.warning("download of %s failed: %s", model_id, exc)
         return event
 
-    return WorkerStream(work, lambda event: b"data: " + json.dumps(event).encode() + b"\n\n", failed,
-                        name=f"download-{model_id}", cancel=transfer.cancel, ping=b": ping\n\n",
+    return WorkerStream(work, frame, failed,
+                        name=f"download-{model_id}", cancel=transfer.cancel, ping=PING,
                         ping_interval=PING_INTERVAL)
 
