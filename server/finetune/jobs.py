@@ -25,7 +25,7 @@ from pathlib import Path
 
 from modelyard.server.finetune import dataset, lora_gguf
 from modelyard.server.finetune.errors import FinetuneError, JobConflict, UnknownJob
-from modelyard.server.finetune.spec import Spec, total_steps
+from modelyard.server.finetune.spec import HYPERPARAMETERS, HyperParameters, Spec, total_steps
 from modelyard.server.registry import formats
 from modelyard.server.registry.diskio import atomic_write
 from modelyard.server.registry.errors import ModelNotFound, StoreError
@@ -44,26 +44,13 @@ class NotInstalled(FinetuneError):
     code = 501
 
 
-@dataclass
-class Request:
+@dataclass(kw_only=True)
+class Request(HyperParameters):
     """What POST /api/engine/finetune asks for (ranges are checked by the API's schema)."""
 
     model_id: str
     dataset_path: str
     job_name: str | None = None
-    epochs: int = 3
-    learning_rate: float = 1e-4
-    batch_size: int = 1
-    lora_rank: int = 8
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.0
-    lora_layers: int = 8
-    max_seq_length: int = 512
-    seed: int | None = None
-
-
-HYPERPARAMETERS = ("epochs", "learning_rate", "batch_size", "lora_rank", "lora_alpha",
-                   "lora_dropout", "lora_layers", "max_seq_length", "seed")
 
 
 def check_installed() -> None:

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 
-@dataclass
-class Spec:
-    """One training run: what the job asked for, resolved to files."""
+@dataclass(kw_only=True)
+class HyperParameters:
+    """Silicon Studio's fine-tuning fields, with its defaults (the API checks the ranges)."""
 
-    base: str  # the base model's GGUF file
-    dataset: str
-    output: str  # where the adapter's GGUF goes
     epochs: int = 3
     learning_rate: float = 1e-4
     batch_size: int = 1
@@ -22,7 +19,19 @@ class Spec:
     lora_dropout: float = 0.0
     lora_layers: int = 8
     max_seq_length: int = 512
-    seed: int = 0
+    seed: int | None = None  # the job picks one when absent, and records it
+
+
+HYPERPARAMETERS = tuple(f.name for f in fields(HyperParameters))
+
+
+@dataclass(kw_only=True)
+class Spec(HyperParameters):
+    """One training run: the job's hyper-parameters, resolved to files and threads."""
+
+    base: str  # the base model's GGUF file
+    dataset: str
+    output: str  # where the adapter's GGUF goes
     threads: int = 1
 
     def to_json(self) -> str:
