@@ -310,6 +310,35 @@ def test_prefix_cache_is_keyed_by_adapter_set(c, srv, base_file):
     assert served["logprobs"]["token_logprobs"] == pytest.approx(expected["logprobs"]["token_logprobs"], abs=1e-3)
 
 
+def test_export_merges_and_quantizes(c, srv, data):
+    """q_bits 0 (F16) and 8 (Q8_0): a model of its own, registered where it was written, whose
+    greedy answer is the adapter's (the F16 merge's is the served adapter's, token for token)."""
+    ask = [{"role": "user", "content": QUESTION}]
+
+    def chat(model):
+        r = c.post("/v1/chat/completions", json={"model": model, "messages": ask, "max_tokens": 16,
+                                                  "temperature": 0})
+        assert r.status_code == 200, r.text
+        return r.json()["choices"][0]["message"]["content"]
+
+    def export(**fields):
+        return c.post(f"{E}/models/export", json={"model_id": "pw-a", "output_path": str(data), **fields})
+
+    assert export(q_bits=5).status_code == 400
+    assert export(model_id="base", q_bits=0).status_code == 400
+    assert export(q_bits=0, output_path="/tmp").status_code == 403
+    tuned = chat("pw-a")
+    for q_bits, name in ((0, "pw-a-F16"), (8, "pw-a-Q8_0")):
+        r = export(q_bits=q_bits)
+        assert r.status_code == 200, r.text
+        assert r.json()["model_id"] == name and (data / f"{name}.gguf").is_file()
+        assert c.get(f"/store/v1/models/{name}").json()["readyToUse"] is True
+        answer = chat(name)
+        assert answer == tuned if q_bits == 0 else answer.startswith(ANSWER), (q_bits, answer, tuned)
+    assert export(q_bits=8).status_code == 409  # the file exists
+    assert not list(data.glob("*.partial"))
+
+
 def test_cancel_a_running_job(c, data):
     job = start(c, data, job_name="cancelled-one", epochs=100)
     wait(c, job["job_id"], statuses=("running",))

@@ -5,17 +5,18 @@ The work is in server/finetune (jobs.py); these resources only read bodies and a
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
 import falcon
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from modelyard.server.api.silicon.engine import model_entry
+from modelyard.server.finetune import export
 from modelyard.server.finetune.errors import FinetuneError
 from modelyard.server.finetune.jobs import Jobs, Request
 from modelyard.server.http.bodies import read_model
 from modelyard.server.http.errors import ApiError
-from modelyard.server.registry import allowed
+from modelyard.server.registry import allowed, registered
 from modelyard.server.registry.store import Store
 from modelyard.server.settings import Settings
 from modelyard.server.shared.facts import ADAPTER_KIND, id_problem
@@ -52,9 +53,11 @@ class SiliconFinetuneBody(BaseModel):
 class SiliconExportBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    model_id: str = Field(min_length=1)
-    output_path: str = Field(min_length=1)
-    q_bits: int = Field(4)
+    model_id: str = Field(min_length=1, description="The adapter to merge into its base.")
+    output_path: str = Field(min_length=1, description="A folder (the file is named after the adapter and "
+                             "the type) or a .gguf path, inside an allowed folder.")
+    q_bits: Literal[0, 2, 3, 4, 6, 8] = Field(4, description="0 = F16; 2, 3, 4, 6, 8 = Q2_K, Q3_K_M, "
+                                              "Q4_K_M, Q6_K, Q8_0 (llama.cpp's quantizer).")
 
 
 class _Resource:
@@ -103,8 +106,23 @@ class Adapters(_Resource):
 
 class Export(_Resource):
     def on_post(self, req, resp):
-        read_model(req, SiliconExportBody, self.settings.max_body_size)
-        raise ApiError(501, "Export (merging an adapter into its base) is not served yet")
+        body = read_model(req, SiliconExportBody, self.settings.max_body_size)
+        record = self.store.meta(body.model_id)
+        if record["kind"] != ADAPTER_KIND:
+            raise ApiError(400, f"Model '{body.model_id}' is not an adapter: export merges a fine-tuned "
+                                "adapter into its base")
+        base = record["adapter"]["base"]
+        target = export.output_file(self.folders.check(body.output_path, "output path"), body.model_id,
+                                    body.q_bits)
+        model_id = registered.id_for(target)
+        if any(m["id"] == model_id for m in self.store.list()):
+            raise ApiError(409, f"Model '{model_id}' exists; export under another file name")
+        export.export(self.store.file_path(base), self.store.file_path(body.model_id), target,
+                      body.q_bits, self.settings.threads)
+        fields = {"gguf": self.store.meta(base)["gguf"]} if self.store.meta(base).get("gguf") else None
+        view = self.store.register_path(model_id, target, kind="llm", fields=fields)
+        resp.media = {"status": "exported", "model_id": model_id, "path": str(target), "q_bits": body.q_bits,
+                      "model": view}
 
 
 def finetune_error(req, resp, exc: FinetuneError, params):
