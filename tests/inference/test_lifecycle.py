@@ -124,7 +124,13 @@ def test_embedding_input_over_the_context_is_400(own_server):
     with pytest.raises(openai.BadRequestError) as caught:
         c.embeddings.create(model="embed", input="hello " * 5000)
     error = caught.value.body if isinstance(caught.value.body, dict) else {}
-    # The numbers a client needs: how long the input is, and the model's limit.
-    assert error.get("message") == "input[0] has 5002 tokens; this model takes at most 512", error
+    # The numbers a client needs: how long the input is, and the model's limit. Far longer than
+    # the context can hold, it is refused by its length before it is tokenized (issue 19, item 8).
+    assert error.get("message", "").startswith(
+        "input[0] is 30000 characters long; this model's context of 512 tokens holds at most "), error
+    with pytest.raises(openai.BadRequestError) as caught:
+        c.embeddings.create(model="embed", input="hello " * 600)  # within reach: counted in tokens
+    error = caught.value.body if isinstance(caught.value.body, dict) else {}
+    assert error.get("message") == "input[0] has 602 tokens; this model takes at most 512", error
     # the model still answers afterwards
     assert len(c.embeddings.create(model="embed", input="short").data) == 1
