@@ -42,6 +42,49 @@ def download(server, model_id: str, url: str) -> dict:
         return last
 
 
+# ---- the policy itself (pure) ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("address, kind", [
+    ("8.8.8.8", None), ("2606:4700::1111", None), ("127.0.0.2", "loopback"), ("10.1.2.3", "private"),
+    ("172.16.0.1", "private"), ("192.168.1.1", "private"), ("100.64.0.1", "non-public"),
+    ("169.254.169.254", "link-local"), ("224.0.0.251", "multicast"), ("0.0.0.0", "unspecified"),
+    ("::1", "loopback"), ("::", "unspecified"), ("fe80::1", "link-local"), ("fd00::1", "private"),
+    ("ff02::1", "multicast"), ("::ffff:10.0.0.1", "private"), ("64:ff9b::a9fe:a9fe", "link-local"),
+    ("::127.0.0.1", "loopback"), ("2002:c0a8:101::1", "private"),
+])
+def test_what_counts_as_inside(address, kind):
+    import ipaddress
+
+    from modelyard.server.registry import egress
+
+    assert egress.inside_kind(ipaddress.ip_address(address)) == kind
+
+
+def test_an_allow_list_names_hosts_and_ranges():
+    import ipaddress
+
+    from modelyard.server.registry import egress
+
+    policy = egress.Policy.parse(["Registry.Internal, 10.0.0.0/8", "[::1] 127.0.0.2"])
+    assert policy.allows_host("registry.internal.") and not policy.allows_host("other.internal")
+    for address in ("10.9.9.9", "::1", "127.0.0.2", "::ffff:10.0.0.1", "8.8.8.8"):
+        assert policy.refusal(ipaddress.ip_address(address)) is None, address
+    for address in ("127.0.0.1", "192.168.0.1", "fd00::1"):
+        assert policy.refusal(ipaddress.ip_address(address)) is not None, address
+    for bad in ("not a host!", "2130706433", "10.0.0.0/33"):
+        with pytest.raises(ValueError):
+            egress.Policy.parse([bad])
+
+
+def test_serve_refuses_a_bad_allow_list(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "modelyard.server.cli", "serve", "--store", str(tmp_path),
+                           "--allow-fetch", "10.0.0.0/33"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONSAFEPATH": "1"})
+    assert done.returncode == 2 and "--allow-fetch" in done.stderr, done.stderr
+
+
+# ---- the server's fetches --------------------------------------------------------------------------
+
 @pytest.mark.parametrize("host", ["127.0.0.1", "2130706433", "0x7f.1", "127.1", "localhost",
                                   "[::1]", "[::ffff:127.0.0.1]", "[::ffff:7f00:1]", "0.0.0.0"])
 def test_a_download_from_inside_is_refused_in_every_spelling(egress_server, internal, host):
