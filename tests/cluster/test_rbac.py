@@ -37,7 +37,11 @@ def test_every_call_is_allowed_and_every_granted_verb_is_used(operator, kubectl,
     kubectl.apply(yaml.safe_dump(MODEL))
     wait_until(lambda: _converged(kubectl, MODEL["spec"]["source"]["url"]), 240, "rbac-probe to be Ready",
                on_timeout=lambda: operator.log()[-5000:])
-    kubectl("patch", "model", "rbac-probe", "-n", MODELS_NAMESPACE, "--type", "merge", "-p", '{"spec": {"replicas": 2}}')
+    # 3 replicas above the autoscaler's maximum of 2: it brings them in through models/scale.
+    kubectl("patch", "model", "rbac-probe", "-n", MODELS_NAMESPACE, "--type", "merge",
+            "-p", '{"spec": {"replicas": 3, "autoscaling": {"minReplicas": 1, "maxReplicas": 2}}}')
+    wait_until(lambda: kubectl.get("models", "rbac-probe")["spec"]["replicas"] == 2, 60,
+               "the autoscaler to bring rbac-probe to its maxReplicas", on_timeout=lambda: operator.log()[-5000:])
     new_source = "https://models.example/probe-v2.gguf"
     kubectl("patch", "model", "rbac-probe", "-n", MODELS_NAMESPACE, "--type", "merge",
             "-p", json.dumps({"spec": {"source": {"url": new_source}}}))
