@@ -285,6 +285,12 @@ def test_served_by_its_base_on_every_api(c, srv, base_file):
     r = c.post("/v1/chat/completions", json={"model": "base", "messages": ask, "lora": [{"id": "base"}]})
     assert r.status_code == 400 and "not an adapter" in r.text, r.text
 
+    r = c.post(f"{E}/models/load", json={"model_id": "pw-a"})  # loads its base
+    assert r.status_code == 200 and r.json()["model_id"] == "pw-a", r.text
+    active = c.get(f"{E}/models/active").json()
+    assert active["id"] == "pw-a" and active["context_window"] > 0, active
+    assert [m["id"] for m in c.get("/v1/models").json()["data"]] == ["base"]
+
 
 def test_prefix_cache_is_keyed_by_adapter_set(c, srv, base_file):
     """A prompt the base has in a slot's cache is decoded again for the adapter: its keys and

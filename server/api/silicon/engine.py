@@ -16,7 +16,7 @@ from pathlib import Path
 from modelyard.server.registry import allowed, formats, pulls, registered
 from modelyard.server.registry import store as st
 from modelyard.server.registry.errors import FetchError, InvalidFile, ModelNotFound
-from modelyard.server.shared.facts import id_problem
+from modelyard.server.shared.facts import ADAPTER_KIND, id_problem
 
 log = logging.getLogger(__name__)
 
@@ -273,8 +273,14 @@ class Engine:
 
     # ---- loading -----------------------------------------------------------------------
 
+    def base_of(self, model_id: str) -> str:
+        """The model that is loaded for `model_id`: an adapter's base (chat and predict put the
+        adapter on per request), else the model itself."""
+        record = self.store.meta(model_id)
+        return record["adapter"]["base"] if record["kind"] == ADAPTER_KIND else model_id
+
     def load(self, model_id: str, kv_cache_type: str):
-        loaded = self.manager.load_with_kv_cache_type(model_id, kv_cache_type)
+        loaded = self.manager.load_with_kv_cache_type(self.base_of(model_id), kv_cache_type)
         self.active_id = model_id
         return loaded
 
@@ -284,11 +290,15 @@ class Engine:
             return False
         if self.active_id == model_id:
             self.active_id = None
-        return self.manager.unload(model_id)
+        return self.manager.unload(self.base_of(model_id))
 
     def active(self) -> dict | None:
         model_id = self.active_id
-        item = next((m for m in self.manager.loaded() if m.id == model_id), None)
+        try:
+            base = self.base_of(model_id) if model_id else None
+        except st.ModelNotFound:
+            return None
+        item = next((m for m in self.manager.loaded() if m.id == base), None)
         if item is None:
             return None
         view = self.store.get(model_id)

@@ -94,7 +94,7 @@ class Load(_Resource):
         if self.engine.store.get(body.model_id)["kind"] == "onnx":
             raise bad_request(f"Model '{body.model_id}' is an ONNX model; the engine loads GGUF models")
         loaded = self.engine.load(body.model_id, kv_cache_type_for_bits(body.kv_quantization))
-        resp.media = {"status": "loaded", "model_id": loaded.id,
+        resp.media = {"status": "loaded", "model_id": body.model_id,
                       "context_window": getattr(loaded.engine, "n_ctx_slot", None)
                       or getattr(loaded.engine, "max_input", 0),
                       "architecture": self.engine.architecture(loaded.id),
