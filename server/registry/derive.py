@@ -6,6 +6,9 @@ Files are taken by hard link (Transfer.place), so a derived model shares its bas
 bytes and deleting either leaves the other whole; a quantized model gets a new file.
 Every file still passes the commit's checks, so a create never makes a model ready
 with a file that does not load.
+
+The kind a GGUF's header says (gguf_kind, settled_kind, settle) is decided here for every
+way a model enters the store: create, pull, upload and register by path.
 """
 from __future__ import annotations
 
@@ -20,6 +23,49 @@ from modelyard.server.registry.blobs import Blobs
 from modelyard.server.registry.errors import InvalidFile
 
 Emit = Callable[[dict], None]
+
+# llama.cpp architectures of encoders, which embed and cannot generate, whether or not
+# their converter wrote a pooling type.
+EMBED_ARCHITECTURES = frozenset({
+    "bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jina-bert-v3", "modern-bert",
+    "neo-bert", "t5encoder",
+})
+
+
+def pools(meta: dict) -> bool:
+    """Whether a GGUF's model pools its output into one vector per input: the key Ollama's
+    Model.Capabilities reads to call a model `embedding` rather than `completion`."""
+    arch = meta.get("general.architecture", "")
+    return f"{arch}.pooling_type" in meta or arch in EMBED_ARCHITECTURES
+
+
+def gguf_kind(meta: dict, projector: bool) -> str:
+    """The kind a GGUF model's header says (`meta` is formats.gguf_metadata's): vlm with a
+    projector, embed when it pools, else llm. Every way a GGUF enters the store without
+    a kind (create from blobs, register by path) takes it from here, and every way with
+    one settles it here (settled_kind)."""
+    if projector:
+        return "vlm"
+    return "embed" if pools(meta) else "llm"
+
+
+def settled_kind(kind: str, meta: dict) -> str:
+    """The kind a model was given (an upload's declared llm, a pull's planned one), once
+    its file is here: an llm whose file pools is an embedding model."""
+    return "embed" if kind == "llm" and pools(meta) else kind
+
+
+def settle(store: st.Store, model_id: str) -> dict:
+    """A model's kind settled by its committed file (settled_kind); returns its view."""
+    view = store.get(model_id)
+    if view["kind"] != "llm" or not view["readyToUse"]:
+        return view
+    try:
+        meta = formats.gguf_metadata(store.file_path(model_id))
+    except (formats.FormatError, OSError):
+        return view
+    kind = settled_kind(view["kind"], meta)
+    return store.update(model_id, {"kind": kind}) if kind != view["kind"] else view
 
 
 @dataclass
@@ -77,12 +123,14 @@ def create(store: st.Store, blobs: Blobs, recipe: Recipe, emit: Emit, cancel: th
     if recipe.base is not None:
         base = store.get(recipe.base)
         record = store.meta(recipe.base)
-        kind, gguf_settings = base["kind"], record.get("gguf")
+        gguf_settings = record.get("gguf")
         ollama = dict(record.get("ollama") or {})
         sources = {role: store.file_path(recipe.base, role) for role in record["files"]}
+        kind = settled_kind(base["kind"], formats.gguf_metadata(sources["model"]))
     else:
-        kind, gguf_settings, ollama = ("vlm" if "mmproj" in recipe.files else "llm"), None, {}
         sources = {role: blobs.path(digest) for role, digest in recipe.files.items()}
+        kind = gguf_kind(formats.gguf_metadata(sources["model"]), "mmproj" in sources)
+        gguf_settings, ollama = None, {}
     params = {**(ollama.get("parameters") or {}), **(recipe.ollama.get("parameters") or {})}
     ollama.update({k: v for k, v in recipe.ollama.items() if k != "parameters" and v is not None})
     if params:

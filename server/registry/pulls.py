@@ -20,7 +20,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
-from modelyard.server.registry import diskio, fetch, formats, hub, oci
+from modelyard.server.registry import derive, diskio, fetch, formats, hub, oci
 from modelyard.server.registry import store as st
 from modelyard.server.registry.errors import FetchError, ModelNotFound
 from modelyard.server.shared import names
@@ -134,10 +134,9 @@ def pull(store: st.Store, plan: Plan, emit: Emit, cancel: threading.Event) -> di
         emit({"status": "verifying sha256 digest"})
         _check_projector_digest(store, plan)
         emit({"status": "writing manifest"})
-        changes = {"ollama": plan.ollama} if plan.ollama else {}
-        if _is_embedding(store, plan.model_id):
-            changes["kind"] = "embed"
-        view = store.update(plan.model_id, changes) if changes else store.get(plan.model_id)
+        if plan.ollama:
+            store.update(plan.model_id, {"ollama": plan.ollama})
+        view = derive.settle(store, plan.model_id)
     emit({"status": "success"})
     return view
 
@@ -166,16 +165,6 @@ def _check_projector_digest(store: st.Store, plan: Plan) -> None:
     digest = plan.digests.get("mmproj")
     if digest and store.meta(plan.model_id)["files"].get("mmproj", {}).get("sha256") != _hex(digest):
         raise FetchError("The projector layer does not match its digest")
-
-
-def _is_embedding(store: st.Store, model_id: str) -> bool:
-    """An embedding model (BERT and kin) pools its output: its GGUF says how."""
-    try:
-        meta = formats.gguf_metadata(store.file_path(model_id))
-    except formats.FormatError:
-        return False
-    arch = meta.get("general.architecture", "")
-    return f"{arch}.pooling_type" in meta
 
 
 def _progress(plan: Plan, emit: Emit) -> fetch.Progress:

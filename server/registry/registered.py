@@ -8,8 +8,8 @@ user's file can change or vanish at any time, and the store never writes it: a r
 file no longer stats the same makes the model not ready, with a reason, so no API serves or
 loads a file other than the one that was verified. Registering again re-verifies it.
 
-Pure choices (which files of a folder make a model, which kind) are apart from the disk
-reads (`stat_key`, `hash_file`, `scan`).
+Pure choices (which files of a folder make a model; the kind is derive.gguf_kind's) are
+apart from the disk reads (`stat_key`, `hash_file`, `scan`).
 """
 from __future__ import annotations
 
@@ -23,11 +23,6 @@ from modelyard.server.registry import formats
 from modelyard.server.registry.allowed import AllowedFolders, PathNotAllowed, open_regular
 from modelyard.server.registry.errors import InvalidFile
 
-# llama.cpp architectures of embedding models (encoders): registered as kind embed.
-EMBED_ARCHITECTURES = frozenset({
-    "bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jina-bert-v3", "modern-bert",
-    "neo-bert", "t5encoder",
-})
 PROJECTOR_ARCHITECTURE = "clip"
 HASH_CHUNK = 1 << 20
 
@@ -151,12 +146,6 @@ def resolve(path: Path) -> Found:
         raise InvalidFile(f"The folder '{path}' holds {len(projectors)} projectors; register the files "
                           "one by one")
     return Found(models[0], projectors[0] if projectors else None)
-
-
-def kind_for(found: Found, architecture: str | None) -> str:
-    if found.mmproj is not None:
-        return "vlm"
-    return "embed" if architecture in EMBED_ARCHITECTURES else "llm"
 
 
 def check(found: Found) -> str:

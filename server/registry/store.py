@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
-from modelyard.server.registry import registered
+from modelyard.server.registry import derive, formats, registered
 from modelyard.server.registry.crashpoints import crash_point
 from modelyard.server.registry.diskio import PARTIAL, atomic_write, flock, fsync_dir, inside, tmp_files
 from modelyard.server.shared.facts import ADAPTER_KIND, KINDS, id_problem
@@ -374,9 +374,11 @@ class Store:
         """Register the GGUF file at `path` (or the folder holding one with its `mmproj`
         projector, or the file with the projector `mmproj` names) as model `model_id`, where
         it lies: checked as an upload is, hashed, and recorded with its stat; nothing is
-        copied. `kind` defaults to what the files say (vlm with a projector, embed for an
-        encoder, else llm). `fields` adds metadata (version, gguf, an API's own section). Registering an id that is registered already verifies again and
-        replaces it; an id whose files are in the store is refused (409). Returns the view.
+        copied. `kind` defaults to what the files say (derive.gguf_kind: vlm with a projector,
+        embed when the model pools, else llm); a given llm that pools is an embed. `fields`
+        adds metadata (version, gguf, an API's own section). Registering an id that is
+        registered already verifies again and replaces it; an id whose files are in the
+        store is refused (409). Returns the view.
         Raises InvalidFile, InvalidId, TransferBusy, ReadOnlyStore."""
         self.check_writable()
         check_id(model_id)
@@ -391,9 +393,12 @@ class Store:
         for file in (found.model, found.mmproj):
             if file is not None and inside(file, self.models_dir):
                 raise InvalidFile(f"'{file}' is inside the store already; use its model instead")
-        architecture = registered.check(found)
-        inferred = registered.kind_for(found, architecture)
-        kind = kind or inferred
+        registered.check(found)
+        try:
+            meta = formats.gguf_metadata(found.model)
+        except formats.FormatError as exc:  # changed since it was checked
+            raise InvalidFile(str(exc)) from None
+        kind = derive.settled_kind(kind, meta) if kind else derive.gguf_kind(meta, found.mmproj is not None)
         if kind not in KINDS or kind == "onnx":
             raise InvalidFile(f"Kind '{kind}' cannot be registered by path: only GGUF models (llm, vlm, embed)")
         if kind == "vlm" and found.mmproj is None:

@@ -12,7 +12,7 @@ import pytest
 from modelyard.server.registry import registered
 from modelyard.server.registry.errors import InvalidFile, TransferBusy
 from modelyard.server.registry.store import Store
-from support.modelfiles import make_gguf
+from support.modelfiles import make_gguf, make_pooling_gguf
 from support.servers import Server
 
 KEY = "1234"
@@ -41,6 +41,16 @@ def test_a_file_is_registered_where_it_lies(tmp_path):
         assert f.read() == user.read_bytes()
     store.delete("mine")
     assert user.exists() and store.list() == []
+
+
+def test_a_model_that_pools_is_an_embed_whatever_its_architecture(tmp_path):
+    # llama.pooling_type, as an embedding model made from a decoder has: the kind comes
+    # from the header's pooling key (derive.gguf_kind), as pulls and creates take it
+    store = Store(tmp_path / "store")
+    pools = make_pooling_gguf(tmp_path / "e5-mistral.gguf")
+    assert store.register_path("e5", pools)["kind"] == "embed"
+    assert store.register_path("e5-as-llm", pools, kind="llm")["kind"] == "embed"
+    assert store.register_path("plain", make_gguf(tmp_path / "plain.gguf"))["kind"] == "llm"
 
 
 def test_a_folder_with_a_projector_is_a_vlm(tmp_path):

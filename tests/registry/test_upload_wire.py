@@ -8,6 +8,7 @@ import socket
 import httpx
 
 from support.modelfiles import make_gguf
+from support.rawhttp import read_all, statuses
 
 AUTH = {"Authorization": "Bearer 1234"}
 BOUNDARY = "------------------------d74496d66958873e"  # curl's shape
@@ -30,17 +31,6 @@ def upload_request(model_id: str, body: bytes, close=False) -> bytes:
 
 def get_request(model_id: str) -> bytes:
     return f"GET /store/v1/models/{model_id} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode()
-
-
-def read_all(sock: socket.socket) -> bytes:
-    out = b""
-    while data := sock.recv(65536):
-        out += data
-    return out
-
-
-def statuses(raw: bytes) -> list[int]:
-    return [int(chunk[:3]) for chunk in raw.split(b"HTTP/1.1 ")[1:]]
 
 
 def create(server, model_id="m", kind="llm"):

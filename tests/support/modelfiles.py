@@ -22,6 +22,21 @@ def make_gguf(path: Path, size_bytes: int = 64 * 1024, seed: int = 0, arch: str 
     return Path(path)
 
 
+def make_pooling_gguf(path: Path, arch: str = "llama") -> Path:
+    """A GGUF whose header says its model pools its output (`<arch>.pooling_type`), as an
+    embedding model made from a decoder says. Not loadable."""
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_pooling_type(gguf.PoolingType.MEAN)
+    writer.add_tensor("token_embd.weight", np.ones((16, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return Path(path)
+
+
 def make_onnx(path: Path) -> Path:
     """y = x + 1 on a float32 [1, 4] tensor."""
     import onnx

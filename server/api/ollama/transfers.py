@@ -13,7 +13,7 @@ import falcon
 from modelyard.server.api.ollama import bodies, templates
 from modelyard.server.api.ollama.modelfile import ModelfileError, parse
 from modelyard.server.api.ollama.schema import CreateBody, PullBody
-from modelyard.server.http.bodies import RawBody, too_large
+from modelyard.server.http.bodies import RawBody
 from modelyard.server.http.errors import bad_request
 from modelyard.server.http.jsonio import dumps
 from modelyard.server.http.worker_stream import WorkerStream, Work, run_to_end
@@ -129,12 +129,8 @@ class Blob:
     def on_post(self, req, resp, digest):
         digest_hex(digest)
         self.store.check_writable()
-        length = req.content_length
-        if length is None:
-            raise falcon.HTTPLengthRequired(description="Send the blob with a Content-Length")
-        if length > self.settings.max_upload_size:
-            raise too_large(length, self.settings.max_upload_size)
-        body = RawBody(req.env, length)
+        # Chunked as well: `ollama create` streams a local file with no Content-Length.
+        body = RawBody(req.env, req.content_length, self.settings.max_upload_size)
 
         def read(view: memoryview) -> int:
             n = body.readinto(view)

@@ -9,8 +9,9 @@ import falcon
 from modelyard.server.http import multipart
 
 from modelyard.server.api.store import uploads
+from modelyard.server.registry import derive
 from modelyard.server.registry import store as st
-from modelyard.server.http.bodies import RawBody, read_model, too_large
+from modelyard.server.http.bodies import RawBody, read_model
 from modelyard.server.settings import Settings
 from modelyard.server.http.errors import ApiError, bad_request
 from modelyard.server.api.store.schema import CreateModel, UpdateModel, parse_bool, parse_kind
@@ -134,25 +135,21 @@ class Upload:
         self.settings = settings
 
     def on_post(self, req, resp, model_id):
-        limit = self.settings.max_upload_size
-        if req.content_length is not None and req.content_length > limit:
-            raise too_large(req.content_length, limit)
+        # A Content-Length over the limit is a 413 here; a chunked body, at the byte past it.
+        body = RawBody(req.env, req.content_length, self.settings.max_upload_size)
         if not (req.content_type or "").startswith("multipart/form-data"):
             raise ApiError(
                 415, "Upload with Content-Type multipart/form-data and the file in field 'file'"
             )
-        if req.content_length is None:
-            # The body is read to its length; curl -F and every form client send one.
-            raise ApiError(411, "Send the upload with a Content-Length header (not chunked)")
         self.store.get(model_id)  # 404 before reading any of the body
         try:
             boundary = multipart.boundary_of(req.content_type)
             with self.store.transfer(model_id) as transfer:
-                body = RawBody(req.env, req.content_length)
                 received = uploads.receive(body, boundary, transfer, UPLOAD_FIELDS)
                 if "model" not in received and "mmproj" not in received:
                     raise bad_request("Missing form field 'file' with the model file")
-                resp.media = transfer.commit()
+                transfer.commit()
+            resp.media = derive.settle(self.store, model_id)  # an llm whose file pools is an embed
         except multipart.MultipartError as exc:
             raise bad_request(f"Malformed or truncated upload: {exc}") from None
 
