@@ -15,6 +15,7 @@ import pytest
 
 from conftest import AUTH, KEY
 from modelyard.server.api.anthropic import format as fmt
+from modelyard.server.api.anthropic import schema
 from modelyard.server.inference import tool_calls
 from test_vision import N_IMAGE, RED
 
@@ -83,6 +84,33 @@ def test_system_as_string_or_blocks_is_the_same_prompt(ac):
     assert as_string.usage.input_tokens > plain.usage.input_tokens + 5  # the system prompt is in
     assert as_blocks.usage.input_tokens == as_string.usage.input_tokens
     assert text_of(as_blocks) == text_of(as_string)
+
+
+def test_a_system_turn_among_the_messages_stands_where_it_is_sent(server, client):
+    """Claude Code's first request of a run sends [user, system] (the system turn after the
+    user's): accepted, and rendered into the chat template where it stands, as the OpenAI
+    route renders the same turns."""
+    note = "The user's editor is Vim; answer in one line."
+    claude_code = {"model": "chat", "max_tokens": 8, "temperature": 0, "system": [{"type": "text", "text": SYSTEM}],
+                   "messages": [{"role": "user", "content": [{"type": "text", "text": "Name three colours."}]},
+                                {"role": "system", "content": note}]}
+    r = httpx.post(server.url + "/v1/messages", headers={"x-api-key": KEY}, json=claude_code, timeout=120)
+    assert r.status_code == 200, r.text  # was 400 "messages[1].role"
+    ref = client.chat.completions.create(model="chat", temperature=0, max_tokens=8, messages=[
+        {"role": "system", "content": SYSTEM}, *USER, {"role": "system", "content": note}])
+    assert r.json()["usage"]["input_tokens"] == ref.usage.prompt_tokens
+    assert r.json()["content"][0]["text"] == ref.choices[0].message.content
+    # as text blocks too; the turns keep their order
+    blocks = {**claude_code, "messages": [claude_code["messages"][0],
+                                          {"role": "system", "content": [{"type": "text", "text": note}]}]}
+    count = httpx.post(server.url + "/v1/messages/count_tokens", headers={"x-api-key": KEY}, json=blocks)
+    assert count.json()["input_tokens"] == ref.usage.prompt_tokens
+    turns, _ = schema.conversation(None, schema.MessagesBody.model_validate(blocks).messages)
+    assert turns == [{"role": "user", "content": "Name three colours."}, {"role": "system", "content": note}]
+    bad = {**claude_code, "messages": [claude_code["messages"][0], {"role": "system", "content": [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": ""}}]}]}
+    r = httpx.post(server.url + "/v1/messages", headers={"x-api-key": KEY}, json=bad)
+    assert "system message holds text blocks only" in _anthropic_error(r, 400, "invalid_request_error")
 
 
 def test_max_tokens_cuts_the_answer(ac):
