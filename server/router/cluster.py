@@ -41,10 +41,12 @@ def pod_endpoint(pod: dict[str, Any]) -> str | None:
 
 
 def wants_scale_from_zero(model: dict[str, Any]) -> bool:
-    """A Model that may sit at zero replicas and be woken by a request."""
+    """A Model at zero replicas (or without a count yet and allowed to sit at zero), which a
+    request wakes. One that has pods on the way is only waited for: setting 1 would scale it down."""
     spec = model.get("spec") or {}
     auto = spec.get("autoscaling") or {}
-    return auto.get("minReplicas") == 0 or spec.get("replicas") == 0
+    replicas = spec.get("replicas")
+    return replicas == 0 or (replicas is None and auto.get("minReplicas") == 0)
 
 
 @dataclass

@@ -12,7 +12,7 @@ import openai
 import pytest
 import yaml
 
-from router.process import Router
+from router.process import Router, kill_mid_stream
 
 from .kubetools import MODELS_NAMESPACE, RELEASE_NAMESPACE, wait_until
 from .podservers import NO_EOS
@@ -127,16 +127,7 @@ def test_scale_from_zero(router, kubectl, pod_servers):
 
 def test_a_pod_killed_mid_stream(router, routed, pod_servers):
     client = openai.OpenAI(base_url=router.url + "/v1", api_key=routed, max_retries=0, timeout=60)
-    stream = client.chat.completions.create(model="routed", messages=[{"role": "user", "content": "A story."}],
-                                            max_tokens=600, stream=True, logit_bias=NO_EOS)
-    chunks = iter(stream)
-    next(chunks)
-    [victim] = [e for e, n in router.in_flight("routed").items() if n == 1]
-    pod = next(p for p in pod_servers.of("routed") if victim.startswith(p.ip + ":"))
-    pod_servers.kill(pod.pod)
-    with pytest.raises(openai.APIError, match="broke off"):
-        for _ in chunks:
-            pass
+    kill_mid_stream(router, pod_servers, client, "routed", NO_EOS)
     # kwok keeps the pod Ready (nothing probes it): its refused connections send each
     # request to the other pod.
     for i in range(3):

@@ -70,3 +70,21 @@ class Router:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+def kill_mid_stream(router: Router, pod_servers, client, model: str, no_eos: dict) -> None:
+    """Start a long OpenAI stream through the router, SIGKILL the server of the pod it went to
+    after the first chunk, and check that the stream ends with OpenAI's error event."""
+    import openai
+    import pytest
+
+    stream = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "A long story."}],
+                                            max_tokens=400, stream=True, logit_bias=no_eos)
+    chunks = iter(stream)
+    next(chunks)
+    [victim] = [e for e, n in router.in_flight(model).items() if n == 1]
+    pod = next(p for p in pod_servers.of(model) if victim.startswith(p.ip + ":"))
+    pod_servers.kill(pod.pod)
+    with pytest.raises(openai.APIError, match="broke off"):
+        for _ in chunks:
+            pass

@@ -14,6 +14,8 @@ import pytest
 from cluster.kubetools import wait_until
 from cluster.podservers import NO_EOS
 
+from router.process import kill_mid_stream
+
 from .conftest import KEY
 
 CHAT = [{"role": "user", "content": "Say hello."}]
@@ -180,17 +182,7 @@ def test_scale_from_zero_holds_the_request_until_a_pod_is_ready(router, cluster,
 
 def test_a_pod_killed_mid_stream_ends_the_stream_and_the_next_request_goes_elsewhere(router, tiny, pod_servers):
     client = _openai(router)
-    stream = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "A long story."}],
-                                            max_tokens=400, stream=True, logit_bias=NO_EOS)
-    chunks = iter(stream)
-    next(chunks)
-    [victim] = [e for e, n in router.in_flight("tiny").items() if n == 1]
-    pod = next(p for p in pod_servers.of("tiny") if victim.startswith(p.ip + ":"))
-    pod_servers.kill(pod.pod)
-    with pytest.raises(openai.APIError) as exc:
-        for _ in chunks:
-            pass
-    assert "broke off" in str(exc.value)
+    kill_mid_stream(router, pod_servers, client, "tiny", NO_EOS)
     retries = router.metric("modelyard_router_retries_total", model="tiny")
     # The dead pod is still Ready in the API (nothing probes it here): its connections are
     # refused, and each request that hashes to it is sent to the other pod.
