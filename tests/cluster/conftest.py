@@ -139,9 +139,9 @@ def operator(operator_kubeconfig, control_plane, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def pod_model(tmp_path_factory) -> Path:
+def pod_model() -> Path:
     """The small generated GGUF that every really-served pod loads (podservers.py)."""
-    return make_pod_model(tmp_path_factory.mktemp("pod-model"))
+    return make_pod_model()
 
 
 @pytest.fixture(scope="module")

@@ -32,8 +32,9 @@ Use it through the `pod_servers` fixture of conftest.py (one per test module):
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
-import shutil
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -278,14 +279,21 @@ def _read_when_there(read: Callable[[], Any], timeout: float = 10) -> Any:
 NO_EOS = {"151643": -100, "151645": -100}
 
 
-def make_pod_model(folder: Path) -> Path:
+def make_pod_model() -> Path:
     """The generated GGUF every pod serves: the tests' usual chat model (llama-shaped,
-    random weights, qwen2's vocabulary and chat template, F16)."""
+    random weights, qwen2's vocabulary and chat template, F16).
+
+    Making it takes about 30 s of a shared core (the 151k-token vocabulary), and it is the
+    same bytes every time, so it is kept in MODELYARD_CACHE under the hash of the
+    generator's source: a change to modelgen.py makes a new one."""
     from inference import modelgen
 
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "pod-chat.gguf"
+    cache = Path(os.environ.get("MODELYARD_CACHE") or Path.home() / ".cache" / "modelyard") / "test-models"
+    digest = hashlib.sha256(Path(modelgen.__file__).read_bytes()).hexdigest()[:12]
+    path = cache / f"pod-chat-qwen2-f16-{digest}.gguf"
     if not path.exists():
-        modelgen.make_llama_gguf(path.with_suffix(".tmp"), vocab="qwen2", qtype="F16")
-        shutil.move(path.with_suffix(".tmp"), path)
+        cache.mkdir(parents=True, exist_ok=True)
+        partial = cache / f".{path.name}.{os.getpid()}.part"
+        modelgen.make_llama_gguf(partial, vocab="qwen2", qtype="F16")
+        os.replace(partial, path)  # whole or absent, whoever else makes it at the same time
     return path
