@@ -279,16 +279,17 @@ def _read_when_there(read: Callable[[], Any], timeout: float = 10) -> Any:
 NO_EOS = {"151643": -100, "151645": -100}
 
 
-def make_pod_model() -> Path:
+def make_pod_model(cache: Path | None = None) -> Path:
     """The generated GGUF every pod serves: the tests' usual chat model (llama-shaped,
     random weights, qwen2's vocabulary and chat template, F16).
 
     Making it takes about 30 s of a shared core (the 151k-token vocabulary), and it is the
-    same bytes every time, so it is kept in MODELYARD_CACHE under the hash of the
-    generator's source: a change to modelgen.py makes a new one."""
+    same bytes every time, so it is kept in `cache` (default: MODELYARD_CACHE/test-models)
+    under the hash of the generator's source: a change to modelgen.py makes a new one."""
     from inference import modelgen
 
-    cache = Path(os.environ.get("MODELYARD_CACHE") or Path.home() / ".cache" / "modelyard") / "test-models"
+    if cache is None:
+        cache = Path(os.environ.get("MODELYARD_CACHE") or Path.home() / ".cache" / "modelyard") / "test-models"
     digest = hashlib.sha256(Path(modelgen.__file__).read_bytes()).hexdigest()[:12]
     path = cache / f"pod-chat-qwen2-f16-{digest}.gguf"
     if not path.exists():
