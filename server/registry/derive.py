@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from modelyard.server.registry import formats, quantize
+from modelyard.server.registry import formats, lora, quantize
 from modelyard.server.registry import store as st
 from modelyard.server.registry.blobs import Blobs
 from modelyard.server.registry.errors import InvalidFile
+from modelyard.server.shared.facts import ADAPTER_KIND, GENERATIVE_KINDS
 
 Emit = Callable[[dict], None]
 
@@ -77,6 +78,7 @@ class Recipe:
     files: dict[str, str] = field(default_factory=dict)  # role -> blob digest (see blob_roles)
     ollama: dict = field(default_factory=dict)  # template, system, parameters, license
     quantize: str | None = None
+    adapter: str | None = None  # a blob's digest: a GGUF LoRA to serve on `base` (Ollama's adapters)
 
 
 def blob_roles(blobs: Blobs, files: dict[str, str]) -> dict[str, str]:
@@ -105,11 +107,18 @@ def check(store: st.Store, blobs: Blobs, recipe: Recipe) -> None:
     4xx, not a line in a stream). Raises StoreError subclasses."""
     store.check_writable()
     st.check_id(recipe.model_id)
+    if recipe.adapter is not None and recipe.base is None:
+        raise InvalidFile("An adapter goes on a model: send 'from' with 'adapters'")
     if recipe.base is not None:
         base = store.get(recipe.base)
         if not base["readyToUse"] or base["kind"] == "onnx":
             raise InvalidFile(f"Model '{recipe.base}' has no complete GGUF file to create from")
         source = store.file_path(recipe.base)
+        if recipe.adapter is not None:
+            if base["kind"] not in GENERATIVE_KINDS:
+                raise InvalidFile(f"Model '{recipe.base}' is a {base['kind']} model; adapters go on llm and vlm models")
+            lora.check(source, _blob(blobs, recipe.adapter))
+            return
     else:
         source = blobs.path(recipe.files["model"])
     if recipe.quantize:
@@ -119,6 +128,8 @@ def check(store: st.Store, blobs: Blobs, recipe: Recipe) -> None:
 
 def create(store: st.Store, blobs: Blobs, recipe: Recipe, emit: Emit, cancel: threading.Event) -> dict:
     """Make (or replace) `recipe.model_id` (after `check`); returns its registry view."""
+    if recipe.adapter is not None:
+        return _create_adapter(store, blobs, recipe, emit)
     sources: dict[str, Path]
     if recipe.base is not None:
         base = store.get(recipe.base)
@@ -153,6 +164,27 @@ def create(store: st.Store, blobs: Blobs, recipe: Recipe, emit: Emit, cancel: th
         view = store.update(recipe.model_id, {"ollama": ollama}) if ollama else store.get(recipe.model_id)
     emit({"status": "success"})
     return view
+
+
+def _blob(blobs: Blobs, digest: str) -> Path:
+    path = blobs.path(digest)
+    if not path.is_file():
+        raise InvalidFile(f"No blob {digest}; upload it first with POST /api/blobs/{digest}")
+    return path
+
+
+def _create_adapter(store: st.Store, blobs: Blobs, recipe: Recipe, emit: Emit) -> dict:
+    """A model of kind adapter: the blob (hard-linked) served on its base per request."""
+    path = _blob(blobs, recipe.adapter)
+    info = lora.check(store.file_path(recipe.base), path)
+    fields = {"id": recipe.model_id, "kind": ADAPTER_KIND, "adapter": {"base": recipe.base, **info}}
+    with store.provisional(fields, new={"version": ""}):
+        with store.transfer(recipe.model_id) as transfer:
+            emit({"status": f"using existing layer sha256:{path.name.removeprefix('sha256-')}"})
+            transfer.place("model", path)
+            transfer.commit()
+    emit({"status": "success"})
+    return store.get(recipe.model_id)
 
 
 def _sha(store: st.Store, recipe: Recipe, role: str, path: Path) -> str:

@@ -316,6 +316,39 @@ def test_prefix_cache_is_keyed_by_adapter_set(c, srv, base_file):
     assert served["logprobs"]["token_logprobs"] == pytest.approx(expected["logprobs"]["token_logprobs"], abs=1e-3)
 
 
+def test_ollama_create_with_an_adapter(c, srv, base_file):
+    """Ollama's create with `adapters` (an uploaded blob): a model served as base + adapter.
+    A file that is no LoRA, or another base's, is a 400 before anything is stored."""
+    import hashlib
+
+    def blob(data: bytes) -> str:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        assert c.post(f"/api/blobs/{digest}", content=data).status_code in (200, 201)
+        return digest
+
+    adapter = blob((srv.store / "models" / "pw-a" / "model.gguf").read_bytes())
+    other = modelgen.make_llama_gguf(base_file.parent / "other.gguf", vocab=base_file.parent / "vocab.gguf",
+                                     shape=modelgen.LlamaShape(n_embd=32, n_layer=2, n_head=2, n_head_kv=1))
+    assert c.post("/store/v1/models", json={"id": "other", "version": "1", "kind": "llm"}).status_code in (200, 201)
+    with open(other, "rb") as f:
+        assert c.post("/store/v1/models/other/upload", files={"file": f}).status_code == 200
+
+    def create(name, base, digest):
+        return c.post("/api/create", json={"model": name, "from": base, "adapters": {"a.gguf": digest},
+                                           "stream": False})
+
+    r = create("pw-other", "other", adapter)
+    assert r.status_code == 400 and "another model" in r.json()["error"], r.text
+    r = create("pw-not", "base", blob(other.read_bytes()))
+    assert r.status_code == 400 and "not a LoRA adapter" in r.json()["error"], r.text
+    assert c.get("/store/v1/models/pw-other").status_code == 404
+    r = create("pw-ollama", "base", adapter)
+    assert r.status_code == 200 and r.json()["status"] == "success", r.text
+    r = c.post("/api/chat", json={"model": "pw-ollama", "stream": False, "options": {"temperature": 0, "num_predict": 16},
+                                  "messages": [{"role": "user", "content": QUESTION}]})
+    assert r.status_code == 200 and r.json()["message"]["content"].startswith(ANSWER), r.text
+
+
 def test_export_merges_and_quantizes(c, srv, data):
     """q_bits 0 (F16) and 8 (Q8_0): a model of its own, registered where it was written, whose
     greedy answer is the adapter's (the F16 merge's is the served adapter's, token for token)."""

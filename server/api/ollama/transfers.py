@@ -99,8 +99,11 @@ class Create:
                 fields = {**parse(body.modelfile), **{k: v for k, v in fields.items() if k != "modelfile"}}
             except ModelfileError as exc:
                 raise bad_request(f"Modelfile: {exc}") from None
-        if body.adapters:
-            raise bad_request("'adapters' (LoRA) are not supported yet")
+        if body.adapters and len(body.adapters) > 1:
+            raise bad_request("'adapters': one adapter per model (llama.cpp applies a set per request)")
+        adapter = next(iter((body.adapters or {}).values()), None)
+        if adapter is not None:
+            digest_hex(adapter)  # 400 for a malformed digest
         base, files = fields.get("from"), fields.get("files") or {}
         if bool(base) == bool(files):
             raise bad_request("Send 'from' (a model) or 'files' (uploaded blobs), one of the two")
@@ -114,7 +117,7 @@ class Create:
         return derive.Recipe(names.to_id(body.target), base=names.to_id(base) if base else None,
                              files=derive.blob_roles(self.blobs, files) if files else {},
                              ollama={k: v for k, v in ollama.items() if v is not None},
-                             quantize=fields.get("quantize"))
+                             quantize=fields.get("quantize"), adapter=adapter)
 
 
 class Blob:
