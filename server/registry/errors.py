@@ -36,6 +36,13 @@ class TransferBusy(StoreError):
     code = 409
 
 
+class IdTaken(StoreError):
+    """An id that differs from an existing model's only by case: on a case-insensitive file
+    system (macOS, Windows) the two would be one folder."""
+
+    code = 409
+
+
 class ReadOnlyStore(StoreError):
     code = 409
 

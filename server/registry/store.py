@@ -46,6 +46,7 @@ from modelyard.server.shared.facts import ADAPTER_KIND, KINDS, id_problem
 from modelyard.server.registry.transfer import Transfer  # noqa: F401  (re-exported: st.Transfer)
 from modelyard.server.registry.errors import (  # noqa: F401  (re-exported: callers use store.ModelNotFound)
     Cancelled,
+    IdTaken,
     InvalidFile,
     InvalidId,
     ModelInUse,
@@ -271,6 +272,9 @@ class Store:
         model_id = fields["id"]
         folder = self.model_dir(model_id)
         with self._id_locks[model_id]:
+            if twin := self._case_twin(model_id):
+                raise IdTaken(f"Model '{twin}' exists, and ids that differ only by case would share one folder "
+                              f"on a case-insensitive file system: use '{twin}' or another id")
             try:
                 meta = dict(self._read_meta(model_id))
                 created = False
@@ -281,6 +285,15 @@ class Store:
             meta.update({k: v for k, v in fields.items() if k != "id"})
             self._write_meta(model_id, meta)
         return self.get(model_id), created
+
+    def _case_twin(self, model_id: str) -> str | None:
+        """Another model's id that differs from `model_id` only by case."""
+        lower = model_id.lower()
+        try:
+            names = os.listdir(self._models)
+        except FileNotFoundError:
+            return None
+        return next((n for n in names if n.lower() == lower and n != model_id and n[0] not in ".-"), None)
 
     @contextmanager
     def provisional(self, fields: dict, new: dict | None = None) -> Iterator[dict | None]:

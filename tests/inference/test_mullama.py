@@ -445,7 +445,7 @@ def test_health_is_503_while_starting(start_server):
 def test_auth_applies_to_the_api_routes(srv):
     r = httpx.get(srv.url + "/api/models")
     assert_error(r, 401, "invalid_request")
-    assert_error(httpx.get(srv.url + "/api/models", headers={"Authorization": "Bearer nope"}), 403,
+    assert_error(httpx.get(srv.url + "/api/models", headers={"Authorization": "Bearer nope"}), 401,
                  "invalid_request")
 
 

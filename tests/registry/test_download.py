@@ -196,7 +196,7 @@ def test_silences_carry_ping_comments(dl_server, hub, gguf_bytes):
     with download(dl_server, "quiet", {"url": url}) as resp:
         lines = [line for line in resp.iter_lines() if line]
     assert ": ping" in lines
-    first_bytes = next(i for i, line in enumerate(lines) if '"size": ' in line and
+    first_bytes = next(i for i, line in enumerate(lines) if '"size":' in line and
                        json.loads(line[len("data: "):])["size"] > 0)
     assert lines.index(": ping") < first_bytes
     assert json.loads(lines[-1][len("data: "):])["done"] is True

@@ -1,6 +1,9 @@
 """The store directly: what its caches may never hide."""
 from __future__ import annotations
 
+import pytest
+
+from modelyard.server.registry.errors import IdTaken
 from modelyard.server.registry.store import Store
 from support.modelfiles import make_gguf
 
@@ -32,3 +35,16 @@ def test_another_process_writing_the_store_is_seen(tmp_path):
         transfer.commit()
     assert reader.get("m")["readyToUse"] is True
     assert reader.list(ready=True)[0]["id"] == "m"
+
+
+def test_ids_that_differ_only_by_case_are_refused(tmp_path):
+    """On a case-insensitive file system 'Alpha' and 'alpha' would be one folder: the
+    second create would silently update the first model."""
+    store = Store(tmp_path / "store")
+    store.create({"id": "Alpha", "version": "1", "kind": "llm"})
+    with pytest.raises(IdTaken) as e:
+        store.create({"id": "alpha", "version": "2", "kind": "embed"})
+    assert e.value.code == 409 and "'Alpha'" in str(e.value)
+    assert [m["id"] for m in store.list()] == ["Alpha"] and store.get("Alpha")["version"] == "1"
+    store.create({"id": "Alpha", "version": "3", "kind": "llm"})  # the same id still updates
+    assert store.get("Alpha")["version"] == "3"

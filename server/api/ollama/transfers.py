@@ -144,10 +144,3 @@ class Blob:
         self.blobs.receive(digest, read)
         resp.status = falcon.HTTP_201
 
-
-def add_routes(app: falcon.App, store: Store, settings: Settings) -> None:
-    blobs = Blobs(store.root)
-    app.add_route("/api/pull", Pull(store, settings))
-    app.add_route("/api/push", Push(store, settings))
-    app.add_route("/api/create", Create(store, blobs, settings))
-    app.add_route("/api/blobs/{digest}", Blob(blobs, store, settings))
