@@ -27,6 +27,14 @@ DEFAULT_ERROR_SCHEMA = {"type": "object", "required": ["error"], "properties": {
     "properties": {"code": {"type": "integer"}, "message": {"type": "string"}}}}}
 
 
+# `{"error": "..."}`: Ollama's shape and the KServe protocol's.
+MESSAGE_ERROR_SCHEMA = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+
+
+def message_error_body(code: int, message: str, kind: str | None = None) -> dict:
+    return {"error": message}
+
+
 @dataclass(frozen=True)
 class ModelIn:
     """Where a request names its model: a top-level field of its JSON body, a field of its

@@ -2,18 +2,12 @@
 `{"error": "..."}` (the protocol's shape)."""
 from __future__ import annotations
 
-from modelyard.server.api.family import JSON, Context, Family, ModelIn, Op, Route, model_param
+from modelyard.server.api.family import (JSON, MESSAGE_ERROR_SCHEMA, Context, Family, ModelIn, Op, Route, message_error_body,
+                                         model_param)
 from modelyard.server.api.health import Live, Ready
 from modelyard.server.api.kserve import codec
 from modelyard.server.api.kserve.routes import Infer, ModelMetadata, ModelReady
 from modelyard.server.http.routes import Guard
-
-ERROR_SCHEMA = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
-
-
-def error_body(code: int, message: str, kind: str | None = None) -> dict:
-    return {"error": message}
-
 
 def _resources(ctx: Context) -> dict:
     d = ctx.dispatcher
@@ -34,8 +28,8 @@ FAMILY = Family(
     name="kserve",
     prefixes=("/v2",),
     error_prefixes=("/v2",),
-    error_body=error_body,
-    error_schema=ERROR_SCHEMA,
+    error_body=message_error_body,
+    error_schema=MESSAGE_ERROR_SCHEMA,
     resources=_resources,
     routes=(
         Route("/models/{model_id}", Guard.KEY, model=_MODEL, ops=(

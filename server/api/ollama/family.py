@@ -5,20 +5,14 @@ blobs). Its errors are `{"error": "..."}`. Mullama's daemon answers the same rou
 """
 from __future__ import annotations
 
-from modelyard.server.api.family import JSON, NDJSON, OCTETS, Context, Family, ModelIn, Op, Route
+from modelyard.server.api.family import (JSON, MESSAGE_ERROR_SCHEMA, NDJSON, OCTETS, Context, Family, ModelIn, Op, Route,
+                                         message_error_body)
 from modelyard.server.api.ollama import schema as s
 from modelyard.server.api.ollama.embeddings import Embed, Embeddings
 from modelyard.server.api.ollama.generation import Chat, Generate
 from modelyard.server.api.ollama.models import Copy, Delete, Ps, Root, Show, Tags, Version
 from modelyard.server.api.ollama.transfers import Blob, Blobs, Create, Pull, Push
 from modelyard.server.http.routes import Guard
-
-ERROR_SCHEMA = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
-
-
-def error_body(code: int, message: str, kind: str | None = None) -> dict:
-    return {"error": message}
-
 
 def _resources(ctx: Context) -> dict:
     d, store, settings = ctx.dispatcher, ctx.store, ctx.settings
@@ -43,8 +37,8 @@ FAMILY = Family(
     name="ollama",
     prefixes=("",),
     error_prefixes=("/api",),
-    error_body=error_body,
-    error_schema=ERROR_SCHEMA,
+    error_body=message_error_body,
+    error_schema=MESSAGE_ERROR_SCHEMA,
     resources=_resources,
     routes=(
         Route("/", Guard.OPEN, ops=(
@@ -99,6 +93,6 @@ FAMILY = Family(
             Op("head", "Whether a blob is here (200) or not (404)", responses={200: {}, 404: {}},
                errors=(400, 401, 403), params=_DIGEST),
             Op("post", "Upload a blob; its sha256 must equal the digest", body_type=OCTETS, responses={201: {}},
-               errors=(400, 401, 403, 409, 411, 413), params=_DIGEST))),
+               errors=(400, 401, 403, 409, 413), params=_DIGEST))),
     ),
 )

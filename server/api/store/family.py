@@ -47,7 +47,7 @@ FAMILY = Family(
             Op("delete", "Delete a model and its files", responses={204: {}}, errors=(400, 401, 403, 404, 409)))),
         Route("/models/{model_id}/upload", Guard.WRITES, model=_BY_ID, ops=(
             Op("post", "Upload the model's file (multipart)", body=s.UploadForm, body_type="multipart/form-data",
-               responses={200: {JSON: s.ModelView}}, errors=(400, 401, 403, 404, 409, 411, 413, 415)),)),
+               responses={200: {JSON: s.ModelView}}, errors=(400, 401, 403, 404, 409, 413, 415)),)),
         Route("/models/{model_id}/download", Guard.WRITES, model=_BY_ID, ops=(
             Op("post", "Download the model's file from a URL or Hugging Face, with progress as Server-Sent Events",
                body=s.DownloadModel, responses={200: {SSE: s.DownloadProgress}},
