@@ -116,10 +116,10 @@ class Jobs:
     def submit(self, request: Request) -> dict:
         """Check everything a job could be refused for, then queue it. Raises FinetuneError
         and StoreError subclasses (4xx) before anything is queued."""
-        check_installed()
         self.store.check_writable()
         base = self._check_base(request.model_id)
         examples = dataset.read(Path(request.dataset_path))
+        check_installed()  # after the request's own faults: those are the client's to fix first
         job_id = secrets.token_hex(8)
         adapter_id = adapter_id_for(request, job_id)
         check_id(adapter_id)

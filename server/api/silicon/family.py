@@ -77,7 +77,7 @@ FAMILY = Family(
         # Fine-tuning (silicon/finetune.py).
         Route("/finetune", Guard.KEY, model=_MODEL, ops=(
             Op("post", "Start a LoRA fine-tuning job on a GGUF base", body=finetune.SiliconFinetuneBody,
-               responses={200: {JSON: {"type": "object"}}}, errors=(400, 401, 403, 404, 409, 413)),)),
+               responses={202: {JSON: {"type": "object"}}}, errors=(400, 401, 403, 404, 409, 413, 501)),)),
         Route("/jobs", Guard.KEY, ops=(
             Op("get", "Every fine-tuning job", responses={200: {JSON: {"type": "array"}}}, errors=(401, 403)),)),
         Route("/jobs/{job_id}", Guard.KEY, ops=(
