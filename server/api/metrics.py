@@ -7,6 +7,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from modelyard.server.api.picker_metrics import PickerMetrics
+
 
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 RATE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
@@ -154,6 +156,7 @@ class MetricsResource:
         self.metrics = metrics
         if manager is not None:
             metrics.registry.register(ModelFacts(manager))
+            metrics.registry.register(PickerMetrics(manager))
 
     def on_get(self, req, resp):
         resp.content_type = CONTENT_TYPE_LATEST

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 LOAD_TIMEOUT = 600.0  # a big model from a slow disk
 CLOSE_TIMEOUT = 30.0
 WATCH_SECONDS = 1.0  # how often the watchdog looks for a hang
+IDLE = (0, 0, 0, 0, 0, ((), ()))  # a runner's counters before its first step
 
 
 def _why(returncode: int | None) -> str:
@@ -116,7 +117,9 @@ class Runner:
         self.calls: dict[int, _Call] = {}
         self.closing = False
         self.dead: str | None = None  # why, once it stopped
-        self.counters = (0, 0, 0, 0)
+        # (waiting, running, prompt tokens decoded, generated tokens decoded, KV cells of running
+        # requests, (adapter files running, waiting)): Scheduler.counters after the last step
+        self.counters = IDLE
         self.info = self._handshake(spec)
         self._gauges = _RunnerGauges(metrics, name) if metrics is not None else None
         self._last = time.monotonic()
@@ -259,7 +262,8 @@ class Runner:
         for call in list(self.calls.values()):
             call.done.set()
         if self._gauges is not None:
-            self._gauges.update(self.counters, (0, 0, *self.counters[2:]))
+            self._gauges.update(self.counters, (0, 0, *self.counters[2:4]))
+        self.counters = (0, 0, *self.counters[2:4], *IDLE[4:])
         self.conn.close()
 
     def close(self) -> None:
@@ -325,6 +329,21 @@ class RemoteScheduler(_RemoteEngine):
     @property
     def active(self) -> int:
         return self.runner.counters[1]
+
+    @property
+    def kv_cells(self) -> int:
+        return self.runner.info["kv_cells"]
+
+    @property
+    def kv_cells_used(self) -> int:
+        return self.runner.counters[4]
+
+    @property
+    def slot_count(self) -> int:
+        return self.runner.info["slots"]
+
+    def adapter_files(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        return self.runner.counters[5]
 
 
 class RemoteEmbedder(_RemoteEngine):

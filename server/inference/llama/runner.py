@@ -9,7 +9,7 @@ Messages from the server: ("gen", rid, prompt, params, max_tokens, logprobs, med
 adapters),
 ("cancel", rid), ("embed", rid, inputs), ("vprompt", rid, text, add_special, images),
 ("close",). To the server: ("ready", info) or ("failed", message) once, then
-("events", [(rid, event), ...], counters) after each scheduler step, and the replies
+("events", [(rid, event), ...], counters) after each scheduler step (Scheduler.counters), and the replies
 ("embedded", rid, vectors, error) and ("vprompt", rid, tokens, spans, error_kind, message).
 """
 from __future__ import annotations
@@ -92,16 +92,17 @@ def _serve(conn: Connection, spec: dict) -> None:
             # Everything a step produced leaves in one message, with the step's counters.
             def _work(self):
                 super()._work()
-                link.flush((self.queue_depth, self.active, self.decoded["prompt"], self.decoded["generate"]))
+                link.flush(self.counters())
 
             def _shutdown(self):
                 super()._shutdown()
-                link.flush((0, 0, self.decoded["prompt"], self.decoded["generate"]))
+                link.flush((0, 0, self.decoded["prompt"], self.decoded["generate"], 0, ((), ())))
 
         engine = StepScheduler(model, parallel=spec["parallel"], threads=spec["threads"],
                                context_per_slot=spec["context"], name=name, projector=projector,
                                kv_cache_type=spec.get("kv_cache_type"))
-        info = {"n_ctx_slot": engine.n_ctx_slot, "kv_cache_type": engine.kv_cache_type,
+        info = {"n_ctx_slot": engine.n_ctx_slot, "kv_cells": engine.kv_cells, "slots": len(engine.slots),
+                "kv_cache_type": engine.kv_cache_type,
                 "kv_bytes_per_token": engine.kv_bytes_per_token}
     # What /metrics reports of the model: counted by llama.cpp from the loaded tensors.
     info["n_params"] = L.llama_model_n_params(model.ptr)
@@ -145,7 +146,7 @@ def _serve(conn: Connection, spec: dict) -> None:
                     found = media.get(refs[0][0])
                 if found is None:
                     link.event(rid, ("err", "the request's images are no longer held; send it again"))
-                    link.flush((engine.queue_depth, engine.active, engine.decoded["prompt"], engine.decoded["generate"]))
+                    link.flush(engine.counters())
                     continue
                 spans = tuple(found[i] for _, i in refs)
             req = GenRequest(prompt, params, max_tokens, logprobs, media=spans, priority=priority,
@@ -155,7 +156,7 @@ def _serve(conn: Connection, spec: dict) -> None:
                 engine.submit(req)
             except Exception as exc:
                 link.event(rid, ("err", str(exc)))
-                link.flush((0, 0, engine.decoded["prompt"], engine.decoded["generate"]))
+                link.flush(engine.counters())
         elif op == "cancel":
             req = requests.pop(msg[1], None)
             if req is not None:

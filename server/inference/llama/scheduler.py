@@ -211,6 +211,34 @@ class Scheduler(ContextThread):
     def active(self) -> int:
         return sum(1 for s in self.slots if s.req is not None)
 
+    @property
+    def kv_cells(self) -> int:
+        """The context's KV cells, all slots' (llama.cpp's cache is cells: one a token)."""
+        return self.n_ctx_slot * len(self.slots)
+
+    @property
+    def slot_count(self) -> int:
+        return len(self.slots)
+
+    @property
+    def kv_cells_used(self) -> int:
+        """Cells holding the decoded tokens of running requests. An idle slot's cached prefix
+        is not counted: any request may take that slot and overwrite it (vLLM counts its
+        cached blocks of finished requests as free too)."""
+        return sum(len(s.cached) for s in self.slots if s.req is not None)
+
+    def adapter_files(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(adapter files of running requests, of waiting ones), sorted: what the endpoint
+        picker's LoRA affinity reads."""
+        running = {p for s in self.slots if s.req is not None for p, _ in s.req.adapters}
+        waiting = {p for r in list(self._waiting) for p, _ in r.adapters}
+        return tuple(sorted(running)), tuple(sorted(waiting))
+
+    def counters(self) -> tuple:
+        """What the runner sends the server after each step (remote.py's Runner.counters)."""
+        return (self.queue_depth, self.active, self.decoded["prompt"], self.decoded["generate"],
+                self.kv_cells_used, self.adapter_files())
+
     def _next_waiting(self) -> tuple[GenRequest | None, list]:
         """The request to admit next (the highest priority, then the oldest) and the free
         slots it may take; (None, []) when it must wait. Called with the lock held."""

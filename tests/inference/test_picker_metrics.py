@@ -1,0 +1,166 @@
+"""The gauges the Gateway API Inference Extension's endpoint picker reads (vLLM's names), on a
+real server with requests running and waiting, and a LoRA adapter among them.
+
+One ordinary slot (--parallel 1; the engine adds one priority slot) and a 2048-token context
+per slot: a long generation holds the slot while the others wait behind it.
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import AUTH, KEY, provision
+from support.servers import Server
+
+from modelyard.server.finetune import lora_gguf
+
+CTX = 2048
+SLOTS = 2  # --parallel 1 and the engine's one priority slot
+NO_EOS = {"151643": -100, "151645": -100}
+PICKER = ("vllm:num_requests_waiting", "vllm:num_requests_running", "vllm:kv_cache_usage_perc",
+          "vllm:lora_requests_info", "vllm:cache_config_info")
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory, model_files):
+    root = tmp_path_factory.mktemp("picker")
+    server = Server(root / "store", api_key=KEY, args=("--threads", "2", "--parallel", "1"),
+                    log_path=root / "server.log").start()
+    try:
+        provision(server, model_files, catalogue={"chat": ("llm", "chat", {"gguf": {"initContextSize": CTX}})})
+        _add_adapter(server, root)
+        r = httpx.post(f"{server.url}/v1/models", headers=AUTH, json={"model": "chat"}, timeout=120)
+        assert r.status_code == 200, r.text
+        yield server
+    finally:
+        server.stop()
+
+
+def _add_adapter(server: Server, root) -> None:
+    """'chat-lora': a random LoRA on the chat model's q projections, made with Ollama's create."""
+    rng = np.random.default_rng(0)
+    pairs = {f"base_model.model.model.layers.{i}.self_attn.q_proj":
+             (rng.standard_normal((4, 64)).astype(np.float32), rng.standard_normal((64, 4)).astype(np.float32))
+             for i in range(2)}
+    data = lora_gguf.write(root / "lora.gguf", pairs, "llama", n_head=4, n_head_kv=2, alpha=8).read_bytes()
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    r = httpx.post(f"{server.url}/api/blobs/{digest}", headers=AUTH, content=data)
+    assert r.status_code in (200, 201), r.text
+    r = httpx.post(f"{server.url}/api/create", headers=AUTH, timeout=60,
+                   json={"model": "chat-lora", "from": "chat", "adapters": {"a.gguf": digest}, "stream": False})
+    assert r.status_code == 200, r.text
+
+
+def scrape(server: Server) -> dict:
+    """{name: (type, [(labels, value), ...])} of the picker's families."""
+    r = httpx.get(f"{server.url}/metrics", timeout=10)
+    assert r.status_code == 200
+    families = {f.name: f for f in text_string_to_metric_families(r.text)}
+    return {name: (families[name].type, [(s.labels, s.value) for s in families[name].samples])
+            for name in PICKER if name in families}
+
+
+def value(m: dict, name: str) -> float:
+    [(labels, v)] = m[name][1]
+    assert labels["model_name"] == "chat"
+    return v
+
+
+def lora(m: dict) -> dict:
+    [(labels, _)] = m["vllm:lora_requests_info"][1]
+    return labels
+
+
+def wait_for(server: Server, check, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        m = scrape(server)
+        if check(m) or time.monotonic() > deadline:
+            return m
+        time.sleep(0.02)
+
+
+class Stream(threading.Thread):
+    """A long streamed generation, read until stop() (then its connection closes: the server
+    cancels it)."""
+
+    def __init__(self, server: Server, model: str, i: int):
+        super().__init__(daemon=True)
+        self.server, self.model, self.i = server, model, i
+        self.stopped = threading.Event()
+        self.start()
+
+    def run(self):
+        body = {"model": self.model, "messages": [{"role": "user", "content": f"Story {self.i}"}],
+                "max_tokens": CTX - 64, "stream": True, "logit_bias": NO_EOS}
+        with httpx.stream("POST", f"{self.server.url}/v1/chat/completions", headers=AUTH, json=body,
+                          timeout=120) as r:
+            for _ in r.iter_lines():
+                if self.stopped.is_set():
+                    return
+
+    def stop(self):
+        self.stopped.set()
+        self.join(30)
+
+
+def test_idle_pod(srv):
+    m = scrape(srv)
+    assert set(m) == set(PICKER)
+    assert {t for t, _ in m.values()} == {"gauge"}  # the picker reads gauges and counters only
+    assert value(m, "vllm:num_requests_waiting") == 0
+    assert value(m, "vllm:num_requests_running") == 0
+    assert value(m, "vllm:kv_cache_usage_perc") == 0
+    assert lora(m) == {"model_name": "chat", "max_lora": str(SLOTS), "running_lora_adapters": "",
+                       "waiting_lora_adapters": ""}
+    [(cache, one)] = m["vllm:cache_config_info"][1]
+    assert cache == {"model_name": "chat", "block_size": "1", "num_gpu_blocks": str(CTX * SLOTS)}
+    assert one == 1
+
+
+def test_running_and_waiting(srv):
+    streams = []
+    try:
+        streams.append(Stream(srv, "chat", 0))  # takes the only ordinary slot
+        m = wait_for(srv, lambda m: value(m, "vllm:num_requests_running") == 1
+                     and value(m, "vllm:kv_cache_usage_perc") > 0)
+        assert value(m, "vllm:num_requests_running") == 1
+        streams.append(Stream(srv, "chat-lora", 1))
+        m = wait_for(srv, lambda m: value(m, "vllm:num_requests_waiting") == 1)
+        streams.append(Stream(srv, "chat", 2))
+        m = wait_for(srv, lambda m: value(m, "vllm:num_requests_waiting") == 2)
+        assert value(m, "vllm:num_requests_waiting") == 2
+        assert value(m, "vllm:num_requests_running") == 1
+        used = value(m, "vllm:kv_cache_usage_perc")
+        assert 0 < used <= 1 / SLOTS  # one slot's cells of the two
+        assert lora(m)["running_lora_adapters"] == "" and lora(m)["waiting_lora_adapters"] == "chat-lora"
+        since = m["vllm:lora_requests_info"][1][0][1]
+        assert abs(since - time.time()) < 60  # a timestamp: the newest series wins in the picker
+        # the cache fills as the running request generates
+        m = wait_for(srv, lambda m: value(m, "vllm:kv_cache_usage_perc") > used)
+        assert value(m, "vllm:kv_cache_usage_perc") > used
+
+        streams[0].stop()  # the adapter's request, the oldest waiting, takes the slot
+        m = wait_for(srv, lambda m: lora(m)["running_lora_adapters"] == "chat-lora"
+                     and value(m, "vllm:num_requests_waiting") == 1)
+        assert lora(m) == {"model_name": "chat", "max_lora": str(SLOTS), "running_lora_adapters": "chat-lora",
+                           "waiting_lora_adapters": ""}
+        assert value(m, "vllm:num_requests_running") == 1
+        assert len(m["vllm:lora_requests_info"][1]) == 1  # the old set's series is gone
+    finally:
+        for s in streams:
+            s.stop()
+    m = wait_for(srv, lambda m: value(m, "vllm:num_requests_running") == 0
+                 and value(m, "vllm:num_requests_waiting") == 0)
+    assert value(m, "vllm:num_requests_running") == 0 and value(m, "vllm:num_requests_waiting") == 0
+    assert value(m, "vllm:kv_cache_usage_perc") == 0
+    assert lora(m)["running_lora_adapters"] == "" and lora(m)["waiting_lora_adapters"] == ""
+    # the server's own gauges are kept
+    r = httpx.get(f"{srv.url}/metrics", timeout=10)
+    assert 'modelyard_queue_depth{model="chat"}' in r.text
