@@ -10,13 +10,12 @@ import falcon
 from modelyard.server.api import errors as api_errors
 from modelyard.server.api import metrics
 from modelyard.server.api.family import Context
-from modelyard.server.api.families import FAMILIES
+from modelyard.server.api.families import FAMILIES, route_rules
 from modelyard.server.http import jsonio
 from modelyard.server.http.auth import AuthMiddleware
 from modelyard.server.http.cors import CorsMiddleware
-from modelyard.server.http.errors import ErrorSerializer, default_error_body
+from modelyard.server.http.errors import ErrorSerializer
 from modelyard.server.http.hosts import HostMiddleware
-from modelyard.server.http.routes import Guard, RouteRule, RouteRules
 from modelyard.server.inference.dispatch import Dispatcher
 from modelyard.server.inference.manager import ModelManager
 from modelyard.server.registry import egress
@@ -24,22 +23,11 @@ from modelyard.server.registry.store import Store
 from modelyard.server.settings import Settings
 
 
-def route_rules(families=FAMILIES) -> RouteRules:
-    """Each route's guard and error shape, by URI template, for the auth and error layers."""
-    rules = RouteRules(RouteRule(Guard.KEY, default_error_body))
-    for family in families:
-        for template, route in family.templates():
-            rules.add(template, RouteRule(route.guard, family.error_body, family.bad_key_status))
-        for prefix in family.error_prefixes:
-            rules.add_prefix(prefix, RouteRule(Guard.KEY, family.error_body, family.bad_key_status))
-    return rules
-
-
-def create_app(settings: Settings, store: Store | None = None) -> falcon.App:
+def create_app(settings: Settings, store: Store | None = None, families=FAMILIES) -> falcon.App:
     store = store or Store(settings.store)
     egress.configure(settings.allow_fetch)  # where this worker's fetches may go
     collectors = metrics.Metrics()
-    rules = route_rules()
+    rules = route_rules(families)
     app = falcon.App(middleware=[
         HostMiddleware(settings.api_key, settings.allowed_hosts),
         CorsMiddleware(settings.cors_origins),
@@ -57,8 +45,8 @@ def create_app(settings: Settings, store: Store | None = None) -> falcon.App:
     manager = ModelManager(store, settings, collectors)
     dispatcher = Dispatcher(manager, settings, collectors)
     ctx = Context(store=store, dispatcher=dispatcher, manager=manager, settings=settings, metrics=collectors,
-                  version=version("modelyard"))
-    for family in FAMILIES:
+                  version=version("modelyard"), families=families)
+    for family in families:
         resources = family.resources(ctx)
         declared = {route.path for route in family.routes}
         if set(resources) != declared:

@@ -11,7 +11,8 @@ from modelyard.server.api.ollama.family import FAMILY as OLLAMA
 from modelyard.server.api.openai.family import FAMILY as OPENAI
 from modelyard.server.api.silicon.family import FAMILY as SILICON
 from modelyard.server.api.store.family import FAMILY as REGISTRY
-from modelyard.server.http.routes import Guard
+from modelyard.server.http.errors import default_error_body
+from modelyard.server.http.routes import Guard, RouteRule, RouteRules
 
 API_FAMILIES: tuple[Family, ...] = (REGISTRY, OPENAI, ANTHROPIC, KSERVE, OLLAMA, MULLAMA, SILICON)
 
@@ -21,7 +22,7 @@ def _server_resources(ctx: Context) -> dict:
         "/healthz": health.Live({"status": "ok"}),
         "/readyz": health.Ready(ctx.manager, {"status": "ready"}, {"status": "loading"}),
         "/metrics": metrics.MetricsResource(ctx.metrics, ctx.manager),
-        "/openapi.json": openapi.OpenApi(openapi.build_document(FAMILIES, ctx.version)),
+        "/openapi.json": openapi.OpenApi(openapi.build_document(ctx.families, ctx.version)),
     }
 
 
@@ -44,3 +45,15 @@ SERVER = Family(
 )
 
 FAMILIES: tuple[Family, ...] = (*API_FAMILIES, SERVER)
+
+
+def route_rules(families=FAMILIES) -> RouteRules:
+    """Each route's guard and error shape, by URI template (and by prefix for paths that match
+    no route), for the auth and error layers of the server and of the cluster router."""
+    rules = RouteRules(RouteRule(Guard.KEY, default_error_body))
+    for family in families:
+        for template, route in family.templates():
+            rules.add(template, RouteRule(route.guard, family.error_body, family.bad_key_status))
+        for prefix in family.error_prefixes:
+            rules.add_prefix(prefix, RouteRule(Guard.KEY, family.error_body, family.bad_key_status))
+    return rules

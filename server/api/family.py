@@ -83,6 +83,7 @@ class Context:
     settings: Any
     metrics: Any
     version: str
+    families: tuple = ()  # every family the app serves (the OpenAPI document lists them)
 
 
 @dataclass(frozen=True)
