@@ -13,6 +13,14 @@ requests one after another (their latency, and how many got no answer within 5 s
 front process's resident memory and threads.
 
     .venv/bin/python bench/router_bench.py idle [--streams 64 300]
+
+`overhead`: a real `modelyard serve` (the tests' generated pod model: random weights,
+qwen2's vocabulary; 8 decode slots) called directly and through the router, at 1, 8 and 64
+concurrent streamed chat completions (64 tokens each, end-of-sequence biased away; at 64
+most wait for a slot), in alternating rounds: time to first token (median) and tokens per
+second per stream (median).
+
+    .venv/bin/python bench/router_bench.py overhead [--rounds 3] [--streams 1 8 64]
 """
 from __future__ import annotations
 
@@ -211,11 +219,82 @@ def idle(stream_counts: list[int]) -> list[dict]:
     return results
 
 
+# ---- router overhead against a real server -------------------------------------------------
+NO_EOS = {"151643": -100, "151645": -100}  # qwen2's end tokens (tests/cluster/podservers.py)
+
+
+def _real_server(workdir: Path, parallel: int):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from cluster.podservers import make_pod_model
+    from support.servers import Server
+
+    from modelyard.server.registry.store import Store
+
+    store = workdir / "store"
+    Store(store).register_path("m", make_pod_model(workdir / "model"), kind="llm",
+                               fields={"version": "1.0.0", "gguf": {"initContextSize": 2048}})
+    return Server(store, args=("--preload", "m", "--parallel", str(parallel)),
+                  log_path=workdir / "server.log").start(wait_ready=True, timeout=300)
+
+
+async def _streams(url: str, count: int) -> tuple[float, float]:
+    """(median time to first token in ms, median tokens per second per stream)."""
+    body = {"model": "m", "messages": [{"role": "user", "content": "Tell a story."}], "max_tokens": 64,
+            "stream": True, "logit_bias": NO_EOS}
+    limits = httpx.Limits(max_connections=None)
+    async with httpx.AsyncClient(timeout=300, limits=limits) as client:
+        async def one() -> tuple[float, float]:
+            started = time.perf_counter()
+            first, tokens = None, 0
+            async with client.stream("POST", url + "/v1/chat/completions", json=body) as r:
+                async for line in r.aiter_lines():
+                    if line.startswith("data: {"):
+                        tokens += 1
+                        first = first or time.perf_counter()
+            end = time.perf_counter()
+            return (first - started) * 1000, (tokens - 1) / max(end - first, 1e-9)
+        results = await asyncio.gather(*[one() for _ in range(count)])
+    return statistics.median(r[0] for r in results), statistics.median(r[1] for r in results)
+
+
+def overhead(rounds: int, stream_counts: list[int]) -> list[dict]:
+    import tempfile
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        server = _real_server(Path(tmp), parallel=8)  # the model's 2048 tokens: 256 per slot
+        port = free_port()
+        front = _start("asgi", port, f"127.0.0.1:{server.port}")
+        try:
+            asyncio.run(_streams(server.url, 1))  # warm-up: the first request pays one-off costs
+            for count in stream_counts:
+                samples: dict[str, list[tuple[float, float]]] = {"direct": [], "router": []}
+                for _ in range(rounds):
+                    for name, url in (("direct", server.url), ("router", f"http://127.0.0.1:{port}")):
+                        samples[name].append(asyncio.run(_streams(url, count)))
+                row = {"streams": count}
+                for name, values in samples.items():
+                    row[f"{name}_ttft_ms"] = round(statistics.median(v[0] for v in values), 1)
+                    row[f"{name}_tok_s"] = round(statistics.median(v[1] for v in values), 1)
+                row["ttft_added_ms"] = round(row["router_ttft_ms"] - row["direct_ttft_ms"], 1)
+                row["tok_s_ratio"] = round(row["router_tok_s"] / row["direct_tok_s"], 3)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+        finally:
+            front.kill()
+            front.wait()
+            server.stop()
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("idle", help="idle streams each stack holds")
     p.add_argument("--streams", type=int, nargs="+", default=[64, 300])
+    o = sub.add_parser("overhead", help="through the router against direct, on a real server")
+    o.add_argument("--rounds", type=int, default=3)
+    o.add_argument("--streams", type=int, nargs="+", default=[1, 8, 64])
     s = sub.add_parser("serve", help="(internal) one of the processes")
     s.add_argument("role", choices=["pod", "asgi", "gthread"])
     s.add_argument("port", type=int)
@@ -224,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         {"pod": lambda: run_pod(args.port), "asgi": lambda: run_asgi(args.port, args.upstream),
          "gthread": lambda: run_gthread(args.port, args.upstream)}[args.role]()
+        return 0
+    if args.command == "overhead":
+        overhead(args.rounds, args.streams)
         return 0
     idle(args.streams)
     return 0
