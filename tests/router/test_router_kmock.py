@@ -18,6 +18,8 @@ from router.process import kill_mid_stream
 
 from .conftest import KEY
 
+pytestmark = pytest.mark.slow
+
 CHAT = [{"role": "user", "content": "Say hello."}]
 
 
