@@ -136,6 +136,8 @@ def test_train_queue_register_and_same_seed(c, data, srv):
     views = {i: c.get(f"/store/v1/models/{i}").json() for i in ("pw-a", "pw-b")}
     assert views["pw-a"]["kind"] == "adapter" and views["pw-a"]["readyToUse"] is True
     assert views["pw-a"]["sha256"] == views["pw-b"]["sha256"]  # same seed, same adapter
+    assert views["pw-a"]["adapter"] == {"base": "base", "rank": 8, "alpha": 16.0, "job_id": first["job_id"]}
+    assert [m["id"] for m in c.get("/store/v1/models?kind=adapter").json()["data"]] == ["pw-a", "pw-b"]
 
     r = c.delete("/store/v1/models/base")
     assert r.status_code == 409 and "pw-a" in r.text and "pw-b" in r.text, r.text

@@ -72,12 +72,12 @@ def test_parse_bool_refuses(raw):
 
 def test_parse_kind():
     assert store.parse_kind(None) is None
-    for kind in ("llm", "vlm", "embed", "onnx"):
+    for kind in ("llm", "vlm", "embed", "onnx", "adapter"):
         assert store.parse_kind(kind) == kind
     with pytest.raises(store.SchemaError) as caught:
         store.parse_kind("LLM")
     assert str(caught.value) == ("Query parameter 'kind' has unknown value 'LLM'; "
-                                 "use one of: llm, vlm, embed, onnx")
+                                 "use one of: llm, vlm, embed, onnx, adapter")
 
 
 # ---- the OpenAI API ------------------------------------------------------------------------

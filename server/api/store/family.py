@@ -32,7 +32,7 @@ FAMILY = Family(
     routes=(
         Route("/models", Guard.WRITES, model=ModelIn(body=("id",)), lists_models=True, ops=(
             Op("get", "List models", responses={200: {JSON: s.ModelList}}, errors=(400,), params=(
-                {"name": "kind", "in": "query", "schema": {"type": "string", "enum": list(s.KINDS)}},
+                {"name": "kind", "in": "query", "schema": {"type": "string", "enum": list(s.LISTED_KINDS)}},
                 {"name": "ready", "in": "query", "schema": {"type": "string", "enum": ["true", "false", "1", "0"]}})),
             Op("post", "Create a model (200 when it exists: updated)", body=s.CreateModel,
                responses={200: {JSON: s.ModelView}, 201: {JSON: s.ModelView}}, errors=(400, 401, 403, 409, 413)),

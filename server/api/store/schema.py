@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal, Optional
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from modelyard.server.shared.facts import (
-    CHAT_TEMPLATE_HINTS, EXECUTION_PROVIDERS, KINDS, KV_CACHE_TYPES, id_problem, kv_cache_problem,
+    ADAPTER_KIND, CHAT_TEMPLATE_HINTS, EXECUTION_PROVIDERS, KINDS, KV_CACHE_TYPES, id_problem, kv_cache_problem,
 )
 
 
@@ -29,6 +29,9 @@ ModelId = Annotated[str, AfterValidator(_valid_id), Field(
     description="The model id: letters, digits, '-', '_' and '.', at most 255 characters; "
                 "not starting with '.' or '-', without '..'.", examples=["smollm2-360m"])]
 Kind = Literal[KINDS]
+# What lists show and filter by: the kinds a model is created with, and fine-tuning's adapters
+# (made by a job or Ollama's create with adapters, never created through this API).
+LISTED_KINDS = (*KINDS, ADAPTER_KIND)
 
 
 class _Strict(BaseModel):
@@ -124,25 +127,33 @@ def parse_bool(name: str, raw: str | None) -> bool | None:
 
 
 def parse_kind(raw: str | None) -> str | None:
-    if raw is not None and raw not in KINDS:
-        raise SchemaError(f"Query parameter 'kind' has unknown value '{raw}'; use one of: {', '.join(KINDS)}")
+    if raw is not None and raw not in LISTED_KINDS:
+        raise SchemaError(f"Query parameter 'kind' has unknown value '{raw}'; use one of: {', '.join(LISTED_KINDS)}")
     return raw
 
 
 # ---- responses (for the OpenAPI document) ----------------------------------------------
+
+class AdapterInfo(BaseModel):
+    base: str = Field(description="The id of the model the adapter was trained on, and is served on.")
+    rank: int
+    alpha: float
+    job_id: Optional[str] = Field(None, description="The fine-tuning job that made it.")
+
 
 class ModelView(BaseModel):
     """A model in the registry."""
 
     id: str
     version: str
-    kind: Kind
+    kind: Literal[LISTED_KINDS]
     readyToUse: bool = Field(description="True once every file the kind needs is complete and verified.")
     createdAt: int = Field(description="Milliseconds since the epoch.")
     totalSize: Optional[int] = Field(None, description="Bytes of the committed files.")
     sha256: Optional[str] = Field(None, description="The main file's sha256, once ready.")
     gguf: Optional[GgufSettings] = None
     onnx: Optional[OnnxSettings] = None
+    adapter: Optional[AdapterInfo] = Field(None, description="A LoRA adapter's base, rank and alpha.")
     registeredPath: Optional[str] = Field(
         None, description="Where the model's file (or folder) lies when it was registered by path "
                           "instead of stored; deleting the model leaves it there.")
