@@ -7,40 +7,28 @@ from types import SimpleNamespace
 from typing import Any
 
 from modelyard.server.api.anthropic import format as anthropic
+from modelyard.server.api.families import route_rules
 from modelyard.server.http import sse
-from modelyard.server.http.errors import default_error_body
 from modelyard.server.http.jsonio import dumps
-from modelyard.server.http.routes import Guard, RouteRule, RouteRules
+from modelyard.server.http.routes import RouteRules
 
 SSE = "text/event-stream"
 NDJSON = "application/x-ndjson"
 
 
-def error_rules(families=None) -> RouteRules:
-    """Each route's error shape, by URI template and by family prefix, as the pods answer."""
-    if families is None:
-        from modelyard.server.api.families import FAMILIES as families
-    rules = RouteRules(RouteRule(Guard.KEY, default_error_body))
-    for family in families:
-        for template, route in family.templates():
-            rules.add(template, RouteRule(route.guard, family.error_body))
-        for prefix in family.error_prefixes:
-            rules.add_prefix(prefix, RouteRule(Guard.KEY, family.error_body))
-    return rules
-
-
 class Voices:
-    def __init__(self, rules: RouteRules | None = None) -> None:
-        self.rules = rules or error_rules()
+    """Error bodies by the families' declared shapes (the server's own route rules)."""
 
-    def error(self, path: str, template: str | None, code: int, message: str) -> bytes:
-        """An error body in the shape of the route (or of the family whose prefix `path` is under)."""
-        rule = self.rules.for_request(SimpleNamespace(uri_template=template, path=path))
-        return dumps(rule.error_body(code, message, None))
+    def __init__(self, rules: RouteRules | None = None) -> None:
+        self.rules = rules or route_rules()
 
     def error_dict(self, path: str, template: str | None, code: int, message: str) -> dict:
+        """In the shape of the route (or of the family whose prefix `path` is under)."""
         rule = self.rules.for_request(SimpleNamespace(uri_template=template, path=path))
         return rule.error_body(code, message, None)
+
+    def error(self, path: str, template: str | None, code: int, message: str) -> bytes:
+        return dumps(self.error_dict(path, template, code, message))
 
 
 def held_stream(family: str, template: str, body: Any) -> bytes | None:
