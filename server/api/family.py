@@ -68,6 +68,10 @@ class Route:
     guard: Guard
     ops: tuple[Op, ...]
     model: ModelIn | None = None
+    # The body is a conversation or a prompt that a pod's prefix cache may hold: the cluster
+    # router keeps one conversation on one pod (prefix-aware balancing); other routes go to
+    # the least-loaded pod.
+    conversation: bool = False
     # The cluster router answers this route for the whole cluster from the Models' status
     # instead of sending it to one Model's pods.
     lists_models: bool = False

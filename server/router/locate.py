@@ -16,16 +16,6 @@ from falcon.routing import CompiledRouter
 from modelyard.server.api.family import ModelIn
 
 
-# The routes whose body is a conversation (or a prompt) that a pod's prefix cache may hold,
-# by family and route: those are hashed onto the ring; the rest (embeddings, model routes)
-# go to the least-loaded pod. (A `conversation` flag on the declarations' Route would move
-# this into the families.)
-CONVERSATION_ROUTES = frozenset({
-    ("openai", "/chat/completions"), ("openai", "/completions"), ("anthropic", "/messages"),
-    ("ollama", "/api/generate"), ("ollama", "/api/chat"), ("silicon", "/chat"),
-})
-
-
 @dataclass(frozen=True)
 class RouteInfo:
     """What the router needs of one declared route."""
@@ -40,7 +30,7 @@ def routes(families=None) -> dict[str, RouteInfo]:
     (api/<family>/family.py): the one place the router learns the families' routes."""
     if families is None:
         from modelyard.server.api.families import FAMILIES as families
-    return {template: RouteInfo(route.model, family.name, (family.name, route.path) in CONVERSATION_ROUTES)
+    return {template: RouteInfo(route.model, family.name, route.conversation)
             for family in families for template, route in family.templates() if route.model is not None}
 
 

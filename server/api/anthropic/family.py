@@ -26,7 +26,7 @@ FAMILY = Family(
     error_schema=ERROR_SCHEMA,
     resources=_resources,
     routes=(
-        Route("/messages", Guard.KEY, model=_MODEL, ops=(
+        Route("/messages", Guard.KEY, model=_MODEL, conversation=True, ops=(
             Op("post", "Anthropic Messages (streamed as SSE with stream: true)", body=s.MessagesBody,
                responses={200: {JSON: s.MessageOut, SSE: {"type": "string"}}},
                errors=(400, 401, 403, 404, 413, 499, 503)),)),

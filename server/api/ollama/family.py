@@ -65,10 +65,10 @@ FAMILY = Family(
         Route("/api/delete", Guard.KEY, model=_MODEL, ops=(
             Op("delete", "Delete a model (other names of its file keep it)", body=s.DeleteBody,
                responses={200: {JSON: _ANY}}, errors=(400, 401, 403, 404, 409, 413)),)),
-        Route("/api/generate", Guard.KEY, model=_MODEL, ops=(
+        Route("/api/generate", Guard.KEY, model=_MODEL, conversation=True, ops=(
             Op("post", "Generate (NDJSON stream by default)", body=s.GenerateBody, responses=_STREAMED,
                errors=(400, 401, 403, 404, 413, 500, 503)),)),
-        Route("/api/chat", Guard.KEY, model=_MODEL, ops=(
+        Route("/api/chat", Guard.KEY, model=_MODEL, conversation=True, ops=(
             Op("post", "Chat (NDJSON stream by default)", body=s.ChatBody, responses=_STREAMED,
                errors=(400, 401, 403, 404, 413, 500, 503)),)),
         Route("/api/embed", Guard.KEY, model=_MODEL, ops=(

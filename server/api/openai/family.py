@@ -51,11 +51,11 @@ FAMILY = Family(
     error_schema=ERROR_SCHEMA,
     resources=_resources,
     routes=(
-        Route("/chat/completions", Guard.KEY, model=_MODEL, ops=(
+        Route("/chat/completions", Guard.KEY, model=_MODEL, conversation=True, ops=(
             Op("post", "Chat completion (streamed as SSE with stream: true)", body=s.ChatCompletionBody,
                responses={200: {JSON: s.ChatCompletion, SSE: {"type": "string"}}},
                errors=(400, 401, 403, 404, 413, 499, 503)),)),
-        Route("/completions", Guard.KEY, model=_MODEL, ops=(
+        Route("/completions", Guard.KEY, model=_MODEL, conversation=True, ops=(
             Op("post", "Text completion", body=s.CompletionBody,
                responses={200: {JSON: s.Completion, SSE: {"type": "string"}}},
                errors=(400, 401, 403, 404, 413, 499, 503)),)),

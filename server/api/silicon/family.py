@@ -64,7 +64,7 @@ FAMILY = Family(
         Route("/models/{model_id}/format", Guard.KEY, model=ModelIn(path="model_id"), ops=(
             Op("get", "The tokenizer's metadata from the GGUF", responses={200: {JSON: s.SiliconFormatOut}},
                errors=(400, 401, 403, 404)),)),
-        Route("/chat", Guard.KEY, model=_MODEL, ops=(
+        Route("/chat", Guard.KEY, model=_MODEL, conversation=True, ops=(
             Op("post", "Chat, streamed as SSE {\"text\"} events and a final done event with the usage",
                body=s.SiliconChatBody, responses={200: {SSE: s.SiliconChatEvent}},
                errors=(400, 401, 403, 404, 413, 500, 503)),)),
