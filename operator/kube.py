@@ -27,7 +27,9 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "events": ("", "v1"),
     "jobs": ("batch", "v1"),
     "deployments": ("apps", "v1"),
+    "inferencepools": ("inference.networking.k8s.io", "v1"),  # only where GAIE's CRD is installed
 }
+_DISCOVERY_SECONDS = 60.0  # how long an answer of discovery is trusted
 _TIMEOUT = (5, 30)  # connect, read (seconds): a hung API call must not hang a worker
 _SLOW = 2.0  # seconds; slower calls are logged, as a sign of an overloaded API server
 
@@ -53,6 +55,24 @@ def load_api_client() -> kubernetes.client.ApiClient:
 class Kube:
     def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
         self.api = api_client
+        self._served: dict[str, tuple[float, bool]] = {}  # resource -> (when asked, served)
+
+    def served(self, resource: str) -> bool:
+        """Whether the API server serves `resource` at its group and version (a CRD that may
+        not be installed), from discovery, asked at most once a minute per resource."""
+        asked, answer = self._served.get(resource, (0.0, False))
+        if time.monotonic() - asked < _DISCOVERY_SECONDS:
+            return answer
+        group, version = RESOURCES[resource]
+        try:
+            found = self.request("GET", f"/apis/{group}/{version}" if group else f"/api/{version}")
+            answer = any(r.get("name") == resource for r in (found or {}).get("resources") or [])
+        except KubeError as e:
+            if e.status not in (403, 404, 503):  # absent (or its aggregated API down): not served
+                raise
+            answer = False
+        self._served[resource] = (time.monotonic(), answer)
+        return answer
 
     @staticmethod
     def path(resource: str, namespace: str | None, name: str | None = None, sub: str | None = None) -> str:

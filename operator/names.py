@@ -73,5 +73,15 @@ def job_name(model_name: str, source_hash: str) -> str:
     return _fit(base_name(model_name), f"-fetch-{source_hash}")
 
 
+def inference_pool_name(model_name: str) -> str:
+    return base_name(model_name)
+
+
+def endpoint_picker_service(model_name: str) -> str:
+    """The Service GAIE's inferencepool Helm chart names for the picker it deploys with a pool
+    of this name (its release name + `-epp`)."""
+    return _fit(inference_pool_name(model_name), "-epp")
+
+
 def endpoint(model_name: str, namespace: str, port: int) -> str:
     return f"http://{service_name(model_name)}.{namespace}.svc:{port}"

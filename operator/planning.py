@@ -28,6 +28,8 @@ class Observed:
     deployment: dict[str, Any] | None = None
     service: dict[str, Any] | None = None
     job_error: str | None = None  # the fetch's own error line, when its Job failed
+    pools_served: bool = False  # the API server serves InferencePools (GAIE's CRD is installed)
+    inference_pool: dict[str, Any] | None = None
 
 
 @dataclass
@@ -73,7 +75,46 @@ def plan(observed: Observed, settings: OperatorSettings, *, now: str, api_key: s
         _plan_serving(observed, settings, digest, api_key, actions, status)
     else:
         _plan_download(observed, settings, digest, actions, status)
+    _plan_inference_pool(observed, settings, actions, status)
     return status.plan(actions)
+
+
+def _plan_inference_pool(observed: Observed, settings: OperatorSettings, actions: list[Action],
+                         status: "_Status") -> None:
+    """The Model's InferencePool when it wants one and the API server has the kind; without the
+    kind, a condition (and one Warning event) says so, and nothing else changes."""
+    model, pool = observed.model, observed.inference_pool
+    uid = model["metadata"].get("uid")
+    ours = pool is not None and any(ref.get("uid") == uid for ref in pool["metadata"].get("ownerReferences") or [])
+    if not builders.wants_inference_pool(model.get("spec") or {}, settings):
+        if ours:
+            actions.append(Action("delete", "inferencepools", pool["metadata"]["name"],
+                                  event="Deleted the InferencePool: the Model no longer asks for one"))
+        status.drop_condition(POOL_CONDITION)
+        return
+    if not observed.pools_served:
+        status.condition_with_event(POOL_CONDITION, "False", "CRDNotInstalled", (
+            "No InferencePool made: the API server does not serve inferencepools in "
+            "inference.networking.k8s.io/v1. Install the Gateway API Inference Extension's v1 CRDs "
+            "(config/crd/bases of its v1.x releases); the Model serves meanwhile."))
+        return
+    desired = builders.build_inference_pool(model, settings)
+    pool_name = desired["metadata"]["name"]
+    if pool is None:
+        actions.append(Action("create", "inferencepools", pool_name, desired,
+                              event=f"Created InferencePool {pool_name}"))
+    elif not ours:
+        status.condition_with_event(POOL_CONDITION, "False", "NameConflict", (
+            f"InferencePool {pool_name} exists and belongs to something else: remove it or rename this Model."))
+        return
+    elif pool.get("spec") != desired["spec"]:
+        actions.append(Action("patch", "inferencepools", pool_name,
+                              [{"op": "replace", "path": "/spec", "value": desired["spec"]}],
+                              event=f"Updated InferencePool {pool_name}"))
+    ref = desired["spec"]["endpointPickerRef"]
+    status.condition_with_event(POOL_CONDITION, "True", "Created", (
+        f"InferencePool {pool_name} selects this Model's pods on port {SERVER_PORT}; its endpoint picker "
+        f"is Service {ref['name']}:{ref['port']['number']}."))
 
 
 def _plan_download(
@@ -144,6 +185,9 @@ def _plan_serving(
         status.set("Ready", ready=("True", "Ready", f"{ready} pod(s) serve the model at {status.endpoint}."))
     else:
         status.set("Loading", ready=("False", "Loading", "Waiting for an inference pod to load the model."))
+
+
+POOL_CONDITION = "InferencePool"
 
 
 def _scaled_to_zero(spec: dict[str, Any]) -> str:
@@ -288,6 +332,17 @@ class _Status:
         self.new["phase"] = phase
         if self.old.get("phase") != phase or (phase == "Failed" and old_reason != reason):
             self.events.append((event_type, reason or phase, message))
+
+    def condition_with_event(self, kind: str, status: str, reason: str, message: str) -> None:
+        """A condition, and an Event when its status or reason is new (once, not each pass)."""
+        old = _condition(self.old, kind)
+        if (old.get("status"), old.get("reason")) != (status, reason) and status == "False":
+            self.events.append(("Warning", reason, message))
+        self._condition(kind, status, reason, message)
+
+    def drop_condition(self, kind: str) -> None:
+        if any(c.get("type") == kind for c in self.new.get("conditions") or []):
+            self.new["conditions"] = [c for c in self.new["conditions"] if c.get("type") != kind]
 
     def _condition(self, kind: str, status: str, reason: str, message: str) -> None:
         old = _condition(self.old, kind)

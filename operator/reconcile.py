@@ -122,6 +122,9 @@ def observe(kube: Kube, model: dict[str, Any]) -> Observed:
     )
     if spec_problems(name, spec):
         return observed  # the plan reports the problems; no Job to look at
+    observed.pools_served = kube.served("inferencepools")
+    if observed.pools_served:
+        observed.inference_pool = kube.get("inferencepools", namespace, names.inference_pool_name(name))
     digest = builders.source_hash(spec)
     job_name = names.job_name(name, digest)
     if status.get("sourceHash") == digest:

@@ -63,6 +63,17 @@ class OperatorSettings:
     autoscale_window: float = field(
         default=60.0, metadata={"help": "seconds of load samples that the autoscaler averages"}
     )
+    inference_pool: bool = field(
+        default=False,
+        metadata={"help": "make an InferencePool (Gateway API Inference Extension) for every Model whose "
+                          "spec.inferencePool is unset (the chart's gatewayInference.enabled)"},
+    )
+    endpoint_picker: str = field(
+        default="",
+        metadata={"help": "the endpoint picker's Service in each pool's endpointPickerRef (empty: "
+                          "<pool>-epp, as GAIE's inferencepool chart names it)"},
+    )
+    endpoint_picker_port: int = field(default=9002, metadata={"help": "that Service's port (ext_proc)"})
     run_as_user: int = field(default=10001, metadata={"help": "uid and gid of the Job and the pods"})
 
     @classmethod

@@ -56,7 +56,7 @@ def build_service(model: dict[str, Any]) -> dict[str, Any]:
         },
         "spec": {
             "type": "ClusterIP",
-            "selector": _selector(model),
+            "selector": selector_labels(model),
             "ports": [{"name": "http", "port": SERVER_PORT, "targetPort": "http", "protocol": "TCP", "appProtocol": "http"}],
         },
     }
@@ -103,7 +103,7 @@ def build_deployment(
         },
         "spec": {
             "replicas": spec.get("replicas", 1),
-            "selector": {"matchLabels": _selector(model)},
+            "selector": {"matchLabels": selector_labels(model)},
             "strategy": _strategy(gpu),
             "revisionHistoryLimit": 3,
             # Loading a big model is slow progress, not a stuck rollout.
@@ -114,7 +114,7 @@ def build_deployment(
     return common.owned(deployment, model)
 
 
-def _selector(model: dict[str, Any]) -> dict[str, str]:
+def selector_labels(model: dict[str, Any]) -> dict[str, str]:
     labels = common.labels(model, "server")
     return {k: labels[k] for k in (names.LABEL_MODEL, names.LABEL_COMPONENT)}
 
@@ -122,7 +122,7 @@ def _selector(model: dict[str, Any]) -> dict[str, str]:
 def pod_selector(model: dict[str, Any]) -> str:
     """The inference pods' label selector as a string: status.selector, which the scale
     subresource hands to an HPA (it finds the pods it measures with it)."""
-    return ",".join(f"{k}={v}" for k, v in sorted(_selector(model).items()))
+    return ",".join(f"{k}={v}" for k, v in sorted(selector_labels(model).items()))
 
 
 def _strategy(gpu: int) -> dict[str, Any]:

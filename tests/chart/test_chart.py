@@ -113,6 +113,7 @@ def test_rbac_is_least_privilege(render):
         ("", "pods"): {"list"},
         ("", "pods/log"): {"get"},
         ("", "events"): {"create"},
+        ("inference.networking.k8s.io", "inferencepools"): {"get", "create", "patch", "delete"},
     }
     # Every resource the operator's client knows has a rule: none was forgotten.
     for plural, (group, _) in RESOURCES.items():

@@ -45,7 +45,10 @@ PATHS = {
     "secrets": "/api/v1",
     "pods": "/api/v1",
     "events": "/api/v1",
+    "inferencepools": "/apis/inference.networking.k8s.io/v1",  # declared by the tests that install it
 }
+# GAIE's InferencePool, for the tests of a cluster that has its CRD (declare_inference_pools).
+INFERENCE_POOLS = ("inference.networking.k8s.io/v1/inferencepools", "InferencePool")
 _versions = itertools.count(1)
 
 
@@ -115,6 +118,11 @@ def declare(server: kmock.KubernetesEmulator, logs: dict[str, bytes]) -> None:
     # Pod logs are plain text; KMock serves what the test put in `logs` (the fetch's JSON lines).
     server["get", re.compile(r"/api/v1/namespaces/[^/]+/pods/[^/]+/log")] << (
         lambda request: logs.get(request.name, b""))
+
+
+def declare_inference_pools(server: kmock.KubernetesEmulator) -> None:
+    key, kind = INFERENCE_POOLS
+    server.resources[key] = kmock.ResourceInfo(kind=kind, namespaced=True, verbs=_VERBS, subresources={"status"})
 
 
 def kubeconfig(path: Path, port: int) -> Path:

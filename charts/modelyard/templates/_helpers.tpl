@@ -81,6 +81,9 @@ watches). No wildcard. tests/chart checks this list against the operator's code.
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
+- apiGroups: [inference.networking.k8s.io]
+  resources: [inferencepools]
+  verbs: [get, create, patch, delete]
 {{- end -}}
 
 
