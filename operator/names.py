@@ -79,8 +79,9 @@ def inference_pool_name(model_name: str) -> str:
 
 def endpoint_picker_service(model_name: str) -> str:
     """The Service GAIE's inferencepool Helm chart names for the picker it deploys with a pool
-    of this name (its release name + `-epp`)."""
-    return _fit(inference_pool_name(model_name), "-epp")
+    of this name: the release name cut to 40 characters, then `-epp` (v1.5.0,
+    config/charts/epplib/templates/_helpers.tpl)."""
+    return f"{inference_pool_name(model_name)[:40]}-epp"
 
 
 def endpoint(model_name: str, namespace: str, port: int) -> str:
