@@ -50,6 +50,11 @@ def test_show_has_model_info_template_and_capabilities(oc, server):
     # the Ollama Toolkit's GET form
     r = httpx.get(server.url + "/api/show", params={"name": "chat:latest"}, headers=AUTH)
     assert r.status_code == 200 and r.json()["format"] == "gguf" and r.json()["name"] == "chat:latest"
+    toolkit = {"name", "modified_at", "size", "digest", "format", "family", "parameter_size",
+               "quantization_level", "model_file"}
+    assert toolkit <= set(r.json()), toolkit - set(r.json())
+    assert r.json()["model_file"].endswith("model.gguf") and r.json()["size"] > 0
+    assert r.json()["digest"].startswith("sha256:") and len(r.json()["digest"]) == 71
 
 
 def test_unknown_model_is_a_404_with_ollamas_error(oc, server):

@@ -164,8 +164,10 @@ class Show(_Models):
             "capabilities": capabilities(view["kind"], meta, template), "modified_at": _iso(view.get("createdAt")),
             # the Ollama Toolkit's flat fields
             "name": names.to_name(model_id), "size": view.get("totalSize") or 0,
-            "digest": view.get("sha256", ""), "format": "gguf", "family": details["family"],
-            "parameter_size": details["parameter_size"], "quantization_level": details["quantization_level"],
+            "digest": f"sha256:{view['sha256']}" if view.get("sha256") else "", "format": "gguf",
+            "family": details["family"], "parameter_size": details["parameter_size"],
+            "quantization_level": details["quantization_level"],
+            "model_file": str(self.store.file_path(model_id)),
         }
 
 
