@@ -11,7 +11,7 @@ from typing import Any
 from . import builders, names
 from .builders.download import FETCH_CONTAINER
 from .kube import Kube, KubeError
-from .planning import Observed, merge_patch, plan
+from .planning import POOL_CONDITION, Observed, merge_patch, plan
 from .progress import download_status, last_events
 from .settings import OperatorSettings
 from .validation import spec_problems
@@ -64,7 +64,7 @@ def reconcile_model(ctx: Context, namespace: str, name: str) -> str | None:
         model = kube.get("models", namespace, name)
         if model is None or model["metadata"].get("deletionTimestamp"):
             return None  # ownerReferences take the children away
-        observed = observe(kube, model)
+        observed = observe(kube, model, ctx.settings)
         result = plan(observed, ctx.settings, now=_now(), api_key=secrets.token_urlsafe(32))
         for action in result.actions:
             _execute(kube, namespace, action)
@@ -111,7 +111,7 @@ def update_progress(ctx: Context, namespace: str, name: str) -> None:
                 status.get("download") or {}, download)}}, status=True)
 
 
-def observe(kube: Kube, model: dict[str, Any]) -> Observed:
+def observe(kube: Kube, model: dict[str, Any], settings: OperatorSettings) -> Observed:
     namespace, name = model["metadata"]["namespace"], model["metadata"]["name"]
     spec, status = model.get("spec") or {}, model.get("status") or {}
     observed = Observed(
@@ -122,7 +122,10 @@ def observe(kube: Kube, model: dict[str, Any]) -> Observed:
     )
     if spec_problems(name, spec):
         return observed  # the plan reports the problems; no Job to look at
-    observed.pools_served = kube.served("inferencepools")
+    # Discovery only for a Model that wants a pool or may have one (its condition says so).
+    if builders.wants_inference_pool(spec, settings) or any(
+            c.get("type") == POOL_CONDITION for c in status.get("conditions") or []):
+        observed.pools_served = kube.served("inferencepools")
     if observed.pools_served:
         observed.inference_pool = kube.get("inferencepools", namespace, names.inference_pool_name(name))
     digest = builders.source_hash(spec)

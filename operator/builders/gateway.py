@@ -38,13 +38,18 @@ def build_inference_pool(model: dict[str, Any], settings: OperatorSettings) -> d
             "name": names.inference_pool_name(model["metadata"]["name"]),
             "labels": common.labels(model, "inference-pool"),
         },
+        # The CRD's defaults written out (appProtocol, group, kind, failureMode): the pool the
+        # API server stores is then this one, and a later pass finds nothing to patch.
         "spec": {
             "selector": {"matchLabels": selector_labels(model)},
             "targetPorts": [{"number": SERVER_PORT}],
+            "appProtocol": "http",
             "endpointPickerRef": {
-                "name": endpoint_picker_name(model, settings),
+                "group": "",
                 "kind": "Service",
+                "name": endpoint_picker_name(model, settings),
                 "port": {"number": settings.endpoint_picker_port},
+                "failureMode": "FailClose",
             },
         },
     }

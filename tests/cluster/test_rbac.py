@@ -11,6 +11,7 @@ import json
 import yaml
 
 from .kubetools import MODELS_NAMESPACE, audit_events, describe, wait_until
+from .test_inference_pool import install_crd, walk_pool
 
 MODEL = {
     "apiVersion": "modelyard.dev/v1alpha1",
@@ -42,6 +43,9 @@ def test_every_call_is_allowed_and_every_granted_verb_is_used(operator, kubectl,
             "-p", '{"spec": {"replicas": 3, "autoscaling": {"minReplicas": 1, "maxReplicas": 2}}}')
     wait_until(lambda: kubectl.get("models", "rbac-probe")["spec"]["replicas"] == 2, 60,
                "the autoscaler to bring rbac-probe to its maxReplicas", on_timeout=lambda: operator.log()[-5000:])
+    # An InferencePool made, put back and deleted: the Role's verbs on pools (GAIE's CRD installed).
+    install_crd(kubectl)
+    walk_pool(kubectl, operator, "rbac-probe")
     new_source = "https://models.example/probe-v2.gguf"
     kubectl("patch", "model", "rbac-probe", "-n", MODELS_NAMESPACE, "--type", "merge",
             "-p", json.dumps({"spec": {"source": {"url": new_source}}}))

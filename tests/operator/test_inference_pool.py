@@ -24,7 +24,9 @@ def test_the_pool_selects_the_models_pods_on_the_server_port(model, enabled):
     assert pool["spec"]["selector"] == deployment["spec"]["selector"]
     assert pool["spec"]["selector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
     assert pool["spec"]["targetPorts"] == [{"number": 8083}]
-    assert pool["spec"]["endpointPickerRef"] == {"name": "gaie-epp", "kind": "Service", "port": {"number": 9002}}
+    assert pool["spec"]["endpointPickerRef"] == {"name": "gaie-epp", "kind": "Service", "port": {"number": 9002},
+                                                 "group": "", "failureMode": "FailClose"}
+    assert pool["spec"]["appProtocol"] == "http"
     [owner] = pool["metadata"]["ownerReferences"]  # garbage-collected with its Model
     assert owner == {"apiVersion": "modelyard.dev/v1alpha1", "kind": "Model", "name": "smollm2-360m",
                      "uid": "uid-smollm2", "controller": True, "blockOwnerDeletion": True}

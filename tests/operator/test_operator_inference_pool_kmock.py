@@ -30,7 +30,9 @@ async def test_a_pool_per_model_where_the_crd_is_installed(kmock, operator, kube
     assert pool["spec"] == {
         "selector": {"matchLabels": {names.LABEL_MODEL: NAME, names.LABEL_COMPONENT: "server"}},
         "targetPorts": [{"number": 8083}],
-        "endpointPickerRef": {"name": f"{NAME}-epp", "kind": "Service", "port": {"number": 9002}},
+        "appProtocol": "http",
+        "endpointPickerRef": {"name": f"{NAME}-epp", "kind": "Service", "port": {"number": 9002}, "group": "",
+                              "failureMode": "FailClose"},
     }
     assert pool["metadata"]["ownerReferences"][0]["uid"] == model["metadata"]["uid"]
     c = await pool_condition(kubectl, "True", "Created")
