@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelyard.server.inference import context_limits
+from modelyard.server.inference.engine import Engine
 from modelyard.server.inference.errors import InferenceError, LoadFailed, ModelNotFound, ModelNotReady
 from modelyard.server.shared.facts import DEFAULT_KV_CACHE_TYPE, KV_CACHE_KINDS
 
@@ -25,7 +26,7 @@ class Loaded:
     id: str
     kind: str
     meta: dict
-    engine: object  # RemoteScheduler | RemoteEmbedder (runner processes) | OnnxModel
+    engine: Engine  # RemoteScheduler | RemoteEmbedder (runner processes) | OnnxModel
     model: object = None  # the LlamaModel for GGUF kinds
     file_key: tuple = ()
     loaded_at: float = field(default_factory=time.time)
@@ -91,7 +92,7 @@ class ModelManager:
     def get(self, model_id: str) -> Loaded:
         """The loaded model, loading it first when needed."""
         item = self._loaded.get(model_id)
-        if item is not None and getattr(item.engine, "alive", True) and self._fresh(item):
+        if item is not None and item.engine.alive and self._fresh(item):
             return item
         return self.load(model_id)
 
@@ -148,7 +149,7 @@ class ModelManager:
             key = _file_key(self._paths(model_id, meta), meta)
             current = self._loaded.get(model_id)
             if current is not None:
-                if current.file_key == key and getattr(current.engine, "alive", True):
+                if current.file_key == key and current.engine.alive:
                     return current
                 log.info("model %s changed in the registry; reloading", model_id)
                 self._unload_locked(model_id)

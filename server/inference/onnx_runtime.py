@@ -39,6 +39,15 @@ class OnnxModel:
         self.outputs: list[TensorSpec] = [spec_from_ort(o) for o in self.session.get_outputs()]
         self.size = Path(path).stat().st_size
 
+    # The Engine protocol (inference/engine.py): an ONNX session runs in this process, has no
+    # token context or KV cache, and runs requests as they come.
+    n_params = None
+    kv_cache_type = None
+    context_size = None
+    alive = True
+    pid = None
+    in_flight = 0
+
     def run(self, feeds: dict, output_names: list[str] | None = None) -> dict:
         names = output_names or [o.name for o in self.outputs]
         return dict(zip(names, self.session.run(names, feeds)))

@@ -61,12 +61,12 @@ class Daemon:
 
     def loaded(self, model_id: str):
         item = next((m for m in self.manager.loaded() if m.id == model_id), None)
-        return item if item is not None and getattr(item.engine, "alive", True) else None
+        return item if item is not None and item.engine.alive else None
 
     def context_size(self, model_id: str, item=None) -> int | None:
         engine = item.engine if item is not None else None
         if engine is not None:
-            return getattr(engine, "n_ctx_slot", None) or getattr(engine, "max_input", None)
+            return engine.context_size
         return self.manager.serving_fields(model_id).get(CONTEXT)
 
     def entry(self, view: dict) -> dict:
@@ -166,8 +166,7 @@ class Daemon:
 
 def _active(item) -> int:
     """A loaded model's requests waiting for a slot or decoding (an embedder reports none)."""
-    engine = item.engine if item is not None else None
-    return (getattr(engine, "queue_depth", 0) or 0) + (getattr(engine, "active", 0) or 0)
+    return item.engine.in_flight if item is not None else 0
 
 
 def _same_file(recorded: str | None, given: str | None) -> bool:
@@ -255,7 +254,7 @@ class SystemStatus(_Route):
             "stats": {"requests_total": requests, "tokens_generated": tokens,
                       "active_requests": d.active_requests(), "gpu_available": system.gpu_available(),
                       "memory_used_bytes": system.memory_used(
-                          pid for m in loaded if (pid := getattr(m.engine, "pid", None))),
+                          pid for m in loaded if (pid := m.engine.pid)),
                       "memory_total_bytes": system.memory_total()},
         }
 

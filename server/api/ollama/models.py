@@ -197,9 +197,9 @@ class Ps(_Models):
             engine = m.engine
             entry = self.entry(view)
             entry.update({"expires_at": "2318-01-01T00:00:00Z", "size_vram": 0,
-                          "context_length": getattr(engine, "n_ctx_slot", None) or getattr(engine, "max_input", 0)})
+                          "context_length": engine.context_size or 0})
             models.append(entry)
-            running.append({"name": entry["name"], "status": "running", "pid": getattr(engine, "pid", None)})
+            running.append({"name": entry["name"], "status": "running", "pid": engine.pid})
         resp.media = {"models": models, "running": running}
 
 

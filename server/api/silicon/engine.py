@@ -305,7 +305,7 @@ class Engine:
         return {"id": model_id, "name": (self.store.meta(model_id).get(SECTION) or {}).get("name") or model_id,
                 "size": view.get("totalSize"), "path": self._path(view),
                 "architecture": self.architecture(model_id),
-                "context_window": getattr(item.engine, "n_ctx_slot", None) or getattr(item.engine, "max_input", None),
+                "context_window": item.engine.context_size,
                 "is_vision": item.kind == "vlm"}
 
     def format(self, model_id: str) -> dict:

@@ -95,10 +95,9 @@ class Load(_Resource):
             raise bad_request(f"Model '{body.model_id}' is an ONNX model; the engine loads GGUF models")
         loaded = self.engine.load(body.model_id, kv_cache_type_for_bits(body.kv_quantization))
         resp.media = {"status": "loaded", "model_id": body.model_id,
-                      "context_window": getattr(loaded.engine, "n_ctx_slot", None)
-                      or getattr(loaded.engine, "max_input", 0),
+                      "context_window": loaded.engine.context_size or 0,
                       "architecture": self.engine.architecture(loaded.id),
-                      "kv_cache_type": getattr(loaded.engine, "kv_cache_type", None)}
+                      "kv_cache_type": loaded.engine.kv_cache_type}
 
 
 class Unload(_Resource):

@@ -287,6 +287,7 @@ class _RemoteEngine:
         self.model = model  # vocab_only: tokenize, piece, grammars
         self.name = runner.name
         self.n_params = runner.info.get("n_params")  # the weights' parameter count
+        self.kv_cache_type = runner.info.get("kv_cache_type")
 
     @property
     def alive(self) -> bool:
@@ -306,10 +307,17 @@ class RemoteScheduler(_RemoteEngine):
     def __init__(self, runner: Runner, model):
         super().__init__(runner, model)
         self.n_ctx_slot = runner.info["n_ctx_slot"]
-        # What the engine's context was made with, and what a token costs in its KV cache
-        # as llama.cpp measures it (the Scheduler's attributes of the same names).
-        self.kv_cache_type = runner.info.get("kv_cache_type")
+        # What a token costs in its KV cache as llama.cpp measures it (the Scheduler's
+        # attribute of the same name).
         self.kv_bytes_per_token = runner.info.get("kv_bytes_per_token")
+
+    @property
+    def context_size(self) -> int:
+        return self.n_ctx_slot
+
+    @property
+    def in_flight(self) -> int:
+        return self.queue_depth + self.active
 
     def submit(self, req):
         self.runner.check()
@@ -351,6 +359,14 @@ class RemoteEmbedder(_RemoteEngine):
         super().__init__(runner, model)
         self.max_input = runner.info["max_input"]
         self.n_embd = runner.info["n_embd"]
+
+    @property
+    def context_size(self) -> int:
+        return self.max_input
+
+    @property
+    def in_flight(self) -> int:
+        return 0  # embeddings run at once, not queued in slots
 
     def tokenize(self, text: str) -> list[int]:
         return self.model.tokenize(text, add_special=True, parse_special=True)
