@@ -6,7 +6,7 @@ per slot: a long generation holds the slot while the others wait behind it.
 """
 from __future__ import annotations
 
-import hashlib
+import shutil
 import threading
 import time
 
@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import AUTH, KEY, provision
+from conftest import AUTH, KEY
 from support.servers import Server
 
 from modelyard.server.finetune import lora_gguf
+from modelyard.server.registry.store import Store
+from modelyard.server.shared.facts import ADAPTER_KIND
 
 CTX = 2048
 SLOTS = 2  # --parallel 1 and the engine's one priority slot
@@ -28,13 +30,17 @@ PICKER = ("vllm:num_requests_waiting", "vllm:num_requests_running", "vllm:kv_cac
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory, model_files):
+def srv(tmp_path_factory, store_dir):
+    """A server on a copy of the shared store, with an adapter of its own and a longer context."""
     root = tmp_path_factory.mktemp("picker")
+    shutil.copytree(store_dir, root / "store")
+    _add_adapter(root)
     server = Server(root / "store", api_key=KEY, args=("--threads", "2", "--parallel", "1"),
                     log_path=root / "server.log").start()
     try:
-        provision(server, model_files, catalogue={"chat": ("llm", "chat", {"gguf": {"initContextSize": CTX}})})
-        _add_adapter(server, root)
+        r = httpx.put(f"{server.url}/store/v1/models", headers=AUTH,
+                      json={"id": "chat", "action": "update", "gguf": {"initContextSize": CTX}})
+        assert r.status_code == 200, r.text
         r = httpx.post(f"{server.url}/v1/models", headers=AUTH, json={"model": "chat"}, timeout=120)
         assert r.status_code == 200, r.text
         yield server
@@ -42,19 +48,21 @@ def srv(tmp_path_factory, model_files):
         server.stop()
 
 
-def _add_adapter(server: Server, root) -> None:
-    """'chat-lora': a random LoRA on the chat model's q projections, made with Ollama's create."""
+def _add_adapter(root) -> None:
+    """'chat-lora': a random LoRA on the chat model's q projections, stored as Ollama's create
+    stores one (registry/derive.py), without its fit check: that reads the whole base GGUF,
+    151k-token vocabulary and all, in Python (about 25 s here; tested in tests/finetune)."""
     rng = np.random.default_rng(0)
     pairs = {f"base_model.model.model.layers.{i}.self_attn.q_proj":
              (rng.standard_normal((4, 64)).astype(np.float32), rng.standard_normal((64, 4)).astype(np.float32))
              for i in range(2)}
-    data = lora_gguf.write(root / "lora.gguf", pairs, "llama", n_head=4, n_head_kv=2, alpha=8).read_bytes()
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    r = httpx.post(f"{server.url}/api/blobs/{digest}", headers=AUTH, content=data)
-    assert r.status_code in (200, 201), r.text
-    r = httpx.post(f"{server.url}/api/create", headers=AUTH, timeout=60,
-                   json={"model": "chat-lora", "from": "chat", "adapters": {"a.gguf": digest}, "stream": False})
-    assert r.status_code == 200, r.text
+    path = lora_gguf.write(root / "lora.gguf", pairs, "llama", n_head=4, n_head_kv=2, alpha=8)
+    store = Store(root / "store")
+    fields = {"id": "chat-lora", "kind": ADAPTER_KIND, "adapter": {"base": "chat", "rank": 4, "alpha": 8.0}}
+    with store.provisional(fields, new={"version": ""}):
+        with store.transfer("chat-lora") as transfer:
+            transfer.place("model", path)
+            transfer.commit()
 
 
 def scrape(server: Server) -> dict:
