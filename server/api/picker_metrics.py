@@ -13,11 +13,14 @@ import time
 
 from prometheus_client.core import GaugeMetricFamily
 
+from modelyard.server.shared.facts import GENERATIVE_KINDS
+
 LABEL = "model_name"  # vLLM's label for the served model
 
 
 class PickerMetrics:
-    """A collector over the model manager's loaded GGUF generative models."""
+    """A collector over the model manager's loaded generative models: their engines are
+    llama/remote.py's RemoteScheduler, which has the queue, the KV cells and the adapters."""
 
     def __init__(self, manager):
         self.manager = manager
@@ -41,7 +44,7 @@ class PickerMetrics:
         seen = set()
         for item in self.manager.loaded():
             engine = item.engine
-            if not hasattr(engine, "kv_cells"):  # embedders and ONNX models have no queue or cache
+            if item.kind not in GENERATIVE_KINDS:  # embedders and ONNX models: no queue, no KV cache
                 continue
             name = item.id
             waiting.add_metric([name], engine.queue_depth)
