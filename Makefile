@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 PYTEST_ARGS ?=
 
-.PHONY: run test fuzz mutation k8s clients bench bench-registry bench-inference bench-operator e2e clean
+.PHONY: run test gateway-test fuzz mutation k8s clients bench bench-registry bench-inference bench-operator e2e clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -102,6 +102,14 @@ test: $(VENV)/.test-deps $(VENV)/.finetune-deps .cache/llama-cpp-python/.version
 	$(VENV)/bin/lint-imports
 	sh tools/image_tools.sh
 	MODELYARD_CACHE=$(MODELYARD_CACHE) MODELYARD_LLAMA_WHEELS=$(WHEELS) $(PY) -m pytest $(PYTEST_ARGS)
+
+# The Gateway API Inference Extension's endpoint picker (GAIE v1.5.0) on our pods: its own
+# metrics extractor reads a loaded server's /metrics (tools/gaie/probe.sh; about 4 minutes the
+# first time per machine, seconds after), and its binary is built into $(MODELYARD_CACHE)/gaie
+# (tools/gaie/build.sh, about 6 minutes once). Not part of `make test`.
+gateway-test: $(VENV)/.test-deps .cache/llama-cpp-python/.version
+	MODELYARD_CACHE=$(MODELYARD_CACHE) bash tools/gaie/build.sh
+	MODELYARD_GATEWAY_TEST=1 MODELYARD_CACHE=$(MODELYARD_CACHE) $(PY) -m pytest tests/inference/test_picker_metrics.py
 
 # A longer schemathesis run against /openapi.json than the one in `make test`.
 fuzz: $(VENV)/.test-deps .cache/llama-cpp-python/.version

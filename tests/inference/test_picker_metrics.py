@@ -6,9 +6,13 @@ per slot: a long generation holds the slot while the others wait behind it.
 """
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -172,3 +176,33 @@ def test_running_and_waiting(srv):
     # the server's own gauges are kept
     r = httpx.get(f"{srv.url}/metrics", timeout=10)
     assert 'modelyard_queue_depth{model="chat"}' in r.text
+
+
+GATEWAY_TEST = os.environ.get("MODELYARD_GATEWAY_TEST") == "1"  # `make gateway-test`: Go and minutes
+
+
+@pytest.mark.skipif(not GATEWAY_TEST, reason="make gateway-test: GAIE's extractor is built with Go (minutes)")
+def test_the_pickers_own_extractor_reads_them(srv, tmp_path):
+    """GAIE v1.5.0's own parser and extractor (tools/gaie/probe.sh) on this pod's /metrics,
+    with a LoRA request running and another waiting: no error, and the numbers it scores on."""
+    streams = [Stream(srv, "chat-lora", 0)]
+    try:
+        wait_for(srv, lambda m: value(m, "vllm:num_requests_running") == 1)
+        streams.append(Stream(srv, "chat", 1))
+        m = wait_for(srv, lambda m: value(m, "vllm:num_requests_waiting") == 1)
+        assert value(m, "vllm:num_requests_waiting") == 1
+        text = httpx.get(f"{srv.url}/metrics", timeout=10).text
+    finally:
+        for s in streams:
+            s.stop()
+    (tmp_path / "metrics.txt").write_text(text)
+    done = subprocess.run(["bash", str(Path(__file__).parents[2] / "tools" / "gaie" / "probe.sh"),
+                           str(tmp_path / "metrics.txt")], capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    [line] = [x for x in done.stdout.splitlines() if x.startswith("MODELYARD_METRICS ")]
+    seen = json.loads(line.split(" ", 1)[1])
+    assert seen["WaitingQueueSize"] == 1 and seen["RunningRequestsSize"] == 1
+    assert 0 < seen["KVCacheUsagePercent"] <= 1 / SLOTS
+    assert seen["ActiveModels"] == {"chat-lora": 0} and not seen["WaitingModels"]
+    assert seen["MaxActiveModels"] == SLOTS
+    assert (seen["CacheBlockSize"], seen["CacheNumBlocks"]) == (1, CTX * SLOTS)
