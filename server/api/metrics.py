@@ -141,10 +141,9 @@ class ModelFacts:
         for item in self.manager.loaded():
             if item.kind == "onnx":
                 continue
-            n_params = getattr(item.engine, "n_params", None)
-            if n_params:
-                parameters.add_metric([item.id], n_params)
-            size = getattr(item.engine, "n_ctx_slot", None) or getattr(item.engine, "max_input", None)
+            if item.engine.n_params:
+                parameters.add_metric([item.id], item.engine.n_params)
+            size = item.engine.context_size
             if size:
                 context.add_metric([item.id], size)
             gpu_layers.add_metric([item.id], int((item.meta.get("gguf") or {}).get("initGpuLayerSize") or 0))
