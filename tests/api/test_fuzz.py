@@ -17,8 +17,9 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
                                                status_code_conformance)
 
-# Per operation and mode (valid and invalid requests); about 40 operations.
-EXAMPLES = int(os.environ.get("MODELYARD_FUZZ_EXAMPLES", "7"))
+# Per operation and mode (valid and invalid requests); about 70 operations, so 5 each keeps
+# make test's run near the 560 requests it made with 40 operations and 7 each.
+EXAMPLES = int(os.environ.get("MODELYARD_FUZZ_EXAMPLES", "5"))
 MIN_CASES = int(os.environ.get("MODELYARD_FUZZ_MIN_CASES", "300"))
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
