@@ -20,8 +20,6 @@ from modelyard.server.http.errors import ApiError
 from modelyard.server.http.sse import stream_events
 from modelyard.server.inference.llama.streams import Generation, Group, Step
 
-SSE = "text/event-stream"
-NDJSON = "application/x-ndjson"
 
 
 class Encoder(Protocol):

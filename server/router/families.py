@@ -8,12 +8,11 @@ from typing import Any
 
 from modelyard.server.api.anthropic import format as anthropic
 from modelyard.server.api.families import route_rules
+from modelyard.server.api.family import NDJSON, SSE
 from modelyard.server.http import sse
 from modelyard.server.http.jsonio import dumps
 from modelyard.server.http.routes import RouteRules
 
-SSE = "text/event-stream"
-NDJSON = "application/x-ndjson"
 
 
 class Voices:

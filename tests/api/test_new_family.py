@@ -72,3 +72,19 @@ def test_a_new_family_is_in_the_openapi_document(client):
     assert doc["paths"]["/example/v1/echo"]["post"]["tags"] == ["example"]
     assert doc["paths"]["/example/v1/echo"]["post"]["responses"]["404"]["content"][JSON]["schema"] == \
         EXAMPLE.error_schema
+
+
+def test_a_family_whose_resources_and_routes_differ_does_not_start(tmp_path):
+    """A resource without a declared route would be served with no guard of its own."""
+    undeclared = Family(name="broken", prefixes=("/broken",), routes=EXAMPLE.routes[:1],
+                        resources=lambda ctx: {"/echo": Echo(ctx), "/extra": Echo(ctx)})
+    with pytest.raises(RuntimeError, match="do not match its declared routes"):
+        create_app(Settings(store=tmp_path / "store", api_key=KEY), families=(*FAMILIES, undeclared))
+
+
+def test_two_families_cannot_declare_one_route():
+    from modelyard.server.api.families import route_rules
+
+    twin = Family(name="twin", prefixes=("/example/v1",), routes=EXAMPLE.routes[:1], resources=EXAMPLE.resources)
+    with pytest.raises(ValueError, match="two declarations of the route /example/v1/echo"):
+        route_rules((EXAMPLE, twin))

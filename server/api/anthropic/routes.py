@@ -11,6 +11,7 @@ from functools import partial
 from modelyard.server.api.anthropic import format as fmt
 from modelyard.server.api.anthropic.schema import parse_count_tokens, parse_messages, thinking_on
 from modelyard.server.api import responding
+from modelyard.server.api.family import SSE
 from modelyard.server.api.responding import Running, run_to_end
 from modelyard.server.http.bodies import read_json_object
 from modelyard.server.inference.dispatch import Dispatcher
@@ -39,7 +40,7 @@ class Messages:
 class _Events:
     """Anthropic's stream: its named SSE events, cut into blocks by the Shaper."""
 
-    content_type = responding.SSE
+    content_type = SSE
 
     def __init__(self, shaper: fmt.Shaper):
         self.shaper = shaper

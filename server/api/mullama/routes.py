@@ -15,6 +15,7 @@ from importlib.metadata import version
 
 import falcon
 
+from modelyard.server.api.family import NDJSON
 from modelyard.server.api.metrics import Metrics
 from modelyard.server.api.mullama import catalogue, system
 from modelyard.server.api.mullama.schema import MullamaLoadBody, MullamaPullBody
@@ -31,7 +32,6 @@ from modelyard.server.registry.store import check_id
 from modelyard.server.settings import Settings
 from modelyard.server.shared import names
 
-NDJSON = "application/x-ndjson"
 GGUF_KINDS = ("llm", "vlm", "embed")
 # The serving fields a load names, as the registry's gguf fields.
 CONTEXT, GPU_LAYERS = "initContextSize", "initGpuLayerSize"

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 
 from modelyard.server.shared import names
 from modelyard.server.api import responding
+from modelyard.server.api.family import NDJSON
 from modelyard.server.api.ollama import bodies, templates
 from modelyard.server.api.responding import Running, run_to_end
 from modelyard.server.api.ollama.schema import (ChatBody, GenerateBody, RequestError, chat_messages, decode_images,
@@ -90,7 +91,7 @@ class _Lines:
     is a chunk with no text (NDJSON has no comment line, and Ollama's clients parse every
     line as a chunk)."""
 
-    content_type = responding.NDJSON
+    content_type = NDJSON
 
     def __init__(self, make_chunk, finish, keep_alive: dict, on_step=None):
         self.make_chunk, self.finish, self.keep_alive, self.on_step = make_chunk, finish, keep_alive, on_step

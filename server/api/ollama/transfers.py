@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import falcon
 
+from modelyard.server.api.family import NDJSON
 from modelyard.server.api.ollama import bodies, templates
 from modelyard.server.api.ollama.modelfile import ModelfileError, parse
 from modelyard.server.api.ollama.schema import CreateBody, PullBody
@@ -24,7 +25,6 @@ from modelyard.server.registry.store import Store, check_id
 from modelyard.server.settings import Settings
 from modelyard.server.shared import names
 
-NDJSON = "application/x-ndjson"
 
 
 def _error_line(exc: BaseException) -> dict:

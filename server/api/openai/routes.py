@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 from modelyard.server.api import responding
+from modelyard.server.api.family import SSE
 from modelyard.server.api.responding import Running, run_to_end
 from modelyard.server.api.openai import format as fmt
 from modelyard.server.http.bodies import read_json_object, read_model
@@ -58,7 +59,7 @@ class _Generating:
 class _Chunks:
     """OpenAI's SSE stream: chunks per choice, the usage when asked for, then [DONE]."""
 
-    content_type = responding.SSE
+    content_type = SSE
 
     def __init__(self, creq, gens: list[Generation]):
         self.creq, self.gens = creq, gens

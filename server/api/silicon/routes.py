@@ -9,6 +9,7 @@ from __future__ import annotations
 import falcon
 
 from modelyard.server.api import responding
+from modelyard.server.api.family import SSE
 from modelyard.server.api.responding import Running, run_to_end
 from modelyard.server.api.silicon import schema
 from modelyard.server.api.silicon.engine import Chat, Engine
@@ -127,7 +128,7 @@ class _Events:
     """Silicon's chat stream: {"text"} events, then one {"done": true, ...} with the usage
     (also when the chat was stopped: a stop is not an error)."""
 
-    content_type = responding.SSE
+    content_type = SSE
 
     def __init__(self, chat: Chat):
         self.chat = chat
