@@ -322,8 +322,22 @@ class ControlPlane:
             "spec": {"logs": [{"containers": ["fetch"], "logsFile": str(fetch_log), "follow": False}]},
         })
         stages.write_text(yaml.safe_dump_all(documents))
+        # kwok v0.8.0 sometimes dies while it sets up its stage controllers ("fatal error:
+        # concurrent map read and map write" in easycel's type registry, a race inside kwok):
+        # a process that died in its first seconds is started again, up to three times.
+        for _ in range(3):
+            process = self._run_kwok(stages)
+            deadline = time.monotonic() + 8
+            while process.alive() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if process.alive():
+                return
+            self.processes.remove(process)
+        raise RuntimeError(f"kwok exited at start three times; its log: {process.log}")
+
+    def _run_kwok(self, stages: Path) -> Process:
         kubelet_port = free_port()
-        self._run("kwok", [
+        return self._run("kwok", [
             str(self.bindir / "kwok"), "--kubeconfig", str(self.kubeconfig), "--config", str(stages),
             "--manage-all-nodes=true",
             # Node and pod addresses stay on loopback, and so does kwok's stand-in for the
