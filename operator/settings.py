@@ -31,6 +31,12 @@ class OperatorSettings:
         metadata={"help": "hosts or CIDR ranges the download Job may fetch from besides public addresses "
                           "(its MODELYARD_ALLOW_FETCH; JSON)"},
     )
+    pod_allowed_paths: list = field(
+        default_factory=list,
+        metadata={"help": "folders under the cache mount that the inference pods' path-taking routes "
+                          "(Mullama's load by path, Silicon's register and scan) may name: their "
+                          "MODELYARD_ALLOWED_PATHS; empty: none (JSON)"},
+    )
     job_resources: dict = field(
         default_factory=lambda: {
             "requests": {"cpu": "250m", "memory": "256Mi"},

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 from typing import Any
 
@@ -143,6 +144,8 @@ def _server_container(name: str, spec: dict[str, Any], settings: OperatorSetting
         value = (spec.get(section) or {}).get(field)
         if value is not None:
             env.append({"name": variable, "value": str(value)})
+    if settings.pod_allowed_paths:  # else none: a pod has no folders of a user (docs/security.md)
+        env.append({"name": "MODELYARD_ALLOWED_PATHS", "value": json.dumps(settings.pod_allowed_paths)})
     return {
         "name": SERVER_CONTAINER,
         "image": settings.server_image,

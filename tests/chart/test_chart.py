@@ -183,3 +183,43 @@ def test_notes_show_the_first_apply_and_the_first_call(helm):
     # the router's address, and how to scale
     assert "http://my-modelyard-router.ai.svc" in notes and "svc/my-modelyard-router" in notes
     assert "kubectl scale model" in notes
+
+
+def test_serving_allow_paths_reaches_the_servers_allowed_folders(render):
+    """serving.allowPaths goes through the operator into the inference pods'
+    MODELYARD_ALLOWED_PATHS, and the server reads it as its allowed folders; by default a pod
+    gets none and the server in it allows no folder."""
+    from modelyard.operator import builders
+    from modelyard.operator.settings import OperatorSettings
+    from modelyard.server.registry import allowed
+    from modelyard.server.settings import Settings
+
+    model = {"apiVersion": "modelyard.dev/v1alpha1", "kind": "Model",
+             "metadata": {"name": "m", "namespace": "ns", "uid": "u"},
+             "spec": {"kind": "llm", "source": {"url": "https://example.com/m.gguf"}}}
+
+    def pod_env(*args):
+        settings = OperatorSettings.from_env(
+            {e["name"]: e["value"] for e in operator_container(render(*args))["env"]})
+        server = builders.build_deployment(model, settings, source_hash="abc")
+        [container] = server["spec"]["template"]["spec"]["containers"]
+        return {e["name"]: e.get("value") for e in container["env"]} | {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}
+
+    def folders(env):
+        return allowed.for_settings(Settings.from_env(env), environ=env)
+
+    default = pod_env()
+    assert "MODELYARD_ALLOWED_PATHS" not in default
+    assert folders(default).roots == ()
+    told = pod_env("--set", "serving.allowPaths={/cache/shared,/cache/my models}")
+    assert told["MODELYARD_ALLOWED_PATHS"] == '["/cache/shared", "/cache/my models"]'
+    assert str(folders(told).check("/cache/my models/a.gguf")) == "/cache/my models/a.gguf"
+    with pytest.raises(allowed.PathNotAllowed):
+        folders(told).check("/cache/other/a.gguf")
+
+
+@pytest.mark.parametrize("value", ["{/etc}", "{/}", "{/cachex}", "{cache}", "/cache"])
+def test_serving_allow_paths_stay_on_the_cache_volume(render, value):
+    """The pods mount only the cache at /cache: a folder elsewhere would be the image's own files."""
+    with pytest.raises(RenderError, match="values don't meet the specifications of the schema"):
+        render("--set", f"serving.allowPaths={value}")
