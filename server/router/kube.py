@@ -15,8 +15,8 @@ from typing import Any
 
 import kubernetes
 
-from modelyard.operator.kube import Kube, KubeError, load_api_client
 from modelyard.server.shared.facts import GROUP, LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGED_BY, PLURAL, VERSION
+from modelyard.server.shared.kube import Kube, KubeError, load_api_client
 
 log = logging.getLogger(__name__)
 
