@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 
 import modelgen
+from modelyard.server.inference.events import FINAL, Ended
 from modelyard.server.inference.llama.kvcache import KvCacheError, head_sizes, kv_cache_config
 from modelyard.server.inference.llama.model import LlamaModel
 from modelyard.server.inference.llama.sampling import SamplingParams
@@ -62,9 +63,9 @@ def _seq_state_bytes(model, kv_type: str, prompt: list[int]) -> tuple[int, int]:
     try:
         assert engine.kv_cache_type == kv_type
         req = engine.submit(GenRequest(prompt, SamplingParams(temperature=0.0), max_tokens=1))
-        while (event := req.out.get(timeout=60))[0] not in ("end", "err"):
+        while not isinstance(event := req.out.get(timeout=60), FINAL):
             pass
-        assert event[0] == "end", event
+        assert isinstance(event, Ended), event
         # the engine is idle (its thread waits for work): reading its context is safe
         return L.llama_state_seq_get_size(engine.ctx, 0), engine.kv_bytes_per_token
     finally:

@@ -69,7 +69,7 @@ PLANTS = {
     "unload-ends-streams-quietly": Plant(
         test="tests/inference/test_lifecycle.py::test_unload_during_a_generation",
         path="server/inference/llama/scheduler.py",
-        old='''                slot.req.out.put(("err", f"model '{self.name}' was unloaded"))
+        old='''                slot.req.out.put(Failed(f"model '{self.name}' was unloaded"))
                 self._release(slot)
 ''',
         new='''                self._finish(slot, "cancelled")

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
+from modelyard.server.inference.events import FINAL, Failed
 from modelyard.server.inference.images import ImageError
 from modelyard.server.inference.llama.context_thread import EngineClosed
 from modelyard.server.inference.llama.model import ModelLoadError
@@ -219,7 +220,7 @@ class Runner:
             req = self.requests.get(rid)
             if req is None:
                 continue
-            if event[0] in ("end", "err"):
+            if isinstance(event, FINAL):
                 self.requests.pop(rid, None)
             req.out.put(event)
         if self._gauges is not None:
@@ -258,7 +259,7 @@ class Runner:
         for rid in list(self.requests):
             req = self.requests.pop(rid, None)
             if req is not None:
-                req.out.put(("err", message))
+                req.out.put(Failed(message))
         for call in list(self.calls.values()):
             call.done.set()
         if self._gauges is not None:

@@ -22,6 +22,8 @@ import sys
 import threading
 from multiprocessing.connection import Connection
 
+from modelyard.server.inference.events import FINAL, Failed
+
 log = logging.getLogger("modelyard.runner")
 
 # Image prompts encoded for requests not yet submitted; a conversation's n choices and a
@@ -61,7 +63,7 @@ class _Outbox:
         self.link, self.rid, self.requests = link, rid, requests
 
     def put(self, event) -> None:
-        if event[0] in ("end", "err"):
+        if isinstance(event, FINAL):
             self.requests.pop(self.rid, None)
         self.link.event(self.rid, event)
 
@@ -145,7 +147,7 @@ def _serve(conn: Connection, spec: dict) -> None:
                 with link.lock:
                     found = media.get(refs[0][0])
                 if found is None:
-                    link.event(rid, ("err", "the request's images are no longer held; send it again"))
+                    link.event(rid, Failed("the request's images are no longer held; send it again"))
                     link.flush(engine.counters())
                     continue
                 spans = tuple(found[i] for _, i in refs)
@@ -155,7 +157,7 @@ def _serve(conn: Connection, spec: dict) -> None:
             try:
                 engine.submit(req)
             except Exception as exc:
-                link.event(rid, ("err", str(exc)))
+                link.event(rid, Failed(str(exc)))
                 link.flush(engine.counters())
         elif op == "cancel":
             req = requests.pop(msg[1], None)

@@ -21,6 +21,7 @@ import llama_cpp as L
 import numpy as np
 
 from modelyard.server.inference import testhooks
+from modelyard.server.inference.events import Ended, Failed, Started, Token
 from modelyard.server.inference.llama.adapters import AdapterError, Adapters, batch_set
 from modelyard.server.inference.llama.model import LlamaModel
 from modelyard.server.inference.llama.context_thread import ContextThread
@@ -42,10 +43,8 @@ UBATCH_SIZE = 512
 
 @dataclass
 class GenRequest:
-    """What the scheduler needs for one generation. `out` receives tuples:
-
-    ("tok", token, logprobs | None), then exactly one of ("end", reason, n_cached)
-    with reason "stop", "length" or "cancelled", or ("err", message).
+    """What the scheduler needs for one generation. `out` receives its events
+    (inference/events.py): Started, Tokens, then exactly one of Ended or Failed.
 
     With images (a vlm), `prompt` holds a key where each image position goes, and
     `media` the images' spans and embeddings (projector.ImageSpan), in prompt order.
@@ -364,7 +363,7 @@ class Scheduler(ContextThread):
             self._finish(slot, "stop")
             return
         lp = self._logprobs(slot.out_index, token, req.logprobs) if req.logprobs is not None else None
-        req.out.put(("tok", token, lp))
+        req.out.put(Token(token, lp))
         slot.n_generated += 1
         slot.last_token = token
         if slot.n_generated >= req.max_tokens:
@@ -394,13 +393,13 @@ class Scheduler(ContextThread):
                 self._waiting.remove(req)
             self._gauge_queue()
             if req.cancel.is_set():
-                req.out.put(("end", "cancelled", 0))
+                req.out.put(Ended("cancelled"))
                 continue
             try:
                 for path, _ in req.adapters:
                     self.adapters.load(path)
             except AdapterError as exc:
-                req.out.put(("err", str(exc)))
+                req.out.put(Failed(str(exc)))
                 continue
             seq, keep = choose_slot(free, req.prompt)
             # An image is decoded whole: a prefix that ends inside one keeps none of it.
@@ -410,7 +409,7 @@ class Scheduler(ContextThread):
                 slot.sampler = build_sampler(self.model.vocab, self.model.n_vocab, req.params)
             except Exception as exc:  # one bad request must not take the engine down
                 log.exception("engine %s: cannot build a sampler", self.name)
-                req.out.put(("err", f"cannot set up sampling: {exc}"))
+                req.out.put(Failed(f"cannot set up sampling: {exc}"))
                 continue
             L.llama_memory_seq_rm(self.mem, seq, keep, -1)
             del slot.cached[keep:]
@@ -419,7 +418,7 @@ class Scheduler(ContextThread):
             slot.pending = list(req.prompt[keep:])
             slot.n_generated = 0
             slot.last_token = -1
-            req.out.put(("start", keep))
+            req.out.put(Started(keep))
         self._gauge_active()
 
     def _reap_cancelled(self) -> None:
@@ -428,7 +427,7 @@ class Scheduler(ContextThread):
                 self._finish(slot, "cancelled")
 
     def _finish(self, slot: _Slot, reason: str) -> None:
-        slot.req.out.put(("end", reason, len(slot.cached)))
+        slot.req.out.put(Ended(reason, len(slot.cached)))
         self._release(slot)
 
     def _release(self, slot: _Slot) -> None:
@@ -448,7 +447,7 @@ class Scheduler(ContextThread):
             slot = self.slots[seq]
             L.llama_memory_seq_rm(self.mem, seq, -1, -1)
             slot.cached = []
-            slot.req.out.put(("err", message))
+            slot.req.out.put(Failed(message))
             self._release(slot)
 
     def _shutdown(self) -> None:
@@ -457,10 +456,10 @@ class Scheduler(ContextThread):
             waiting = list(self._waiting)
             self._waiting.clear()
         for req in waiting:
-            req.out.put(("err", f"model '{self.name}' was unloaded"))
+            req.out.put(Failed(f"model '{self.name}' was unloaded"))
         for slot in self.slots:
             if slot.req is not None:
-                slot.req.out.put(("err", f"model '{self.name}' was unloaded"))
+                slot.req.out.put(Failed(f"model '{self.name}' was unloaded"))
                 self._release(slot)
         if self.ctx:
             L.llama_free(self.ctx)

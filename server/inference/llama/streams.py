@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from modelyard.server.inference.events import Ended, Event, Started, Token
 from modelyard.server.inference.llama.scheduler import GenRequest, Scheduler
 
 
@@ -127,10 +128,9 @@ class Generation:
         # The scheduler notices within one decode step and frees the slot.
         self.req.cancel.set()
 
-    def take(self, event) -> Step | None:
+    def take(self, event: Event) -> Step | None:
         """Apply one event from the scheduler; the Step it makes, if any."""
-        kind = event[0]
-        if kind == "tok":
+        if isinstance(event, Token):
             if self.text.stopped:
                 # A stop string ended the text and the slot is being released; tokens
                 # decoded meanwhile are not part of the answer.
@@ -138,22 +138,22 @@ class Generation:
             if self.t_first is None:
                 self.t_first = time.monotonic()
             self.completion_tokens += 1
-            step = Step(self.text.feed(event[1]), event[1], event[2])
+            step = Step(self.text.feed(event.token), event.token, event.logprobs)
             if self.text.stopped:
                 self.finish_reason = "stop"
                 self.close()
             return step
-        if kind == "start":
-            self.cached_tokens = event[1]
+        if isinstance(event, Started):
+            self.cached_tokens = event.cached
             return None
         self.t_end = time.monotonic()
         self.done = True
-        if kind == "end":
-            self.finish_reason = self.finish_reason or ("length" if event[1] == "length" else "stop")
+        if isinstance(event, Ended):
+            self.finish_reason = self.finish_reason or ("length" if event.reason == "length" else "stop")
             tail = self.text.finish()
             return Step(tail) if tail else None
-        if not self.text.stopped:  # after a stop string the answer is already whole
-            self.error = event[1]
+        if not self.text.stopped:  # after a stop string the answer is already whole (Failed)
+            self.error = event.message
         return None
 
     @property
