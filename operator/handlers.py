@@ -18,6 +18,7 @@ from .reconcile import Context
 from .settings import OperatorSettings
 
 MODELS = (names.GROUP, names.VERSION, names.PLURAL)
+FINETUNES = (names.GROUP, names.VERSION, names.FINETUNE_PLURAL)
 MANAGED = {names.LABEL_MANAGED_BY: names.MANAGED_BY}
 
 
@@ -63,9 +64,14 @@ def build_registry(ours: OperatorSettings) -> kopf.OperatorRegistry:
         """A Model appeared or changed: reconcile it."""
         memo.controller.handle_model_event(type, dict(body))
 
+    @kopf.on.event(*FINETUNES, registry=registry)
+    def finetune_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        """A FineTune appeared or changed: run or follow its trainer Job."""
+        memo.controller.handle_finetune_event(type, dict(body))
+
     @kopf.on.event("batch", "v1", "jobs", labels=MANAGED, registry=registry)
     def job_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        """A download Job changed: reconcile its Model."""
+        """A download or trainer Job changed: reconcile its Model or FineTune."""
         memo.controller.handle_child_event(type, dict(body))
 
     @kopf.on.event("apps", "v1", "deployments", labels=MANAGED, registry=registry)

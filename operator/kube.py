@@ -9,6 +9,7 @@ from modelyard.server.shared.kube import KubeError, load_api_client
 # plural -> (group, version); "" is the core group.
 RESOURCES: dict[str, tuple[str, str]] = {
     **shared.RESOURCES,
+    "finetunes": (shared.GROUP, shared.VERSION),
     "persistentvolumeclaims": ("", "v1"),
     "services": ("", "v1"),
     "secrets": ("", "v1"),

@@ -86,3 +86,14 @@ def endpoint_picker_service(model_name: str) -> str:
 
 def endpoint(model_name: str, namespace: str, port: int) -> str:
     return f"http://{service_name(model_name)}.{namespace}.svc:{port}"
+
+
+# ---- FineTune ------------------------------------------------------------------------
+FINETUNE_KIND = "FineTune"
+FINETUNE_PLURAL = "finetunes"
+LABEL_FINETUNE = f"{GROUP}/finetune"  # the FineTune's base name, on its Job and pod
+
+
+def trainer_job_name(finetune_name: str) -> str:
+    """One Job per FineTune (its spec is immutable): a restart finds it instead of making another."""
+    return _fit(base_name(finetune_name), "-train")

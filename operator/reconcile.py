@@ -48,6 +48,7 @@ class Context:
     kube: Kube
     settings: OperatorSettings
     locks: Locks = field(default_factory=Locks)
+    training_locks: Locks = field(default_factory=Locks)  # one per FineTune
 
     def post_event(self, model: dict[str, Any], event_type: str, reason: str, message: str) -> None:
         meta = model["metadata"]
@@ -76,11 +77,11 @@ def reconcile_model(ctx: Context, namespace: str, name: str) -> str | None:
         return result.status.get("phase")
 
 
-def owner_of(child: dict[str, Any]) -> tuple[str, str] | None:
-    """The (namespace, name) of the Model that owns a Job, Deployment or Service."""
+def owner_of(child: dict[str, Any], kind: str = names.KIND) -> tuple[str, str] | None:
+    """The (namespace, name) of the Model (or the FineTune, by `kind`) that owns a child."""
     meta = child.get("metadata") or {}
     for ref in meta.get("ownerReferences") or []:
-        if ref.get("kind") == names.KIND and ref.get("apiVersion", "").startswith(names.GROUP + "/"):
+        if ref.get("kind") == kind and ref.get("apiVersion", "").startswith(names.GROUP + "/"):
             return meta.get("namespace", ""), ref["name"]
     return None
 

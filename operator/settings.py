@@ -22,6 +22,14 @@ class OperatorSettings:
         metadata={"help": "image of the download Job and the inference pods (runs `modelyard`)"},
     )
     image_pull_policy: str = field(default="IfNotPresent", metadata={"help": "pull policy of that image"})
+    trainer_image: str = field(
+        default="ghcr.io/modelyard/modelyard-trainer:0.1.0",
+        metadata={"help": "image of the FineTunes' trainer Jobs (runs `modelyard train`; the finetune extra)"},
+    )
+    trainer_backoff_limit: int = field(default=0, metadata={"help": "retries of a failed trainer pod"})
+    trainer_deadline_seconds: int = field(
+        default=24 * 3600, metadata={"help": "a trainer Job running longer than this fails"}
+    )
     job_backoff_limit: int = field(default=3, metadata={"help": "download retries before phase Failed"})
     job_deadline_seconds: int = field(
         default=6 * 3600, metadata={"help": "a download Job running longer than this fails"}

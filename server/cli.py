@@ -1,4 +1,4 @@
-"""The `modelyard` command: serve, fetch, operator, router."""
+"""The `modelyard` command: serve, fetch, train, operator, router."""
 from __future__ import annotations
 
 import argparse
@@ -116,12 +116,18 @@ def main(argv: list[str] | None = None) -> int:
     _serve_parser(sub)
     _router_parser(sub)
     sub.add_parser("fetch", help="download a model into a store (the operator's Job runs this)", add_help=False)
+    sub.add_parser("train", help="train a LoRA adapter on a model of a store (a FineTune's Job runs this)",
+                   add_help=False)
     sub.add_parser("operator", help="run the Kubernetes operator", add_help=False)
-    # fetch and operator parse their own flags.
+    # fetch, train and operator parse their own flags.
     if argv and argv[0] == "fetch":
         from modelyard.server.fetch_cli import run as run_fetch
 
         return run_fetch(argv[1:])
+    if argv and argv[0] == "train":
+        from modelyard.server.train_cli import run as run_train
+
+        return run_train(argv[1:])
     if argv and argv[0] == "operator":
         from modelyard.operator.main import run as run_operator
 

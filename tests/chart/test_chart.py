@@ -29,9 +29,11 @@ def operator_container(docs):
     return deployment["spec"]["template"]["spec"]["containers"][0]
 
 
-def test_the_crd_has_one_source():
-    assert (CHART / "crds" / "model.yaml").read_bytes() == (ROOT / "crds" / "model.yaml").read_bytes(), \
-        "charts/modelyard/crds/model.yaml drifted from crds/model.yaml: copy crds/model.yaml over it"
+@pytest.mark.parametrize("crd", ["model.yaml", "finetune.yaml"])
+def test_the_crd_has_one_source(crd):
+    assert sorted(p.name for p in (CHART / "crds").iterdir()) == sorted(p.name for p in (ROOT / "crds").iterdir())
+    assert (CHART / "crds" / crd).read_bytes() == (ROOT / "crds" / crd).read_bytes(), \
+        f"charts/modelyard/crds/{crd} drifted from crds/{crd}: copy crds/{crd} over it"
 
 
 def test_helm_lint_is_clean(helm):
@@ -55,8 +57,9 @@ def test_rendered_manifests_are_valid_kubernetes(render, args):
 
 
 def test_the_crd_is_the_one_from_crds(render):
-    [crd] = by_kind(render("--include-crds"), "CustomResourceDefinition")
-    assert crd["metadata"]["name"] == "models.modelyard.dev"
+    crds = {c["metadata"]["name"]: c for c in by_kind(render("--include-crds"), "CustomResourceDefinition")}
+    assert set(crds) == {"models.modelyard.dev", "finetunes.modelyard.dev"}
+    crd = crds["models.modelyard.dev"]
     version = crd["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}, "scale": {
         "specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
@@ -105,6 +108,8 @@ def test_rbac_is_least_privilege(render):
         ("modelyard.dev", "models"): {"get", "list", "watch"},
         ("modelyard.dev", "models/status"): {"patch"},
         ("modelyard.dev", "models/scale"): {"patch"},
+        ("modelyard.dev", "finetunes"): {"get", "list", "watch"},
+        ("modelyard.dev", "finetunes/status"): {"patch"},
         ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
         ("apps", "deployments"): {"get", "list", "watch", "create", "patch"},
         ("", "services"): {"get", "list", "watch", "create"},

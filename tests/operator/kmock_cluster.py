@@ -27,6 +27,7 @@ NAMESPACE = "ai"
 _VERBS = {"list", "watch", "get", "patch", "create", "delete"}
 RESOURCES = {
     "modelyard.dev/v1alpha1/models": ("Model", {"status", "scale"}),
+    "modelyard.dev/v1alpha1/finetunes": ("FineTune", {"status"}),
     "v1/persistentvolumeclaims": ("PersistentVolumeClaim", set()),
     "v1/services": ("Service", set()),
     "v1/secrets": ("Secret", set()),
@@ -38,6 +39,7 @@ RESOURCES = {
 }
 PATHS = {
     "models": "/apis/modelyard.dev/v1alpha1",
+    "finetunes": "/apis/modelyard.dev/v1alpha1",
     "jobs": "/apis/batch/v1",
     "deployments": "/apis/apps/v1",
     "persistentvolumeclaims": "/api/v1",
