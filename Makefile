@@ -105,11 +105,18 @@ test: $(VENV)/.test-deps $(VENV)/.finetune-deps .cache/llama-cpp-python/.version
 
 # The Gateway API Inference Extension's endpoint picker (GAIE v1.5.0) on our pods: its own
 # metrics extractor reads a loaded server's /metrics (tools/gaie/probe.sh; about 4 minutes the
-# first time per machine, seconds after), and its binary is built into $(MODELYARD_CACHE)/gaie
-# (tools/gaie/build.sh, about 6 minutes once). Not part of `make test`.
-gateway-test: $(VENV)/.test-deps .cache/llama-cpp-python/.version
+# first time per machine, seconds after), and the picker itself, built into $(MODELYARD_CACHE)/gaie
+# (tools/gaie/build.sh, about 6 minutes once), routes over ext_proc on the real control plane
+# (tests/cluster/test_gateway_epp.py, with the `gateway` extra's ext_proc stubs). Not part of
+# `make test`.
+$(VENV)/.gateway-deps: pyproject.toml $(VENV)/.test-deps
+	$(PIP) install --quiet --find-links $(WHEELS) -e '.[engines,operator,test,gateway]'
+	touch $@
+
+gateway-test: $(VENV)/.gateway-deps .cache/llama-cpp-python/.version k8s
 	MODELYARD_CACHE=$(MODELYARD_CACHE) bash tools/gaie/build.sh
-	MODELYARD_GATEWAY_TEST=1 MODELYARD_CACHE=$(MODELYARD_CACHE) $(PY) -m pytest tests/inference/test_picker_metrics.py
+	MODELYARD_GATEWAY_TEST=1 MODELYARD_CACHE=$(MODELYARD_CACHE) $(PY) -m pytest \
+		tests/inference/test_picker_metrics.py tests/cluster/test_gateway_epp.py
 
 # A longer schemathesis run against /openapi.json than the one in `make test`.
 fuzz: $(VENV)/.test-deps .cache/llama-cpp-python/.version
