@@ -13,7 +13,9 @@ from typing import Any, Callable
 
 from pydantic import BaseModel
 
+from modelyard.server.http import sse
 from modelyard.server.http.errors import default_error_body
+from modelyard.server.http.jsonio import dumps
 from modelyard.server.http.routes import ErrorBody, Guard
 
 JSON = "application/json"
@@ -46,6 +48,34 @@ class ModelIn:
 
 
 @dataclass(frozen=True)
+class Streams:
+    """When a route answers as a stream, and in which content type."""
+
+    content_type: str = SSE
+    # The body field that asks for a stream (None: the route always streams), and what its
+    # absence means (Ollama's routes stream unless told not to).
+    flag: str | None = "stream"
+    default: bool = False
+
+    def asked(self, body: Any) -> bool:
+        if self.flag is None:
+            return True
+        value = body.get(self.flag) if isinstance(body, dict) else None
+        return self.default if value is None else value is True
+
+
+# (the error body in the family's shape, status, message) -> the event that ends a stream which
+# broke half-way (the cluster router's, when a pod goes away mid-answer).
+StreamError = Callable[[dict, int, str], bytes]
+
+
+def default_stream_errors() -> dict[str, StreamError]:
+    """An SSE `data:` event of the error body; an NDJSON line `{"error": message}` (Ollama's)."""
+    return {SSE: lambda body, code, message: sse.frame(body),
+            NDJSON: lambda body, code, message: dumps({"error": message}) + b"\n"}
+
+
+@dataclass(frozen=True)
 class Op:
     """One OpenAPI operation of a route."""
 
@@ -75,6 +105,9 @@ class Route:
     # The cluster router answers this route for the whole cluster from the Models' status
     # instead of sending it to one Model's pods.
     lists_models: bool = False
+    # The route answers as a stream (when asked): a request the cluster router holds while
+    # its Model wakes up gets the family's keep-alive in that content type meanwhile.
+    streams: Streams | None = None
 
 
 @dataclass
@@ -106,6 +139,11 @@ class Family:
     error_handlers: tuple[tuple[type, Callable], ...] = ()
     # Falcon sinks of the family: (prefix, sink factory).
     sinks: tuple[tuple[str, Callable[[], object]], ...] = ()
+    # The keep-alive event of each content type the family streams in (none for NDJSON: a
+    # line that is not an answer would break its clients).
+    keepalives: dict[str, bytes] = field(default_factory=dict)
+    # The event that ends a stream which broke half-way, per content type.
+    stream_errors: dict[str, StreamError] = field(default_factory=default_stream_errors)
 
     def templates(self):
         """(full URI template, route) for each route under each prefix."""

@@ -1,18 +1,16 @@
 """What the router says itself, in each API's own words: error bodies (each family's declared
 shape), the keep-alive event of a held stream, and the error event that ends a stream that
-broke half-way. The pods' own encoders are reused, so the router speaks as a pod does."""
+broke half-way. All three are the families' own declarations (api/<family>/family.py), so the
+router speaks as a pod does and names no family."""
 from __future__ import annotations
 
 from types import SimpleNamespace
 from typing import Any
 
-from modelyard.server.api.anthropic import format as anthropic
 from modelyard.server.api.families import route_rules
-from modelyard.server.api.family import NDJSON, SSE
-from modelyard.server.http import sse
+from modelyard.server.api.family import Family, Route
 from modelyard.server.http.jsonio import dumps
 from modelyard.server.http.routes import RouteRules
-
 
 
 class Voices:
@@ -30,27 +28,20 @@ class Voices:
         return dumps(self.error_dict(path, template, code, message))
 
 
-def held_stream(family: str, template: str, body: Any) -> bytes | None:
-    """The keep-alive event of a request answered as a stream in an API that has one
-    (OpenAI's and Silicon's SSE comment, Anthropic's ping event); None otherwise (Ollama's
-    NDJSON has none, and a plain JSON answer cannot start before its status is known)."""
-    if family == "silicon" and template.endswith("/chat"):
-        return sse.PING
-    if not (isinstance(body, dict) and body.get("stream") is True):
+def held_stream(family: Family, route: Route, body: Any) -> tuple[str, bytes] | None:
+    """(content type, keep-alive event) of a request answered as a stream in a family that
+    has a keep-alive for it (OpenAI's and Silicon's SSE comment, Anthropic's ping event); None
+    otherwise (Ollama's NDJSON has none, and a plain JSON answer cannot start before its
+    status is known)."""
+    streams = route.streams
+    if streams is None or not streams.asked(body):
         return None
-    return {"anthropic": anthropic.PING, "openai": sse.PING}.get(family)
+    ping = family.keepalives.get(streams.content_type)
+    return (streams.content_type, ping) if ping is not None else None
 
 
-def stream_error(family: str, error_body: dict, content_type: str, code: int, message: str) -> bytes | None:
+def stream_error(family: Family, error_body: dict, content_type: str, code: int, message: str) -> bytes | None:
     """The event that ends a stream which broke half-way, in its API's shape; None for a body
     that is not a stream (it just ends short, and the client sees a truncated body)."""
-    kind = content_type.split(";")[0].strip().lower()
-    if kind == SSE:
-        if family == "anthropic":
-            return anthropic.error_event(code, message)
-        if family == "silicon":
-            return sse.frame({"error": message, "done": True})
-        return sse.frame(error_body)
-    if kind == NDJSON:
-        return dumps({"error": message}) + b"\n"
-    return None
+    encode = family.stream_errors.get(content_type.split(";")[0].strip().lower())
+    return encode(error_body, code, message) if encode is not None else None

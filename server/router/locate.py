@@ -13,7 +13,7 @@ from typing import Any
 
 from falcon.routing import CompiledRouter
 
-from modelyard.server.api.family import ModelIn
+from modelyard.server.api.family import Family, ModelIn, Route
 
 
 @dataclass(frozen=True)
@@ -21,8 +21,12 @@ class RouteInfo:
     """What the router needs of one declared route."""
 
     where: ModelIn
-    family: str
-    conversation: bool = False
+    family: Family
+    route: Route
+
+    @property
+    def conversation(self) -> bool:
+        return self.route.conversation
 
 
 def routes(families=None) -> dict[str, RouteInfo]:
@@ -30,7 +34,7 @@ def routes(families=None) -> dict[str, RouteInfo]:
     (api/<family>/family.py): the one place the router learns the families' routes."""
     if families is None:
         from modelyard.server.api.families import FAMILIES as families
-    return {template: RouteInfo(route.model, family.name, route.conversation)
+    return {template: RouteInfo(route.model, family, route)
             for family in families for template, route in family.templates() if route.model is not None}
 
 
@@ -49,8 +53,13 @@ class Located:
         return self.route.conversation
 
     @property
-    def family(self) -> str:
+    def family(self) -> Family:
         return self.route.family
+
+    @property
+    def declared(self) -> Route:
+        """The family's declaration of the route."""
+        return self.route.route
 
 
 class Locator:

@@ -23,8 +23,8 @@ from modelyard.server.router.settings import RouterSettings
 log = logging.getLogger(__name__)
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and the ones the client library or server sets itself.
-_DROP_REQUEST = {b"host", b"connection", b"keep-alive", b"transfer-encoding", b"te", b"upgrade",
-                 b"proxy-connection", b"content-length"}
+_DROP_REQUEST = {"host", "connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-connection",
+                 "content-length"}
 _DROP_RESPONSE = {"connection", "keep-alive", "transfer-encoding", "date", "server"}
 
 _PATIENCE_STEP = 0.25  # seconds between two rounds of tries at a Model's newly ready pods
@@ -89,14 +89,16 @@ class Proxy:
         prefix = conversation_prefix(body, self.settings.prefix_chars) if located.conversation else ""
         key = f"{requested}\n{prefix}" if prefix else None
         target = req.relative_uri
-        headers = [(k, v) for k, v in req.scope["headers"] if k not in _DROP_REQUEST]
-        ping = families.held_stream(located.family, located.template, body)
-        if not entry.balancer.loads and ping is not None:
+        # Falcon's copy of the headers: the ASGI scope's may be a one-pass iterable, which Falcon read.
+        headers = [(k, v) for k, v in req.headers.items() if k not in _DROP_REQUEST]
+        held = families.held_stream(located.family, located.declared, body)
+        if not entry.balancer.loads and held is not None:
             # Answer the stream now and keep it alive while the Model wakes up.
+            content_type, ping = held
             resp.status = falcon.HTTP_200
-            resp.content_type = families.SSE
+            resp.content_type = content_type
             resp.set_header("Cache-Control", "no-cache")
-            resp.stream = self._held(entry, req.method, target, headers, raw, key, event, ping)
+            resp.stream = self._held(entry, req.method, target, headers, raw, key, event, content_type, ping)
             return
         patience = None
         if not entry.balancer.loads:
@@ -154,7 +156,7 @@ class Proxy:
             log.info("Model %s/%s scaled from zero to one for a request", entry.namespace, entry.name)
 
     async def _held(self, entry: Entry, method: str, target: str, headers, raw: bytes, key: str | None,
-                    event: "_Events", ping: bytes) -> AsyncIterator[bytes]:
+                    event: "_Events", content_type: str, ping: bytes) -> AsyncIterator[bytes]:
         """A stream answered before its Model had a pod: keep-alives, then the pod's events."""
         yield ping
         deadline = time.monotonic() + self.settings.scale_wait
@@ -167,7 +169,7 @@ class Proxy:
                 yield ping
             upstream, endpoint = await self._send(entry, method, target, headers, raw, key, waiting.result())
         except Refusal as exc:
-            yield event.error(families.SSE, exc.code, exc.message)
+            yield event.error(content_type, exc.code, exc.message)
             return
         finally:
             waiting.cancel()
@@ -175,7 +177,7 @@ class Proxy:
             data = await upstream.aread()
             await self._done(entry, endpoint, upstream)
             message = _message(data) or f"HTTP {upstream.status_code}"
-            yield event.error(families.SSE, upstream.status_code, message)
+            yield event.error(content_type, upstream.status_code, message)
             return
         async for chunk in self._relay(entry, endpoint, upstream, event):
             yield chunk

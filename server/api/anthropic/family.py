@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from modelyard.server.api.anthropic import schema as s
-from modelyard.server.api.anthropic.format import error_body
+from modelyard.server.api.anthropic.format import PING, error_body, error_event
 from modelyard.server.api.anthropic.routes import CountTokens, Messages
-from modelyard.server.api.family import JSON, SSE, Context, Family, ModelIn, Op, Route
+from modelyard.server.api.family import JSON, SSE, Context, Family, ModelIn, Op, Route, Streams, default_stream_errors
 from modelyard.server.http.routes import Guard
 
 ERROR_SCHEMA = {"type": "object", "required": ["type", "error"], "properties": {
@@ -25,8 +25,10 @@ FAMILY = Family(
     error_body=error_body,
     error_schema=ERROR_SCHEMA,
     resources=_resources,
+    keepalives={SSE: PING},
+    stream_errors={**default_stream_errors(), SSE: lambda body, code, message: error_event(code, message)},
     routes=(
-        Route("/messages", Guard.KEY, model=_MODEL, conversation=True, ops=(
+        Route("/messages", Guard.KEY, model=_MODEL, conversation=True, streams=Streams(), ops=(
             Op("post", "Anthropic Messages (streamed as SSE with stream: true)", body=s.MessagesBody,
                responses={200: {JSON: s.MessageOut, SSE: {"type": "string"}}},
                errors=(400, 401, 403, 404, 413, 499, 503)),)),

@@ -5,7 +5,7 @@ blobs). Its errors are `{"error": "..."}`. Mullama's daemon answers the same rou
 """
 from __future__ import annotations
 
-from modelyard.server.api.family import (JSON, MESSAGE_ERROR_SCHEMA, NDJSON, OCTETS, Context, Family, ModelIn, Op, Route,
+from modelyard.server.api.family import (JSON, MESSAGE_ERROR_SCHEMA, NDJSON, OCTETS, Context, Family, ModelIn, Op, Route, Streams,
                                          message_error_body)
 from modelyard.server.api.ollama import schema as s
 from modelyard.server.api.ollama.embeddings import Embed, Embeddings
@@ -32,7 +32,8 @@ _STREAMED = {200: {JSON: _ANY, NDJSON: {"type": "string"}}}
 # Ollama's bodies name the model `model`; older clients send `name`.
 _MODEL = ModelIn(body=("model", "name"))
 _DIGEST = ({"name": "digest", "in": "path", "required": True, "schema": {"type": "string"},
-            "description": "sha256:<64 hex digits>"},)
+            "description": "sha256:<64 hex digits>"},)# Ollama's streams are NDJSON, on unless the body says `"stream": false`.
+_NDJSON_STREAM = Streams(NDJSON, default=True)
 FAMILY = Family(
     name="ollama",
     prefixes=("",),
@@ -65,10 +66,10 @@ FAMILY = Family(
         Route("/api/delete", Guard.KEY, model=_MODEL, ops=(
             Op("delete", "Delete a model (other names of its file keep it)", body=s.DeleteBody,
                responses={200: {JSON: _ANY}}, errors=(400, 401, 403, 404, 409, 413)),)),
-        Route("/api/generate", Guard.KEY, model=_MODEL, conversation=True, ops=(
+        Route("/api/generate", Guard.KEY, model=_MODEL, conversation=True, streams=_NDJSON_STREAM, ops=(
             Op("post", "Generate (NDJSON stream by default)", body=s.GenerateBody, responses=_STREAMED,
                errors=(400, 401, 403, 404, 413, 500, 503)),)),
-        Route("/api/chat", Guard.KEY, model=_MODEL, conversation=True, ops=(
+        Route("/api/chat", Guard.KEY, model=_MODEL, conversation=True, streams=_NDJSON_STREAM, ops=(
             Op("post", "Chat (NDJSON stream by default)", body=s.ChatBody, responses=_STREAMED,
                errors=(400, 401, 403, 404, 413, 500, 503)),)),
         Route("/api/embed", Guard.KEY, model=_MODEL, ops=(
@@ -79,14 +80,14 @@ FAMILY = Family(
             Op("post", "One embedding (the older form)", body=s.EmbeddingsBody,
                responses={200: {JSON: {"type": "object", "required": ["embedding"]}}},
                errors=(400, 401, 403, 404, 413, 500, 503)),)),
-        Route("/api/pull", Guard.KEY, model=_MODEL, ops=(
+        Route("/api/pull", Guard.KEY, model=_MODEL, streams=_NDJSON_STREAM, ops=(
             Op("post", "Pull a model from Hugging Face (hf.co/org/repo:quant) or an OCI registry "
                "(host/namespace/model:tag), with NDJSON progress", body=s.PullBody, responses=_STREAMED,
                errors=(400, 401, 403, 404, 409, 413, 502)),)),
-        Route("/api/push", Guard.KEY, model=_MODEL, ops=(
+        Route("/api/push", Guard.KEY, model=_MODEL, streams=_NDJSON_STREAM, ops=(
             Op("post", "Push a model to the OCI registry its name names, with NDJSON progress", body=s.PullBody,
                responses=_STREAMED, errors=(400, 401, 403, 404, 409, 413, 502)),)),
-        Route("/api/create", Guard.KEY, model=_MODEL, ops=(
+        Route("/api/create", Guard.KEY, model=_MODEL, streams=_NDJSON_STREAM, ops=(
             Op("post", "Create a model from a model or from blobs (system, template, parameters, quantize)",
                body=s.CreateBody, responses=_STREAMED, errors=(400, 401, 403, 404, 409, 413)),)),
         Route("/api/blobs/{digest}", Guard.KEY, ops=(

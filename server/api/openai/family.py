@@ -1,9 +1,10 @@
 """The OpenAI API's declaration: at /v1 and at /mimik-ai/openai/v1 (mimOE's path)."""
 from __future__ import annotations
 
-from modelyard.server.api.family import JSON, SSE, Context, Family, ModelIn, Op, Route, model_param
+from modelyard.server.api.family import JSON, SSE, Context, Family, ModelIn, Op, Route, Streams, model_param
 from modelyard.server.api.openai import routes as r
 from modelyard.server.api.openai import schema as s
+from modelyard.server.http import sse
 from modelyard.server.http.errors import BAD_KEY
 from modelyard.server.http.routes import Guard
 
@@ -50,12 +51,13 @@ FAMILY = Family(
     error_body=error_body,
     error_schema=ERROR_SCHEMA,
     resources=_resources,
+    keepalives={SSE: sse.PING},
     routes=(
-        Route("/chat/completions", Guard.KEY, model=_MODEL, conversation=True, ops=(
+        Route("/chat/completions", Guard.KEY, model=_MODEL, conversation=True, streams=Streams(), ops=(
             Op("post", "Chat completion (streamed as SSE with stream: true)", body=s.ChatCompletionBody,
                responses={200: {JSON: s.ChatCompletion, SSE: {"type": "string"}}},
                errors=(400, 401, 403, 404, 413, 499, 503)),)),
-        Route("/completions", Guard.KEY, model=_MODEL, conversation=True, ops=(
+        Route("/completions", Guard.KEY, model=_MODEL, conversation=True, streams=Streams(), ops=(
             Op("post", "Text completion", body=s.CompletionBody,
                responses={200: {JSON: s.Completion, SSE: {"type": "string"}}},
                errors=(400, 401, 403, 404, 413, 499, 503)),)),

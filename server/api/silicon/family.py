@@ -6,10 +6,11 @@ each find theirs.
 """
 from __future__ import annotations
 
-from modelyard.server.api.family import JSON, SSE, Context, Family, ModelIn, Op, Route
+from modelyard.server.api.family import JSON, SSE, Context, Family, ModelIn, Op, Route, Streams, default_stream_errors
 from modelyard.server.api.silicon import finetune, routes
 from modelyard.server.api.silicon import schema as s
 from modelyard.server.finetune.errors import FinetuneError
+from modelyard.server.http import sse
 from modelyard.server.http.routes import Guard
 
 ERROR_SCHEMA = {"type": "object", "required": ["error", "detail"], "properties": {
@@ -36,6 +37,9 @@ FAMILY = Family(
     error_schema=ERROR_SCHEMA,
     resources=_resources,
     error_handlers=((FinetuneError, finetune.finetune_error),),
+    keepalives={SSE: sse.PING},
+    # Its chat's last event says `done`, so a broken one ends as the engine's own error does.
+    stream_errors={**default_stream_errors(), SSE: lambda body, code, message: sse.frame({"error": message, "done": True})},
     routes=(
         Route("/models", Guard.KEY, lists_models=True, ops=(
             Op("get", "Every model: status, download progress, path, size",
@@ -64,7 +68,7 @@ FAMILY = Family(
         Route("/models/{model_id}/format", Guard.KEY, model=ModelIn(path="model_id"), ops=(
             Op("get", "The tokenizer's metadata from the GGUF", responses={200: {JSON: s.SiliconFormatOut}},
                errors=(400, 401, 403, 404)),)),
-        Route("/chat", Guard.KEY, model=_MODEL, conversation=True, ops=(
+        Route("/chat", Guard.KEY, model=_MODEL, conversation=True, streams=Streams(flag=None), ops=(
             Op("post", "Chat, streamed as SSE {\"text\"} events and a final done event with the usage",
                body=s.SiliconChatBody, responses={200: {SSE: s.SiliconChatEvent}},
                errors=(400, 401, 403, 404, 413, 500, 503)),)),
