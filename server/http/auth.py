@@ -10,6 +10,10 @@ from modelyard.server.http.errors import BAD_KEY, ApiError
 from modelyard.server.http.routes import RouteRules
 
 
+MISSING_KEY = "Missing API key: send 'Authorization: Bearer <key>' (or 'x-api-key: <key>')"
+INVALID_KEY = "Invalid API key"
+
+
 def key_matches(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
@@ -40,10 +44,6 @@ class AuthMiddleware:
             return
         token = given_key(req.get_header("Authorization"), req.get_header("x-api-key"))
         if token is None:
-            raise ApiError(
-                401,
-                "Missing API key: send 'Authorization: Bearer <key>' (or 'x-api-key: <key>')",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+            raise ApiError(401, MISSING_KEY, headers={"WWW-Authenticate": "Bearer"})
         if not key_matches(token, self.api_key):
-            raise ApiError(rule.bad_key_status if rule else 401, "Invalid API key", kind=BAD_KEY)
+            raise ApiError(rule.bad_key_status if rule else 401, INVALID_KEY, kind=BAD_KEY)

@@ -13,6 +13,7 @@ import httpx
 from modelyard.server.http.jsonio import use_for_responses
 from modelyard.server.router import lists
 from modelyard.server.router.cluster import Cluster
+from modelyard.server.router.keys import RouterKey
 from modelyard.server.router.metrics import RouterMetrics
 from modelyard.server.router.proxy import Proxy, Scaler
 from modelyard.server.router.settings import RouterSettings
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 class _List:
     """A list route answered for the whole cluster; other methods on it (POST /v1/models
     pre-loads a model) go to the Model's pods."""
+
+    keyed = frozenset({"GET"})
 
     def __init__(self, cluster: Cluster, render, proxy: Proxy) -> None:
         self.cluster = cluster
@@ -45,6 +48,8 @@ class _Health:
 
 
 class _Metrics:
+    keyed = frozenset({"GET"})  # it names every Model and pod
+
     def __init__(self, metrics: RouterMetrics) -> None:
         self.metrics = metrics
 
@@ -70,7 +75,7 @@ def create_app(settings: RouterSettings, cluster: Cluster, client: httpx.AsyncCl
         from modelyard.server.api.families import FAMILIES as families
     metrics = metrics or RouterMetrics()
     proxy = Proxy(settings, cluster, metrics, client, scale)
-    app = falcon.asgi.App()
+    app = falcon.asgi.App(middleware=[RouterKey(settings.api_key, proxy.voices)])
     app.req_options.strip_url_path_trailing_slash = True
     use_for_responses(app)
     for family in families:

@@ -34,6 +34,10 @@ class RouterSettings:
         default=DEFAULT_REPLICATION, metadata={"help": "points per pod on the hash ring"})
     max_body_size: int = field(
         default=32 * 1024 * 1024, metadata={"help": "largest request body, in bytes (413 above)"})
+    api_key: str = field(
+        default="", repr=False, metadata={"help": "the router's own key, asked for on what it answers itself (the "
+                                      "cluster-wide model lists and /metrics); requests it sends to a "
+                                      "Model's pods carry that Model's key, which the pods check"})
     verbose: bool = field(default=False, metadata={"help": "log each routing decision"})
 
     def watched(self) -> list[str | None]:

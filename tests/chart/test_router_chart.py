@@ -121,3 +121,14 @@ def test_the_operator_gets_the_autoscaler_settings(render):
         "spec"]["containers"][0]
     settings = OperatorSettings.from_env({e["name"]: e["value"] for e in container["env"]})
     assert settings.autoscale_interval == 5 and settings.autoscale_window == 60
+
+
+def test_the_routers_key_comes_from_a_secret(render):
+    _, container = router(render("--set", "router.apiKeySecretRef.name=router-key"))
+    [variable] = [e for e in container["env"] if e["name"] == "MODELYARD_API_KEY"]
+    assert variable["valueFrom"] == {"secretKeyRef": {"name": "router-key", "key": "key"}}
+    _, container = router(render())
+    assert "MODELYARD_API_KEY" not in {e["name"] for e in container["env"]}
+    from modelyard.server.router.settings import RouterSettings
+
+    assert RouterSettings.from_env({"MODELYARD_API_KEY": "k"}).api_key == "k"
