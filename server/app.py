@@ -42,8 +42,8 @@ def create_app(settings: Settings, store: Store | None = None, families=FAMILIES
     api_errors.add_handlers(app)
     # Inference: one manager keeps each model in memory once for this worker process.
     # create_app runs in the gunicorn worker (after the fork), so engine threads live there.
-    manager = ModelManager(store, settings, collectors)
-    dispatcher = Dispatcher(manager, settings, collectors)
+    manager = ModelManager(store, settings, collectors.inference)
+    dispatcher = Dispatcher(manager, settings)
     ctx = Context(store=store, dispatcher=dispatcher, manager=manager, settings=settings, metrics=collectors,
                   version=version("modelyard"), families=families)
     for family in families:

@@ -77,10 +77,10 @@ class ChatJob:
 
 
 class Dispatcher:
-    def __init__(self, manager, settings, metrics=None):
+    def __init__(self, manager, settings):
         self.manager = manager
         self.settings = settings
-        self.metrics = metrics
+        self.metrics = manager.metrics
 
     # ---- models ----------------------------------------------------------------------
 
@@ -243,8 +243,7 @@ class Dispatcher:
             raise
 
     def record(self, model_id: str, gen: Generation) -> None:
-        if self.metrics is not None:
-            self.metrics.record_generation(model_id, gen)
+        self.metrics.record_generation(model_id, gen)
 
     # ---- embeddings ------------------------------------------------------------------
 
@@ -267,9 +266,7 @@ class Dispatcher:
             vectors = vectors[:, :req.dimensions]
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         n_tokens = sum(len(t) for t in batch)
-        if self.metrics is not None:
-            self.metrics.embedded_inputs.labels(req.model).inc(len(batch))
-            self.metrics.prompt_tokens.labels(req.model).inc(n_tokens)
+        self.metrics.record_embedding(loaded.id, len(batch), n_tokens)
         return vectors, n_tokens
 
     @staticmethod

@@ -16,6 +16,7 @@ from pathlib import Path
 from modelyard.server.inference import context_limits
 from modelyard.server.inference.engine import Engine
 from modelyard.server.inference.errors import InferenceError, LoadFailed, ModelNotFound, ModelNotReady
+from modelyard.server.inference.metrics import InferenceMetrics
 from modelyard.server.shared.facts import DEFAULT_KV_CACHE_TYPE, KV_CACHE_KINDS
 
 log = logging.getLogger(__name__)
@@ -69,10 +70,10 @@ def _trim_heap() -> None:
 
 
 class ModelManager:
-    def __init__(self, store, settings, metrics=None):
+    def __init__(self, store, settings, metrics: InferenceMetrics | None = None):
         self.store = store
         self.settings = settings
-        self.metrics = metrics
+        self.metrics = metrics or InferenceMetrics()
         self._loaded: dict[str, Loaded] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -207,7 +208,7 @@ class ModelManager:
             vocab.close()
             raise
         per_token = getattr(engine, "kv_bytes_per_token", None)
-        if self.metrics is not None and per_token is not None:
+        if per_token is not None:
             self.metrics.set_kv_cache(model_id, engine.kv_cache_type, per_token)
         return Loaded(model_id, kind, meta, engine, vocab, projector=projector)
 
@@ -267,8 +268,7 @@ class ModelManager:
         if item.model is not None:
             item.model.close()
         _trim_heap()
-        if self.metrics is not None:
-            self.metrics.forget_model(model_id)
+        self.metrics.forget_model(model_id)
         self._gauge()
         log.info("unloaded model %s", model_id)
         return True
@@ -278,8 +278,7 @@ class ModelManager:
             self.unload(model_id)
 
     def _gauge(self) -> None:
-        if self.metrics is not None:
-            self.metrics.loaded_models.set(len(self._loaded))
+        self.metrics.set_loaded(len(self._loaded))
 
     # ---- preloading (--preload) ------------------------------------------------------
 

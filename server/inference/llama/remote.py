@@ -25,6 +25,7 @@ from multiprocessing.connection import Connection
 
 from modelyard.server.inference.events import FINAL, Failed
 from modelyard.server.inference.images import ImageError
+from modelyard.server.inference.metrics import InferenceMetrics
 from modelyard.server.inference.llama.context_thread import EngineClosed
 from modelyard.server.inference.llama.model import ModelLoadError
 
@@ -74,31 +75,10 @@ class _RemoteCancel:
         return self.flag
 
 
-class _RunnerGauges:
-    """The model's queue, active and decoded-token metrics, fed from the counters the runner
-    sends with each step. The labelled children are looked up once: this runs per token."""
-
-    def __init__(self, metrics, name: str):
-        self.queue_depth = metrics.queue_depth.labels(name)
-        self.active = metrics.active_sequences.labels(name)
-        self.prompt = metrics.decoded_tokens.labels(name, "prompt")
-        self.generate = metrics.decoded_tokens.labels(name, "generate")
-
-    def update(self, before: tuple, now: tuple) -> None:
-        if now[0] != before[0]:
-            self.queue_depth.set(now[0])
-        if now[1] != before[1]:
-            self.active.set(now[1])
-        if now[2] != before[2]:
-            self.prompt.inc(now[2] - before[2])
-        if now[3] != before[3]:
-            self.generate.inc(now[3] - before[3])
-
-
 class Runner:
     """One runner process: start, talk, watch, stop."""
 
-    def __init__(self, spec: dict, name: str, metrics=None, hang_timeout: float = 300.0):
+    def __init__(self, spec: dict, name: str, metrics: InferenceMetrics, hang_timeout: float = 300.0):
         self.name = name
         self.metrics = metrics
         self.hang_timeout = hang_timeout
@@ -122,7 +102,7 @@ class Runner:
         # requests, (adapter files running, waiting)): Scheduler.counters after the last step
         self.counters = IDLE
         self.info = self._handshake(spec)
-        self._gauges = _RunnerGauges(metrics, name) if metrics is not None else None
+        self._gauges = metrics.runner_gauges(name)
         self._last = time.monotonic()
         self._ended = threading.Event()
         # The reader only reads (it is on every token's path: a poll there was a syscall and
@@ -223,8 +203,7 @@ class Runner:
             if isinstance(event, FINAL):
                 self.requests.pop(rid, None)
             req.out.put(event)
-        if self._gauges is not None:
-            self._gauges.update(self.counters, counters)
+        self._gauges.update(self.counters, counters)
         self.counters = counters
 
     def _watchdog(self) -> None:
@@ -254,16 +233,14 @@ class Runner:
                 log.error("engine for model %s stopped (%s); %d requests failed", self.name, _why(code),
                           len(self.requests) + len(self.calls))
             message = self.dead
-            if self.metrics is not None:
-                self.metrics.engine_restarts.labels(self.name).inc()
+            self.metrics.engine_restarted(self.name)
         for rid in list(self.requests):
             req = self.requests.pop(rid, None)
             if req is not None:
                 req.out.put(Failed(message))
         for call in list(self.calls.values()):
             call.done.set()
-        if self._gauges is not None:
-            self._gauges.update(self.counters, (0, 0, *self.counters[2:4]))
+        self._gauges.update(self.counters, (0, 0, *self.counters[2:4]))
         self.counters = (0, 0, *self.counters[2:4], *IDLE[4:])
         self.conn.close()
 
@@ -417,7 +394,7 @@ class RemoteProjector:
         pass  # the runner's
 
 
-def start(spec: dict, name: str, model, metrics=None, hang_timeout: float = 300.0):
+def start(spec: dict, name: str, model, metrics: InferenceMetrics, hang_timeout: float = 300.0):
     """(engine, projector) for a GGUF model, in a new runner; ModelLoadError if it fails.
 
     `model` is the server's vocab_only LlamaModel of the same file."""

@@ -122,12 +122,11 @@ class Scheduler(ContextThread):
     done by its scheduler thread."""
 
     def __init__(self, model: LlamaModel, parallel: int = 4, threads: int = 1,
-                 context_per_slot: int | None = None, metrics=None, name: str = "",
+                 context_per_slot: int | None = None, name: str = "",
                  projector=None, kv_cache_type: str | None = None):
         self.model = model
         self.projector = projector  # a vlm's projector.Projector: decodes image embeddings
         self.name = name or model.path.stem
-        self.metrics = metrics
         self.parallel = max(1, parallel)
         n_seqs = self.parallel + PRIORITY_SLOTS
         per_slot = context_per_slot or min(model.n_ctx_train or DEFAULT_CONTEXT, DEFAULT_CONTEXT)
@@ -199,7 +198,6 @@ class Scheduler(ContextThread):
 
     def submit(self, req: GenRequest) -> GenRequest:
         self._enqueue(self._waiting, req)
-        self._gauge_queue()
         return req
 
     @property
@@ -391,7 +389,6 @@ class Scheduler(ContextThread):
                 if req is None:
                     break
                 self._waiting.remove(req)
-            self._gauge_queue()
             if req.cancel.is_set():
                 req.out.put(Ended("cancelled"))
                 continue
@@ -419,7 +416,6 @@ class Scheduler(ContextThread):
             slot.n_generated = 0
             slot.last_token = -1
             req.out.put(Started(keep))
-        self._gauge_active()
 
     def _reap_cancelled(self) -> None:
         for slot in self.slots:
@@ -439,7 +435,6 @@ class Scheduler(ContextThread):
             slot.sampler = None
         slot.req = None
         slot.last_used = time.monotonic()
-        self._gauge_active()
 
     def _fail_batch(self, decoded: dict[int, list[int]], message: str) -> None:
         log.error("engine %s: %s", self.name, message)
@@ -464,12 +459,3 @@ class Scheduler(ContextThread):
         if self.ctx:
             L.llama_free(self.ctx)
             self.ctx = None
-        self._gauge_queue()
-
-    def _gauge_queue(self) -> None:
-        if self.metrics is not None:
-            self.metrics.queue_depth.labels(self.name).set(len(self._waiting))
-
-    def _gauge_active(self) -> None:
-        if self.metrics is not None:
-            self.metrics.active_sequences.labels(self.name).set(self.active)
