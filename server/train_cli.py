@@ -93,7 +93,7 @@ def follow(jobs: Jobs, job_id: str) -> dict:
     printed = -1
     while True:
         record = jobs.get(job_id)
-        if record["step"] != printed and record["status"] == "running" and record["total_steps"]:
+        if record["step"] and record["step"] != printed and record["status"] == "running":
             printed = record["step"]
             _line({"step": record["step"], "totalSteps": record["total_steps"], "epoch": record["epoch"],
                    "loss": record["loss"]})
