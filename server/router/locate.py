@@ -103,6 +103,27 @@ def model_of(located: Located, body: Any, query: dict[str, str]) -> str | None:
     return None
 
 
+def adapters_of(body: Any) -> list[str]:
+    """The LoRA adapters a request turns on with llama.cpp's per-request `lora: [{id, scale}]`
+    (a scale of 0 is off), sorted: one set of adapters is one key, whatever their order."""
+    lora = body.get("lora") if isinstance(body, dict) else None
+    if not isinstance(lora, list):
+        return []
+    return sorted({a["id"] for a in lora if isinstance(a, dict) and isinstance(a.get("id"), str) and a["id"]
+                   and a.get("scale", 1) != 0})
+
+
+def balance_key(requested: str, body: Any, chars: int) -> str | None:
+    """What CHWBL hashes for a conversation: the model as named (an adapter's id names its
+    adapter), the adapters the body turns on, and the conversation's start; a pod that served
+    it has both the adapter and the prefix warm. None without a conversation (least-loaded)."""
+    prefix = conversation_prefix(body, chars)
+    if not prefix:
+        return None
+    adapters = adapters_of(body)
+    return "\n".join([requested, *(f"lora:{a}" for a in adapters), prefix])
+
+
 def conversation_prefix(body: Any, chars: int) -> str:
     """The start of a conversation: its system text and first user message (chat bodies of
     every family), else the prompt (completions, Ollama's generate). Empty when the request

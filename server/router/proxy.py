@@ -16,7 +16,7 @@ import httpx
 
 from modelyard.server.router import families
 from modelyard.server.router.cluster import Cluster, Entry, wants_scale_from_zero
-from modelyard.server.router.locate import Located, Locator, conversation_prefix, model_of
+from modelyard.server.router.locate import Located, Locator, balance_key, model_of
 from modelyard.server.router.metrics import RouterMetrics
 from modelyard.server.router.settings import RouterSettings
 
@@ -86,8 +86,7 @@ class Proxy:
             raise Refusal(404, f"Model '{requested}' not found")
         event = _Events(self.voices, located, path)
         self.metrics.requests.labels(entry.name, "routed").inc()
-        prefix = conversation_prefix(body, self.settings.prefix_chars) if located.conversation else ""
-        key = f"{requested}\n{prefix}" if prefix else None
+        key = balance_key(requested, body, self.settings.prefix_chars) if located.conversation else None
         target = req.relative_uri
         # Falcon's copy of the headers: the ASGI scope's may be a one-pass iterable, which Falcon read.
         headers = [(k, v) for k, v in req.headers.items() if k not in _DROP_REQUEST]

@@ -103,3 +103,18 @@ def test_no_endpoints():
     b = Balancer()
     assert b.pick("k") is None and b.pick(None) is None
     b.release("gone:1")  # releasing a pod that left is harmless
+
+
+def test_one_conversation_on_different_adapters_spreads_and_each_sticks():
+    from modelyard.server.router.locate import balance_key
+
+    b = balancer()
+    chat = {"messages": [{"role": "system", "content": "One long shared system prompt."},
+                         {"role": "user", "content": "hello"}]}
+    keys = [balance_key("tiny", {**chat, "lora": [{"id": f"adapter-{i}"}]}, 4096) for i in range(30)]
+    homes = [b.pick(k) for k in keys]
+    assert len(set(homes)) == len(PODS)  # the adapters' conversations are not all on one pod
+    later = {**chat, "messages": chat["messages"] + [{"role": "assistant", "content": "hi"},
+                                                     {"role": "user", "content": "again"}]}
+    for i, home in enumerate(homes):
+        assert b.pick(balance_key("tiny", {**later, "lora": [{"id": f"adapter-{i}", "scale": 1}]}, 4096)) == home

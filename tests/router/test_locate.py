@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelyard.server.router.locate import Locator, conversation_prefix, model_of
+from modelyard.server.router.locate import Locator, adapters_of, balance_key, conversation_prefix, model_of
 
 LOCATOR = Locator()
 
@@ -71,3 +71,19 @@ def test_conversation_prefix_of_anthropic_ollama_and_prompts():
     assert conversation_prefix({"prompt": "once upon", "system": "s"}, 100) == "s\nonce upon"
     assert conversation_prefix({"input": "embed me"}, 100) == ""
     assert conversation_prefix(None, 100) == ""
+
+
+def test_the_adapters_a_body_turns_on():
+    assert adapters_of({"lora": [{"id": "b", "scale": 0.5}, {"id": "a"}, {"id": "off", "scale": 0}]}) == ["a", "b"]
+    assert adapters_of({"lora": "not a list"}) == [] and adapters_of(None) == []
+    assert adapters_of({"lora": [{"scale": 1}, "x", {"id": ""}]}) == []
+
+
+def test_the_balance_key_is_the_model_its_adapters_and_the_conversation():
+    chat = {"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]}
+    assert balance_key("tiny", chat, 100) == "tiny\nS\nU"
+    on_a = {**chat, "lora": [{"id": "a", "scale": 1.0}]}
+    assert balance_key("tiny", on_a, 100) == "tiny\nlora:a\nS\nU"
+    # An adapter named as the model is in the key through the model.
+    assert balance_key("tiny-ft", chat, 100) != balance_key("tiny", chat, 100)
+    assert balance_key("tiny", {"lora": [{"id": "a"}], "input": "x"}, 100) is None  # no conversation
