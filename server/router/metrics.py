@@ -7,7 +7,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 class RouterMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("modelyard_router_requests", "Requests routed, by Model and the status answered",
+        self.requests = Counter("modelyard_router_requests", "Requests for a Model, by Model (empty: one the router does not "
+                                "know) and the status answered (the pod's, or the router's own refusal)",
                                 ["model", "code"], registry=self.registry)
         self.held = Gauge("modelyard_router_held_requests",
                           "Requests waiting for a Model's first ready pod", ["model"], registry=self.registry)

@@ -74,18 +74,30 @@ class Proxy:
             raise Refusal(exc.code, exc.message, located.template) from None
 
     async def _forward(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, located: Located) -> None:
-        path = req.path
         raw = await self._body(req)
         body = _json(raw) if located.where.body or located.conversation else None
         requested = model_of(located, body, dict(req.params))
         if not requested:
             field = located.where.body[0] if located.where.body else "model"
+            self._count(None, 400)
             raise Refusal(400, f"'{field}' is required: the router picks the Model's pods by it")
         entry = self.cluster.find(requested)
         if entry is None:
+            self._count(None, 404)
             raise Refusal(404, f"Model '{requested}' not found")
-        event = _Events(self.voices, located, path)
-        self.metrics.requests.labels(entry.name, "routed").inc()
+        try:
+            await self._to_pods(req, resp, located, entry, requested, body, raw)
+        except Refusal as exc:
+            self._count(entry, exc.code)
+            raise
+
+    def _count(self, entry: Entry | None, code: int) -> None:
+        """A request answered: by its Model ("" when it named none the router knows) and status."""
+        self.metrics.requests.labels(entry.name if entry else "", str(code)).inc()
+
+    async def _to_pods(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, located: Located, entry: Entry,
+                       requested: str, body: Any, raw: bytes) -> None:
+        event = _Events(self.voices, located, req.path)
         key = balance_key(requested, body, self.settings.prefix_chars) if located.conversation else None
         target = req.relative_uri
         # Falcon's copy of the headers: the ASGI scope's may be a one-pass iterable, which Falcon read.
@@ -168,6 +180,7 @@ class Proxy:
                 yield ping
             upstream, endpoint = await self._send(entry, method, target, headers, raw, key, waiting.result())
         except Refusal as exc:
+            self._count(entry, exc.code)
             yield event.error(content_type, exc.code, exc.message)
             return
         finally:
@@ -211,7 +224,9 @@ class Proxy:
             self.metrics.chosen.labels(entry.name, endpoint).inc()
             request = self.client.build_request(method, f"http://{endpoint}{target}", headers=headers, content=raw)
             try:
-                return await self.client.send(request, stream=True), endpoint
+                response = await self.client.send(request, stream=True)
+                self._count(entry, response.status_code)
+                return response, endpoint
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 self._release(entry, endpoint)
                 tried.append(endpoint)

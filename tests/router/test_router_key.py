@@ -5,44 +5,12 @@ in process (Falcon's test client), its state fed by hand, a stand-in pod behind 
 from __future__ import annotations
 
 import falcon.testing
-import httpx
 import pytest
 
-from modelyard.server.router.app import create_app
-from modelyard.server.router.cluster import Cluster
-from modelyard.server.router.settings import RouterSettings
+from router.inprocess import POD_KEY, app_client as _client
 
 ROUTER_KEY = "router-key"
-POD_KEY = "pod-key"
 CHAT = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}
-
-
-async def _pod(scope, receive, send):
-    """A pod that checks its own key, as a Model's pods do."""
-    while (await receive()).get("more_body"):
-        pass
-    headers = {k.lower(): v for k, v in scope["headers"]}
-    ok = headers.get(b"authorization") == f"Bearer {POD_KEY}".encode()
-    body = b'{"model": "tiny"}' if ok else b'{"error": {"code": 401, "message": "Invalid API key"}}'
-    await send({"type": "http.response.start", "status": 200 if ok else 401,
-                "headers": [(b"content-type", b"application/json")]})
-    await send({"type": "http.response.body", "body": body})
-
-
-def _client(key: str) -> falcon.testing.TestClient:
-    cluster = Cluster(16, 1.25)
-    cluster.replace("models", [{"metadata": {"name": "tiny", "namespace": "ai", "generation": 1},
-                                "spec": {"kind": "llm"},
-                                "status": {"phase": "Ready", "selector": "app=tiny", "download": {"totalSize": 9}}}])
-    cluster.replace("pods", [{"metadata": {"name": "p", "namespace": "ai", "labels": {"app": "tiny"}},
-                              "status": {"podIP": "127.0.0.1",
-                                         "conditions": [{"type": "Ready", "status": "True"}]}}])
-    pods = httpx.AsyncClient(transport=httpx.ASGITransport(app=_pod))
-
-    async def no_scale(namespace: str, name: str) -> None:
-        raise AssertionError("nothing is at zero here")
-
-    return falcon.testing.TestClient(create_app(RouterSettings(api_key=key), cluster, pods, no_scale))
 
 
 @pytest.fixture(scope="module")
