@@ -1,8 +1,8 @@
 """GAIE v1.5.0's real endpoint picker (EPP) on the real control plane, driven over ext_proc as
 Envoy would drive it (endpointpicker.py): the operator's InferencePool for a Model with two pods,
 each a real `modelyard serve` on its kwok address (127.16.x.y, podservers.py), and the picker
-watching that pool and scraping those pods' /metrics (vLLM's gauge names, server/api/
-picker_metrics.py).
+under the chart's picker ServiceAccount, watching that pool and scraping those pods' /metrics
+(vLLM's gauge names, server/api/picker_metrics.py).
 
 `make gateway-test` runs it (MODELYARD_GATEWAY_TEST=1, after tools/gaie/build.sh); `make test`
 skips it: the picker is a Go build of its own, once per machine.
@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from .endpointpicker import EndpointPicker, epp_binary
-from .kubetools import MODELS_NAMESPACE, wait_until
+from .conftest import CHART
+from .kubetools import MODELS_NAMESPACE, RELEASE_NAMESPACE, wait_until
 from .podservers import NO_EOS
 from .test_inference_pool import POOLS, install_crd
 
@@ -32,6 +33,7 @@ pytestmark = [
 MODEL = "picked"
 TIMEOUT = 180  # seconds: two shared cores run the control plane, the operator and two servers
 SCRAPE = 0.1  # seconds: the picker's --refresh-metrics-interval here
+PICKER_SA = "modelyard-epp"  # the chart's picker ServiceAccount for a release named modelyard
 
 
 @pytest.fixture(scope="module")
@@ -55,12 +57,29 @@ def pods(operator, kubectl, pod_servers):
 
 
 @pytest.fixture(scope="module")
-def picker(pods, kubeconfig, tmp_path_factory):
+def picker_kubeconfig(control_plane, kubectl, helm, release, tmp_path_factory):
+    """The chart's picker for this Model (gatewayInference.models): its ServiceAccount's token, so
+    the picker here runs with the RBAC the chart gives the one it deploys. (kwok "runs" that
+    Deployment's pod; nothing listens for it.)"""
+    chart = str(CHART)
+    helm("upgrade", "modelyard", chart, "-n", RELEASE_NAMESPACE, "--reuse-values",
+         "--set-json", f'gatewayInference.models=[{{"name": "{MODEL}"}}]')
+    try:
+        token = kubectl("create", "token", PICKER_SA, "-n", MODELS_NAMESPACE, "--duration", "2h").strip()
+        yield control_plane.token_kubeconfig(tmp_path_factory.mktemp("epp-sa") / "kubeconfig", token,
+                                             MODELS_NAMESPACE)
+    finally:
+        helm("upgrade", "modelyard", chart, "-n", RELEASE_NAMESPACE, "--reuse-values",
+             "--set-json", "gatewayInference.models=[]")
+
+
+@pytest.fixture(scope="module")
+def picker(pods, picker_kubeconfig, tmp_path_factory):
     binary = epp_binary()
     if not binary.exists():
         pytest.fail(f"the endpoint picker is not built ({binary}): run `make gateway-test`", pytrace=False)
-    epp = EndpointPicker(binary, kubeconfig, MODEL, MODELS_NAMESPACE, tmp_path_factory.mktemp("epp") / "epp.log",
-                         refresh=f"{int(SCRAPE * 1000)}ms")
+    epp = EndpointPicker(binary, picker_kubeconfig, MODEL, MODELS_NAMESPACE,
+                         tmp_path_factory.mktemp("epp") / "epp.log", refresh=f"{int(SCRAPE * 1000)}ms")
     try:
         wait_until(epp.serving, 60, "the picker to sync its pool", on_timeout=epp.log)
         wait_until(lambda: len(epp.queue_sizes()) == 2, 60, "the picker to see both pods", on_timeout=epp.log)

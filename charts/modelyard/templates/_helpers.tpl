@@ -151,3 +151,51 @@ subresource. Nothing else.
     - port: 53
       protocol: TCP
 {{- end -}}
+
+
+{{/*
+The InferencePool of a Model, as the operator names it (operator/names.py base_name): the name
+lower-cased, other characters than [a-z0-9-] made dashes, an "m-" before a leading non-letter.
+A name longer than 63 characters gets a hash there, which a template cannot redo: it fails.
+*/}}
+{{- define "modelyard.poolName" -}}
+{{- $name := regexReplaceAll "[^a-z0-9-]+" (lower .) "-" | trimAll "-" -}}
+{{- if not (regexMatch "^[a-z]" $name) -}}{{- $name = printf "m-%s" $name -}}{{- end -}}
+{{- if gt (len $name) 63 -}}
+{{- fail (printf "gatewayInference.models: %q makes a pool name longer than 63 characters; the chart cannot deploy its picker (deploy GAIE's own chart for it)" .) -}}
+{{- end -}}
+{{- $name -}}
+{{- end -}}
+
+{{/* The endpoint picker's Service and Deployment for a pool: the name GAIE's inferencepool
+chart gives it and the operator's pools name by default (operator/names.py). */}}
+{{- define "modelyard.pickerName" -}}
+{{- printf "%s-epp" (trunc 40 .) -}}
+{{- end -}}
+
+{{- define "modelyard.pickerAccount" -}}
+{{- printf "%s-epp" (include "modelyard.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* gatewayInference.models, each with its namespace filled in (the first watched one). */}}
+{{- define "modelyard.gatewayModels" -}}
+{{- $default := first (include "modelyard.namespaces" . | fromJsonArray) -}}
+{{- $models := list -}}
+{{- range .Values.gatewayInference.models -}}
+{{- $models = append $models (dict "name" .name "namespace" (default $default .namespace) "pool" (include "modelyard.poolName" .name)) -}}
+{{- end -}}
+{{- toJson $models -}}
+{{- end -}}
+
+{{- define "modelyard.pickerSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "modelyard.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: endpoint-picker
+{{- end -}}
+
+{{- define "modelyard.pickerLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "modelyard.pickerSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
