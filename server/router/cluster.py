@@ -83,6 +83,12 @@ class Entry:
         return self.model["metadata"].get("namespace", "")
 
     @property
+    def adapters(self) -> list[str]:
+        """The names of the LoRA adapters its pods serve (spec.adapters)."""
+        return [a["name"] for a in (self.model.get("spec") or {}).get("adapters") or []
+                if isinstance(a, dict) and isinstance(a.get("name"), str)]
+
+    @property
     def selector(self) -> dict[str, str]:
         return parse_selector((self.model.get("status") or {}).get("selector"))
 
@@ -145,11 +151,16 @@ class Cluster:
         await self._changed.wait()
 
     def find(self, requested: str) -> Entry | None:
-        """The Model a request names: its id, or its Ollama name (`tiny:latest` is `tiny`).
-        With several namespaces watched, the first namespace in order wins."""
+        """The Model a request names: its id, or its Ollama name (`tiny:latest` is `tiny`), or
+        the name of one of its adapters (`spec.adapters`: its pods serve the adapter on the
+        base). With several namespaces watched, the first namespace in order wins."""
         wanted = {requested, names.to_id(requested), requested.lower(), names.to_id(requested).lower()}
-        for key in sorted(self.models):
+        keys = sorted(self.models)
+        for key in keys:
             if key[1] in wanted:
+                return self.models[key]
+        for key in keys:
+            if wanted & set(self.models[key].adapters):
                 return self.models[key]
         return None
 

@@ -83,3 +83,12 @@ def test_who_is_woken_from_zero_and_once_per_generation():
     bumped["metadata"]["generation"] = 2
     c.apply("models", "MODIFIED", bumped)
     assert entry.claim_wake()
+
+
+def test_an_adapters_name_finds_its_base_model():
+    c = Cluster(16, 1.25)
+    c.replace("models", [model(adapters=[{"name": "tiny-sql", "source": {"path": "adapters/sql.gguf"}}]),
+                         model("other")])
+    assert c.find("tiny-sql").name == "tiny"
+    assert c.find("tiny-sql:latest").name == "tiny"  # an Ollama name of it
+    assert c.find("tiny-chat") is None
