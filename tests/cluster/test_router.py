@@ -4,9 +4,12 @@
 chart gives it, so the router's RBAC applies. The official clients talk to the router only."""
 from __future__ import annotations
 
+import signal
 import threading
+from pathlib import Path
 
 import anthropic
+import httpx
 import ollama
 import openai
 import pytest
@@ -31,13 +34,21 @@ def model(name: str, **spec) -> str:
 
 
 @pytest.fixture(scope="module")
-def router(control_plane, kubectl, release, operator, tmp_path_factory):
+def router_config(control_plane, kubectl, release, tmp_path_factory) -> Path:
+    """A kubeconfig with the chart's router ServiceAccount's token."""
     token = kubectl("create", "token", ROUTER_SA, "-n", RELEASE_NAMESPACE, "--duration", "2h").strip()
-    folder = tmp_path_factory.mktemp("router")
-    config = control_plane.token_kubeconfig(folder / "kubeconfig", token, MODELS_NAMESPACE)
-    process = Router(config, folder / "router.log", "--namespace", MODELS_NAMESPACE, "--ping-seconds", "1",
-                     "--scale-wait", str(TIMEOUT))
+    return control_plane.token_kubeconfig(tmp_path_factory.mktemp("router") / "kubeconfig", token, MODELS_NAMESPACE)
+
+
+def start_router(config: Path, log: Path) -> Router:
+    process = Router(config, log, "--namespace", MODELS_NAMESPACE, "--ping-seconds", "1", "--scale-wait", str(TIMEOUT))
     process.wait_synced(60)
+    return process
+
+
+@pytest.fixture(scope="module")
+def router(router_config, operator, tmp_path_factory):
+    process = start_router(router_config, tmp_path_factory.mktemp("router-log") / "router.log")
     yield process
     process.stop()
     print(process.log()[-10000:])
@@ -101,6 +112,57 @@ def test_a_conversation_sticks_under_the_bound_and_spills_above(router, routed):
     assert loads[home] == 2 and sum(loads.values()) == 3, loads
     for s in streams:
         s.close()
+
+
+def _pods_busy(pod_servers, name: str) -> float:
+    """Sequences decoding or waiting for a slot, over a Model's pods (their own gauges)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for pod in pod_servers.of(name):
+        text = httpx.get(pod.url + "/metrics", headers=pod.headers(), timeout=5).text
+        total += sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                     if s.name in ("modelyard_active_sequences", "modelyard_queue_depth"))
+    return total
+
+
+def test_the_router_killed_mid_stream(router, router_config, routed, pod_servers, tmp_path):
+    """SIGKILL one router with streams in flight: those streams break, nothing else does."""
+    wait_until(lambda: _pods_busy(pod_servers, "routed") == 0, 30, "earlier streams to end", interval=0.2)
+    victim = start_router(router_config, tmp_path / "victim.log")
+    try:
+        wait_until(lambda: _listed(victim, "routed"), TIMEOUT, "the second router to see routed's pods", interval=0.2)
+        body = {"model": "routed", "messages": CHAT, "max_tokens": 300, "stream": True, "logit_bias": NO_EOS}
+        headers = {"Authorization": f"Bearer {routed}"}
+        with httpx.Client(timeout=60) as client:
+            doomed = [client.stream("POST", victim.url + "/v1/chat/completions", json=body, headers=headers)
+                      for _ in range(2)]
+            # One stream of the other router, in flight through the kill; short enough to finish.
+            survivor = client.stream("POST", router.url + "/v1/chat/completions", headers=headers,
+                                     json={**body, "max_tokens": 40})
+            responses = [s.__enter__() for s in (*doomed, survivor)]
+            chunks = [r.iter_raw() for r in responses]
+            for it in chunks:
+                assert next(it)
+            assert _pods_busy(pod_servers, "routed") == 3
+            victim.proc.send_signal(signal.SIGKILL)
+            victim.proc.wait(10)
+            for it in chunks[:2]:
+                with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):  # gone with the router
+                    for _ in it:
+                        pass
+            rest = b"".join(chunks[2])
+            assert rest.rstrip().endswith(b"data: [DONE]") and b'"error"' not in rest
+            for r in responses:
+                r.close()
+    finally:
+        victim.stop()
+    # The pods saw their connections close and freed the two slots; they still serve, and the
+    # other router instance answers the next request.
+    wait_until(lambda: _pods_busy(pod_servers, "routed") == 0, 30, "the pods to free the slots", interval=0.2)
+    assert all(pod.serving() for pod in pod_servers.of("routed"))
+    client = openai.OpenAI(base_url=router.url + "/v1", api_key=routed, max_retries=0, timeout=60)
+    assert client.chat.completions.create(model="routed", messages=CHAT, max_tokens=2).model == "routed"
 
 
 def test_scale_from_zero(router, kubectl, pod_servers):
