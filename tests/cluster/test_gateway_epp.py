@@ -53,7 +53,7 @@ def pods(operator, kubectl, pod_servers):
     # The picker will scrape and route to these addresses: loopback only.
     assert all(s.ip.startswith("127.") for s in servers), [s.ip for s in servers]
     yield servers
-    kubectl("delete", "model", MODEL, "-n", MODELS_NAMESPACE, "--wait=false")
+    kubectl("delete", "model", MODEL, "-n", MODELS_NAMESPACE, "--wait=false", "--ignore-not-found")
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +156,17 @@ def test_no_ready_pod_503(picker, pods, kubectl):
     picked = wait_until(lambda: (lambda p: p if p.status else None)(picker.pick(chat("Anyone?"))), 60,
                         "the picker to answer without a pod", on_timeout=picker.log)
     assert picked.status == 503 and picked.endpoint is None, picked
+
+
+def test_the_model_deleted_under_the_picker(picker, kubectl, operator):
+    """The pool goes with its Model (the garbage collector, through its owner reference) while the
+    picker watches it: the picker stays up and answers every request at once, without a pod."""
+    assert kubectl.get(POOLS, MODEL) and picker.serving()
+    kubectl("delete", "model", MODEL, "-n", MODELS_NAMESPACE, "--wait=false")
+    wait_until(lambda: kubectl.get(POOLS, MODEL) is None, TIMEOUT, "the pool to be garbage-collected")
+    # The picker saw its pool go: its health check says so (a Gateway stops sending to it).
+    wait_until(lambda: not picker.serving(), 30, "the picker to report its pool gone", on_timeout=picker.log)
+    picked = wait_until(lambda: (lambda p: p if p.status else None)(picker.pick(chat("Still there?"))), 60,
+                        "an immediate answer", on_timeout=picker.log)
+    assert picked.status == 503 and picker.alive(), (picked, picker.log())
+    assert operator.alive()
