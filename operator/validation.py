@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from modelyard.server.shared.facts import EXECUTION_PROVIDERS, KINDS, id_problem, kv_cache_problem, vlm_problem
+from modelyard.server.shared.facts import (EXECUTION_PROVIDERS, GENERATIVE_KINDS, KINDS, id_problem,
+                                           kv_cache_problem, vlm_problem)
 
 ACCESS_MODES = ("ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod")
 _REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -44,6 +45,7 @@ def spec_problems(name: str, spec: dict[str, Any]) -> list[str]:
     if kv:
         problems.append(f"spec.gguf.kvCacheType {kv}")
     problems += _autoscaling_problems(spec.get("autoscaling"))
+    problems += _adapter_problems(name, kind, spec.get("adapters"))
     mode = (spec.get("cache") or {}).get("accessMode")
     if mode is not None and mode not in ACCESS_MODES:
         problems.append(f"spec.cache.accessMode must be one of {', '.join(ACCESS_MODES)}")
@@ -114,4 +116,37 @@ def _autoscaling_problems(autoscaling: Any) -> list[str]:
     low, high = autoscaling.get("minReplicas", 1), autoscaling["maxReplicas"]
     if not problems and low > high:
         problems.append(f"spec.autoscaling.minReplicas ({low}) must be at most maxReplicas ({high})")
+    return problems
+
+
+def _adapter_problems(name: str, kind: Any, adapters: Any) -> list[str]:
+    if not adapters:
+        return []
+    if not isinstance(adapters, list):
+        return ["spec.adapters must be a list"]
+    problems = []
+    if kind not in GENERATIVE_KINDS:
+        problems.append(f"spec.adapters apply only to kinds {' and '.join(GENERATIVE_KINDS)}")
+    seen: set[str] = set()
+    for i, adapter in enumerate(adapters):
+        where = f"spec.adapters[{i}]"
+        adapter_name = adapter.get("name") if isinstance(adapter, dict) else None
+        if problem := id_problem(adapter_name):
+            problems.append(f"{where}.name {problem}")
+        elif adapter_name == name:
+            problems.append(f"{where}.name is the Model's own name: an adapter is a model id of its own")
+        elif adapter_name in seen:
+            problems.append(f"{where}.name '{adapter_name}' appears twice")
+        seen.add(adapter_name)
+        source = (adapter.get("source") if isinstance(adapter, dict) else None) or {}
+        given = [k for k in ("huggingface", "url", "path") if source.get(k)]
+        if len(given) != 1:
+            problems.append(f"{where}.source: set exactly one of huggingface, url or path")
+        elif given == ["huggingface"] and not (_REPO.match(str(source["huggingface"].get("repo") or ""))
+                                               and source["huggingface"].get("file")):
+            problems.append(f"{where}.source.huggingface needs repo (org/name) and file")
+        elif given == ["url"] and not _HTTP.match(str(source["url"])):
+            problems.append(f"{where}.source.url must be an http(s) URL")
+        elif given == ["path"] and (str(source["path"]).startswith("/") or ".." in str(source["path"]).split("/")):
+            problems.append(f"{where}.source.path is relative to the cache volume and cannot leave it")
     return problems

@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 
-from modelyard.server.registry import egress, fetch
+from modelyard.server.registry import adapter_sources, egress, fetch
 from modelyard.server.registry import store as st
 from modelyard.server.shared import facts
 
@@ -39,10 +39,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sha256", type=_sha256, help="expected sha256 of the main file (hex)")
     p.add_argument("--revision", help="branch, tag or commit for hf:// sources (default main)")
     p.add_argument("--version", help="version recorded when the model is created (default 1.0.0)")
+    p.add_argument("--adapter", action="append", default=[], type=_adapter,
+                   metavar="JSON", help='a LoRA adapter of the model, fetched after it and registered as a '
+                   'model of kind adapter: {"name", "source" (hf:// or http(s), optional "revision")} or '
+                   '{"name", "path" (relative to --store)}. Repeatable; adapters that an earlier run '
+                   'fetched and the list no longer names are removed')
     p.add_argument("--allow-fetch", action="append", default=None,
                    help="hosts or address ranges (CIDR) the download may reach besides public "
                    f"addresses (repeatable; default: {egress.VARIABLE}, comma-separated)")
     return p
+
+
+def _adapter(text: str) -> adapter_sources.Wanted:
+    try:
+        return adapter_sources.Wanted.parse(text)
+    except ValueError as exc:  # argparse shows an ArgumentTypeError's words, not a ValueError's
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _sha256(text: str) -> str:
@@ -65,6 +77,7 @@ def run(argv: list[str]) -> int:
         store = st.Store(args.store)
         model = _ensure_model(store, args)
         if _already_done(store, model, sources, args):
+            adapter_sources.sync(store, args.model_id, args.adapter, out.progress)
             out.done(model)
             return 0
         projector = model["kind"] == "vlm" and store.file_path(args.model_id, "mmproj").exists()
@@ -79,6 +92,7 @@ def run(argv: list[str]) -> int:
             if not _already_done(store, model, sources, args):
                 model = fetch.download_into(transfer, sources, sha256=args.sha256,
                                             on_progress=out.progress, keep_partial=True)
+        adapter_sources.sync(store, args.model_id, args.adapter, out.progress)
     except KeyboardInterrupt:
         out.error({"error": {"code": 499, "message": "Interrupted; a re-run resumes the download"}})
         return EXIT_INTERRUPTED
@@ -143,7 +157,8 @@ class TtyOutput:
         self.bars: dict = {}
 
     def progress(self, event: dict) -> None:
-        role, sizes = ("mmproj", event["mmproj"]) if "mmproj" in event else ("model", event)
+        role, sizes = ("mmproj", event["mmproj"]) if "mmproj" in event else \
+            (event["adapter"]["name"], event["adapter"]) if "adapter" in event else ("model", event)
         bar = self.bars.get(role)
         if bar is None:
             from tqdm import tqdm

@@ -1,6 +1,7 @@
 """The cache PVC and the download Job that fills it with `modelyard fetch`."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from .. import names
@@ -20,7 +21,26 @@ def source_hash(spec: dict[str, Any]) -> str:
     if hf is not None:
         # An explicit `revision: main` is the same download as the default.
         source["huggingface"] = {"revision": "main", **hf}
-    return names.stable_hash({"source": source, "sha256": spec.get("sha256"), "kind": spec.get("kind")})
+    identity: dict[str, Any] = {"source": source, "sha256": spec.get("sha256"), "kind": spec.get("kind")}
+    if spec.get("adapters"):  # only when set: a Model without adapters keeps the hash it had
+        identity["adapters"] = adapter_flags(spec)
+    return names.stable_hash(identity)
+
+
+def adapter_flags(spec: dict[str, Any]) -> list[str]:
+    """`modelyard fetch --adapter` values: one JSON object per adapter, keys sorted."""
+    flags = []
+    for adapter in spec.get("adapters") or []:
+        source = adapter.get("source") or {}
+        hf = source.get("huggingface")
+        if hf is not None:
+            wanted = {"source": f"hf://{hf['repo']}/{hf['file']}", "revision": hf.get("revision") or "main"}
+        elif source.get("url"):
+            wanted = {"source": source["url"]}
+        else:
+            wanted = {"path": source["path"]}
+        flags.append(json.dumps({"name": adapter["name"], **wanted}, sort_keys=True, separators=(",", ":")))
+    return flags
 
 
 def fetch_command(name: str, spec: dict[str, Any]) -> list[str]:
@@ -43,6 +63,8 @@ def fetch_command(name: str, spec: dict[str, Any]) -> list[str]:
         command += ["--revision", hf.get("revision") or "main"]
     if spec.get("version"):
         command += ["--version", str(spec["version"])]
+    for flag in adapter_flags(spec):
+        command += ["--adapter", flag]
     return command
 
 

@@ -68,6 +68,8 @@ DOWNLOAD_SECONDS = 8
 # What every simulated `modelyard fetch` container prints, served by kwok's kubelet
 # API through the API server's pods/log: half of a 100 MB file.
 FETCH_PROGRESS = {"size": 50_000_000, "totalSize": 100_000_000}
+# What every simulated `modelyard train` container prints: step 3 of 6.
+TRAIN_PROGRESS = {"step": 3, "totalSteps": 6, "epoch": 1, "loss": 1.25}
 
 
 def die_with_parent() -> None:
@@ -315,11 +317,14 @@ class ControlPlane:
         # The log of the fetch container, in the CRI format that kubelets (and kwok) read.
         fetch_log = self.workdir / "fetch-container.log"
         fetch_log.write_text(f"2026-01-01T00:00:00.000000000Z stdout F {json.dumps(FETCH_PROGRESS)}\n")
+        train_log = self.workdir / "train-container.log"
+        train_log.write_text(f"2026-01-01T00:00:00.000000000Z stdout F {json.dumps(TRAIN_PROGRESS)}\n")
         documents.append({
             "apiVersion": "kwok.x-k8s.io/v1alpha1",
             "kind": "ClusterLogs",
             "metadata": {"name": "fetch"},
-            "spec": {"logs": [{"containers": ["fetch"], "logsFile": str(fetch_log), "follow": False}]},
+            "spec": {"logs": [{"containers": ["fetch"], "logsFile": str(fetch_log), "follow": False},
+                              {"containers": ["train"], "logsFile": str(train_log), "follow": False}]},
         })
         stages.write_text(yaml.safe_dump_all(documents))
         # kwok v0.8.0 sometimes dies while it sets up its stage controllers ("fatal error:
