@@ -325,27 +325,9 @@ def gguf_metadata(path: Path) -> dict:
 
 def read_gguf_metadata(f: BinaryIO, size: int, name: str) -> dict:
     """gguf_metadata of a file already open (`name` is what errors call it)."""
-    out: dict = {}
     r = _Reader(f, size)
     try:
-        r.take(8, "the magic and version")
-        n_tensors = r.unpack("<q", "the tensor count")
-        for _ in range(r.unpack("<q", "the metadata count")):
-            key = r.string("a metadata key").decode("utf-8", "replace")
-            vtype = r.unpack("<i", "a value type")
-            if vtype == ARRAY:
-                sub = r.unpack("<i", "an element type")
-                count = r.unpack("<Q", "an array length")
-                out[f"{key}.count"] = count
-                if sub == STRING:
-                    r.strings(count, key)
-                else:
-                    r.skip(count * struct.calcsize(VALUE_TYPES[sub][1]), key)
-            elif vtype == STRING:
-                out[key] = r.string(key).decode("utf-8", "replace")
-            else:
-                value = r.unpack(VALUE_TYPES[vtype][1], key)
-                out[key] = bool(value) if vtype == 7 else value
+        n_tensors, out = _metadata(r)
         if "general.parameter_count" not in out:
             # What Ollama's /api/show and Mullama's model list report, for files whose
             # converter did not write it: the tensor table's element counts, summed.
@@ -355,20 +337,65 @@ def read_gguf_metadata(f: BinaryIO, size: int, name: str) -> dict:
     return out
 
 
+def _metadata(r: _Reader) -> tuple[int, dict]:
+    """The tensor count and the metadata (arrays by their length only); `r` ends at the
+    tensor table."""
+    out: dict = {}
+    r.take(8, "the magic and version")
+    n_tensors = r.unpack("<q", "the tensor count")
+    for _ in range(r.unpack("<q", "the metadata count")):
+        key = r.string("a metadata key").decode("utf-8", "replace")
+        vtype = r.unpack("<i", "a value type")
+        if vtype == ARRAY:
+            sub = r.unpack("<i", "an element type")
+            count = r.unpack("<Q", "an array length")
+            out[f"{key}.count"] = count
+            if sub == STRING:
+                r.strings(count, key)
+            else:
+                r.skip(count * struct.calcsize(VALUE_TYPES[sub][1]), key)
+        elif vtype == STRING:
+            out[key] = r.string(key).decode("utf-8", "replace")
+        else:
+            value = r.unpack(VALUE_TYPES[vtype][1], key)
+            out[key] = bool(value) if vtype == 7 else value
+    return n_tensors, out
+
+
 def _parameter_count(r: _Reader, n_tensors: int) -> int:
     """The sum of the tensors' element counts, read from the tensor table (no tensor data)."""
     total = 0
+    for _, dims in _tensor_infos(r, n_tensors):
+        count = 1
+        for d in dims:
+            count *= d
+        total += count
+    return total
+
+
+def _tensor_infos(r: _Reader, n_tensors: int):
+    """(name, dimensions) of each entry of the tensor table, where `r` stands after the metadata."""
     for _ in range(n_tensors):
-        r.string("a tensor name")
+        name = r.string("a tensor name").decode("utf-8", "replace")
         n_dims = r.unpack("<I", "a tensor's dimension count")
         if n_dims > MAX_DIMS:
             raise _Bad(f"a tensor claims {n_dims} dimensions")
-        count = 1
-        for _ in range(n_dims):
-            count *= r.unpack("<q", "a tensor dimension")
+        dims = [r.unpack("<q", "a tensor dimension") for _ in range(n_dims)]
         r.skip(4 + 8, "a tensor's type and offset")
-        total += count
-    return total
+        yield name, dims
+
+
+def gguf_tensor_shapes(path: Path) -> dict[str, list[int]]:
+    """Each tensor's dimensions (ggml's order, ne[0] first) by name, from the header and the
+    tensor table alone: a 151k-token vocabulary is skipped, not decoded (gguf's GGUFReader
+    builds every field, seconds in Python for such a file)."""
+    with open(path, "rb", buffering=1 << 20) as f:
+        r = _Reader(f, path.stat().st_size)
+        try:
+            n_tensors, _ = _metadata(r)
+            return dict(_tensor_infos(r, n_tensors))
+        except (_Bad, KeyError, struct.error) as exc:
+            raise FormatError(f"cannot read the tensor table of {path.name}: {exc}") from None
 
 
 class MetadataCache:

@@ -9,29 +9,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from modelyard.server.registry import formats
 from modelyard.server.registry.errors import InvalidFile
 
 
 def check(base: Path, adapter: Path) -> dict:
     """{"rank", "alpha"} of the adapter at `adapter` when it fits the model at `base`; else
-    InvalidFile naming what does not fit."""
-    import gguf
-
+    InvalidFile naming what does not fit. Reads the two headers and tensor tables, no weights
+    and no vocabulary (formats.py's reader skips it)."""
     try:
-        lora = gguf.GGUFReader(str(adapter))
-    except (ValueError, OSError) as exc:
-        raise InvalidFile(f"The adapter is not a GGUF file: {exc}") from None
-    kind = _field(lora, "general.type")
-    if kind != "adapter" or _field(lora, "adapter.type") != "lora":
+        formats.check_gguf(adapter, "adapter")  # llama.cpp's rules: the server will load it
+        meta = formats.gguf_metadata(adapter)
+        lora = formats.gguf_tensor_shapes(adapter)
+    except formats.FormatError as exc:
+        raise InvalidFile(str(exc)) from None
+    if meta.get("general.type") != "adapter" or meta.get("adapter.type") != "lora":
         raise InvalidFile("The adapter is not a LoRA adapter GGUF (general.type 'adapter', adapter.type "
                           "'lora', as llama.cpp's convert_lora_to_gguf.py writes)")
-    shapes = {t.name: [int(d) for d in t.shape] for t in gguf.GGUFReader(str(base)).tensors}
+    shapes = formats.gguf_tensor_shapes(base)
     pairs: dict[str, dict[str, list[int]]] = {}
-    for t in lora.tensors:
-        name, _, part = t.name.rpartition(".")
+    for tensor, shape in lora.items():
+        name, _, part = tensor.rpartition(".")
         if part not in ("lora_a", "lora_b"):
-            raise InvalidFile(f"The adapter's tensor '{t.name}' is neither a lora_a nor a lora_b")
-        pairs.setdefault(name, {})[part] = [int(d) for d in t.shape]
+            raise InvalidFile(f"The adapter's tensor '{tensor}' is neither a lora_a nor a lora_b")
+        pairs.setdefault(name, {})[part] = shape
     if not pairs:
         raise InvalidFile("The adapter has no tensors")
     rank = None
@@ -42,14 +43,13 @@ def check(base: Path, adapter: Path) -> dict:
         if w is None:
             raise InvalidFile(f"The adapter changes '{name}', which the base model does not have: "
                               "it was made for another model")
-        if a[0] != w[0] or b[1] != w[1] or a[1] != b[0]:
-            raise InvalidFile(f"The adapter's '{name}' ({a[0]} x {b[1]}) does not fit the base model's "
-                              f"({w[0]} x {w[1]}): it was made for another model")
+        if len(a) != 2 or len(b) != 2 or len(w) != 2 or a[0] != w[0] or b[1] != w[1] or a[1] != b[0]:
+            raise InvalidFile(f"The adapter's '{name}' (lora_a {_dims(a)}, lora_b {_dims(b)}) does not fit "
+                              f"the base model's ({_dims(w)}): it was made for another model")
         rank = a[1]
-    alpha = _field(lora, "adapter.lora.alpha")
+    alpha = meta.get("adapter.lora.alpha")
     return {"rank": rank, "alpha": float(alpha) if alpha is not None else float(rank)}
 
 
-def _field(reader, key: str):
-    field = reader.fields.get(key)
-    return None if field is None else field.contents()
+def _dims(shape: list[int]) -> str:
+    return " x ".join(map(str, shape))
