@@ -19,8 +19,10 @@ from typing import Callable
 
 from modelyard.server.registry import formats, lora, quantize
 from modelyard.server.registry import store as st
+from modelyard.server.registry.allowed import AllowedFolders
 from modelyard.server.registry.blobs import Blobs
 from modelyard.server.registry.errors import InvalidFile
+from modelyard.server.shared import names
 from modelyard.server.shared.facts import ADAPTER_KIND, GENERATIVE_KINDS
 
 Emit = Callable[[dict], None]
@@ -78,7 +80,7 @@ class Recipe:
     files: dict[str, str] = field(default_factory=dict)  # role -> blob digest (see blob_roles)
     ollama: dict = field(default_factory=dict)  # template, system, parameters, license
     quantize: str | None = None
-    adapter: str | None = None  # a blob's digest: a GGUF LoRA to serve on `base` (Ollama's adapters)
+    adapter: Path | None = None  # a GGUF LoRA to serve on `base` (adapter_file finds it)
 
 
 def blob_roles(blobs: Blobs, files: dict[str, str]) -> dict[str, str]:
@@ -102,6 +104,30 @@ def blob_roles(blobs: Blobs, files: dict[str, str]) -> dict[str, str]:
     return roles
 
 
+def adapter_file(store: st.Store, blobs: Blobs, folders: AllowedFolders, ref: str) -> Path:
+    """The file an adapter reference names: Ollama's `adapters` send a blob digest, the
+    Modelfile's ADAPTER line (Ollama's modelfile.md) a blob (`@sha256:...`, as older clients
+    rewrote a local file), an absolute path inside an allowed folder, or here an adapter
+    model's name. A relative path is the client's own file: `ollama create` uploads it."""
+    ref = ref.strip()
+    if ref.startswith(("@sha256", "sha256")):
+        return _blob(blobs, ref.removeprefix("@"))
+    if ref.startswith("/"):
+        path = folders.check(ref, "adapter path")
+        if not path.is_file():
+            raise InvalidFile(f"The adapter '{ref}' is not a file")
+        return path
+    if ref.startswith(("./", "../", "~")) or ref.lower().endswith((".gguf", ".safetensors")):
+        raise InvalidFile(f"ADAPTER '{ref}' is a path on the client's machine: upload it as a blob "
+                          "(ollama create does) or name an absolute path inside an allowed folder")
+    model_id = names.to_id(ref)
+    record = store.get(model_id)
+    if record["kind"] != ADAPTER_KIND or not record["readyToUse"]:
+        raise InvalidFile(f"Model '{model_id}' is not a ready adapter; ADAPTER takes a blob digest, "
+                          "an absolute path or an adapter model's name")
+    return store.file_path(model_id)
+
+
 def check(store: st.Store, blobs: Blobs, recipe: Recipe) -> None:
     """Everything a create can be refused for before it starts (so the refusal is a plain
     4xx, not a line in a stream). Raises StoreError subclasses."""
@@ -117,7 +143,7 @@ def check(store: st.Store, blobs: Blobs, recipe: Recipe) -> None:
         if recipe.adapter is not None:
             if base["kind"] not in GENERATIVE_KINDS:
                 raise InvalidFile(f"Model '{recipe.base}' is a {base['kind']} model; adapters go on llm and vlm models")
-            lora.check(source, _blob(blobs, recipe.adapter))
+            lora.check(source, recipe.adapter)
             return
     else:
         source = blobs.path(recipe.files["model"])
@@ -174,15 +200,17 @@ def _blob(blobs: Blobs, digest: str) -> Path:
 
 
 def _create_adapter(store: st.Store, blobs: Blobs, recipe: Recipe, emit: Emit) -> dict:
-    """A model of kind adapter: the blob (hard-linked) served on its base per request."""
-    path = _blob(blobs, recipe.adapter)
-    info = lora.check(store.file_path(recipe.base), path)
+    """A model of kind adapter: the file (a blob or a stored adapter's, hard-linked; a user's,
+    copied) served on its base per request."""
+    info = lora.check(store.file_path(recipe.base), recipe.adapter)
     fields = {"id": recipe.model_id, "kind": ADAPTER_KIND, "adapter": {"base": recipe.base, **info}}
     with store.provisional(fields, new={"version": ""}):
         with store.transfer(recipe.model_id) as transfer:
-            emit({"status": f"using existing layer sha256:{path.name.removeprefix('sha256-')}"})
-            transfer.place("model", path)
+            transfer.place("model", recipe.adapter)
+            emit({"status": "verifying sha256 digest"})
             transfer.commit()
+        if recipe.ollama:
+            store.update(recipe.model_id, {"ollama": recipe.ollama})
     emit({"status": "success"})
     return store.get(recipe.model_id)
 

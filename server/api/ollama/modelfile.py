@@ -1,8 +1,10 @@
 """Ollama's Modelfile (the seed's `/api/create` takes one as `modelfile`), parsed into the
 fields of Ollama's current create request: `from`, `system`, `template`, `parameters`,
-`license`. Pure functions.
+`license`, and `adapter` (the ADAPTER line's argument, resolved by the create: a blob digest,
+a path or an adapter model's name). Pure functions.
 
     FROM llama3.2
+    ADAPTER @sha256:4f1c...
     PARAMETER temperature 0.2
     PARAMETER stop "<|end|>"
     SYSTEM \"\"\"You are terse.\"\"\"
@@ -83,7 +85,13 @@ def parse(text: str) -> dict:
                 params.setdefault(key, []).append(value)
             else:
                 params[key] = value
-        elif command in ("ADAPTER", "MESSAGE", "REQUIRES"):
+        elif command == "ADAPTER":
+            if "adapter" in out:  # llama.cpp applies one set per request; a model names one
+                raise ModelfileError(f"line {number}: one ADAPTER per model")
+            out["adapter"] = _value(arg)
+            if not out["adapter"]:
+                raise ModelfileError(f"line {number}: ADAPTER needs a blob digest, a path or a model's name")
+        elif command in ("MESSAGE", "REQUIRES"):
             raise ModelfileError(f"line {number}: {command} is not supported by Modelyard")
         else:
             raise ModelfileError(f"line {number}: unknown command {command}")

@@ -18,7 +18,7 @@ from modelyard.server.http.bodies import RawBody
 from modelyard.server.http.errors import bad_request
 from modelyard.server.http.jsonio import dumps
 from modelyard.server.http.worker_stream import WorkerStream, Work, run_to_end
-from modelyard.server.registry import derive, pulls
+from modelyard.server.registry import allowed, derive, pulls
 from modelyard.server.registry.blobs import Blobs, digest_hex
 from modelyard.server.registry.errors import StoreError
 from modelyard.server.registry.store import Store, check_id
@@ -83,6 +83,7 @@ class Push:
 class Create:
     def __init__(self, store: Store, blobs: Blobs, settings: Settings):
         self.store, self.blobs, self.settings = store, blobs, settings
+        self.folders = allowed.for_settings(settings)  # an ADAPTER line's absolute path
 
     def on_post(self, req, resp):
         body = bodies.read(req, CreateBody, self.settings.max_body_size)
@@ -99,11 +100,12 @@ class Create:
                 fields = {**parse(body.modelfile), **{k: v for k, v in fields.items() if k != "modelfile"}}
             except ModelfileError as exc:
                 raise bad_request(f"Modelfile: {exc}") from None
-        if body.adapters and len(body.adapters) > 1:
-            raise bad_request("'adapters': one adapter per model (llama.cpp applies a set per request)")
-        adapter = next(iter((body.adapters or {}).values()), None)
-        if adapter is not None:
-            digest_hex(adapter)  # 400 for a malformed digest
+        refs = [*(body.adapters or {}).values(), *([fields["adapter"]] if "adapter" in fields else [])]
+        if len(refs) > 1:
+            raise bad_request("One adapter per model (llama.cpp applies a set per request): 'adapters' "
+                              "or the Modelfile's ADAPTER, with one file")
+        for digest in (body.adapters or {}).values():
+            digest_hex(digest)  # 400 for a malformed digest
         base, files = fields.get("from"), fields.get("files") or {}
         if bool(base) == bool(files):
             raise bad_request("Send 'from' (a model) or 'files' (uploaded blobs), one of the two")
@@ -114,6 +116,7 @@ class Create:
         ollama = {"system": fields.get("system"), "template": fields.get("template"),
                   "parameters": fields.get("parameters"),
                   "license": "\n".join(license) if isinstance(license, list) else license}
+        adapter = derive.adapter_file(self.store, self.blobs, self.folders, refs[0]) if refs else None
         return derive.Recipe(names.to_id(body.target), base=names.to_id(base) if base else None,
                              files=derive.blob_roles(self.blobs, files) if files else {},
                              ollama={k: v for k, v in ollama.items() if v is not None},

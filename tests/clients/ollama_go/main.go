@@ -4,6 +4,7 @@
 //
 //	ollama-go-client HOST KEY create-blob FILE        stream FILE with no length (chunked), as `ollama create` does; print its digest
 //	ollama-go-client HOST KEY create NAME FILE DIGEST  create NAME from an uploaded blob
+//	ollama-go-client HOST KEY create-modelfile NAME MODELFILE  what `ollama create NAME -f MODELFILE` does
 //	ollama-go-client HOST KEY show NAME                api.ShowResponse
 //	ollama-go-client HOST KEY list                     api.ListResponse
 //	ollama-go-client HOST KEY embed NAME TEXT          api.EmbedResponse
@@ -21,8 +22,10 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 
 	"github.com/ollama/ollama/api"
+	"github.com/ollama/ollama/parser"
 )
 
 type bearer struct{ key string }
@@ -55,6 +58,12 @@ func main() {
 		var statuses []string
 		err := client.Create(ctx, &api.CreateRequest{Model: args[0], Files: map[string]string{args[1]: args[2]}},
 			func(p api.ProgressResponse) error { statuses = append(statuses, p.Status); return nil })
+		if err != nil {
+			fail(err)
+		}
+		emit(map[string]any{"statuses": statuses})
+	case "create-modelfile":
+		statuses, err := createFromModelfile(ctx, client, args[0], args[1])
 		if err != nil {
 			fail(err)
 		}
@@ -104,6 +113,52 @@ func createBlob(ctx context.Context, client *api.Client, path string) (string, e
 		return "", err
 	}
 	return digest, nil
+}
+
+// createFromModelfile is cmd.CreateHandler's path in ollama: the Modelfile parsed by ollama's
+// own parser, each local file it names (FROM, ADAPTER) uploaded as a blob, then the create
+// with `files` and `adapters` keyed by the files' base names.
+func createFromModelfile(ctx context.Context, client *api.Client, name, path string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	modelfile, err := parser.ParseFile(f)
+	if err != nil {
+		return nil, err
+	}
+	req, err := modelfile.CreateRequest(filepath.Dir(path))
+	if err != nil {
+		return nil, err
+	}
+	upload := func(files map[string]string) (map[string]string, error) {
+		if files == nil {
+			return nil, nil
+		}
+		out := map[string]string{}
+		for file, digest := range files {
+			got, err := createBlob(ctx, client, file)
+			if err != nil {
+				return nil, err
+			}
+			if got != digest {
+				return nil, fmt.Errorf("%s changed while it was read", file)
+			}
+			out[filepath.Base(file)] = digest
+		}
+		return out, nil
+	}
+	if req.Files, err = upload(req.Files); err != nil {
+		return nil, err
+	}
+	if req.Adapters, err = upload(req.Adapters); err != nil {
+		return nil, err
+	}
+	req.Model = name
+	var statuses []string
+	err = client.Create(ctx, req, func(p api.ProgressResponse) error { statuses = append(statuses, p.Status); return nil })
+	return statuses, err
 }
 
 type writerFunc func([]byte) (int, error)
