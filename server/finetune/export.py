@@ -6,11 +6,20 @@ and the result is written in F16 (1-D tensors, the norms, stay F32 as llama.cpp'
 keeps them). For q_bits other than 0, llama.cpp's quantizer (registry/quantize.py, a child
 process) then writes the asked type. The file is written under a `.partial` name and renamed
 when whole, so a failed export leaves nothing at `output_path`.
+
+It runs as a job (jobs.py) in a child process of its own, `python -m
+modelyard.server.finetune.export SPEC.json`, as the trainer does: the merge holds a model's
+tensors in memory, which goes back to the system when the child ends, and a cancel kills it.
+Progress goes to stdout as JSON lines: `{"event": "merge" | "quantize", "done", "total"}`.
 """
 from __future__ import annotations
 
+import json
+import signal
+import sys
 import threading
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -43,8 +52,13 @@ def output_file(folder_or_file: Path, adapter_id: str, q_bits: int) -> Path:
     return target
 
 
-def merge(base: Path, adapter: Path, out: Path) -> None:
-    """Write base + adapter as an F16 GGUF at `out`."""
+def leftovers(target: Path) -> list[Path]:
+    """The partial files an export to `target` writes before its rename (a killed one leaves them)."""
+    return [target.with_name(target.name + ".f16" + PARTIAL), target.with_name(target.name + PARTIAL)]
+
+
+def merge(base: Path, adapter: Path, out: Path, progress: Callable[[int, int], None] = lambda d, t: None) -> None:
+    """Write base + adapter as an F16 GGUF at `out`, reporting (tensors merged, tensors)."""
     import gguf
 
     lora = gguf.GGUFReader(str(adapter))
@@ -64,13 +78,14 @@ def merge(base: Path, adapter: Path, out: Path) -> None:
         sub = field.types[1] if vtype == gguf.GGUFValueType.ARRAY else None
         writer.add_key_value(key, field.contents(), vtype, sub)
     writer.add_file_type(F16)
-    for t in source.tensors:
+    for i, t in enumerate(source.tensors):
         data = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
         data = data.reshape([int(d) for d in reversed(t.shape)])
         if t.name in deltas:
             a, b = deltas.pop(t.name)
             data = data + (alpha / a.shape[0]) * (b @ a)
         writer.add_tensor(t.name, data.astype(np.float16) if data.ndim > 1 else data)
+        progress(i + 1, len(source.tensors))
     if deltas:
         raise FinetuneError(f"The adapter has tensors its base lacks: {', '.join(sorted(deltas))}")
     writer.write_header_to_file()
@@ -80,18 +95,37 @@ def merge(base: Path, adapter: Path, out: Path) -> None:
 
 
 def export(base: Path, adapter: Path, target: Path, q_bits: int, threads: int,
-           cancel: threading.Event | None = None) -> Path:
-    """Merge and (for q_bits > 0) quantize into `target`, whole or not at all."""
+           cancel: threading.Event | None = None, progress: Callable[[str, int, int], None] = lambda s, d, t: None
+           ) -> Path:
+    """Merge and (for q_bits > 0) quantize into `target`, whole or not at all; `progress`
+    gets ("merge" or "quantize", done, total)."""
     name = quant_name(q_bits)
-    merged = target.with_name(target.name + ".f16" + PARTIAL)
-    partial = target.with_name(target.name + PARTIAL)
+    merged, partial = leftovers(target)
     try:
-        merge(base, adapter, merged if q_bits else partial)
+        merge(base, adapter, merged if q_bits else partial, lambda d, t: progress("merge", d, t))
         if q_bits:
-            quantize.quantize(merged, partial, name, F16, lambda done, total: None,
+            quantize.quantize(merged, partial, name, F16, lambda d, t: progress("quantize", d, t),
                               cancel or threading.Event(), threads)
         partial.rename(target)
     finally:
-        merged.unlink(missing_ok=True)
-        partial.unlink(missing_ok=True)
+        for path in (merged, partial):
+            path.unlink(missing_ok=True)
     return target
+
+
+def main(argv: list[str]) -> int:
+    # A cancel is SIGTERM: unwind, so the quantizer child is stopped and the partials go.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    spec = json.loads(Path(argv[0]).read_text())
+
+    def progress(stage: str, done: int, total: int) -> None:
+        sys.stdout.write(json.dumps({"event": stage, "done": done, "total": total}) + "\n")
+        sys.stdout.flush()
+
+    export(Path(spec["base"]), Path(spec["adapter"]), Path(spec["target"]), spec["q_bits"], spec["threads"],
+           progress=progress)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

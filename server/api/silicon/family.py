@@ -93,7 +93,9 @@ FAMILY = Family(
         Route("/models/adapters", Guard.KEY, ops=(
             Op("get", "The fine-tuned adapters", responses={200: {JSON: s.SiliconAdapterList}}, errors=(401, 403)),)),
         Route("/models/export", Guard.KEY, model=_MODEL, ops=(
-            Op("post", "Merge an adapter into its base and quantize it", body=finetune.SiliconExportBody,
-               responses={200: {JSON: {"type": "object"}}}, errors=(400, 401, 403, 404, 409, 413, 501)),)),
+            Op("post", "Merge an adapter into its base and quantize it, as a job: answered when it ends, "
+               "or at once (202, the job) with Prefer: respond-async", body=finetune.SiliconExportBody,
+               responses={200: {JSON: {"type": "object"}}, 202: {JSON: {"type": "object"}}},
+               errors=(400, 401, 403, 404, 409, 413, 422, 501)),)),
     ),
 )

@@ -11,15 +11,17 @@ import falcon
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from modelyard.server.api.silicon.engine import model_entry
-from modelyard.server.finetune import export
 from modelyard.server.finetune.errors import FinetuneError
 from modelyard.server.finetune.jobs import Jobs, Request
 from modelyard.server.http.bodies import read_model
 from modelyard.server.http.errors import ApiError
-from modelyard.server.registry import allowed, registered
+from modelyard.server.registry import allowed
 from modelyard.server.registry.store import Store
 from modelyard.server.settings import Settings
 from modelyard.server.shared.facts import ADAPTER_KIND, id_problem
+
+
+RESPOND_ASYNC = "respond-async"
 
 
 class SiliconFinetuneBody(BaseModel):
@@ -105,24 +107,28 @@ class Adapters(_Resource):
 
 
 class Export(_Resource):
+    """An export job. Silicon Studio's client awaits this call for the finished file (its
+    backend answers `{"status", "path"}` when the merge is done), so by default the answer
+    comes when the job ends; `Prefer: respond-async` (RFC 7240) answers 202 with the job at
+    once. Either way the work is a job: listed, cancellable, and it goes on if the client leaves."""
+
     def on_post(self, req, resp):
         body = read_model(req, SiliconExportBody, self.settings.max_body_size)
-        record = self.store.meta(body.model_id)
-        if record["kind"] != ADAPTER_KIND:
-            raise ApiError(400, f"Model '{body.model_id}' is not an adapter: export merges a fine-tuned "
-                                "adapter into its base")
-        base = record["adapter"]["base"]
-        target = export.output_file(self.folders.check(body.output_path, "output path"), body.model_id,
-                                    body.q_bits)
-        model_id = registered.id_for(target)
-        if any(m["id"] == model_id for m in self.store.list()):
-            raise ApiError(409, f"Model '{model_id}' exists; export under another file name")
-        export.export(self.store.file_path(base), self.store.file_path(body.model_id), target,
-                      body.q_bits, self.settings.threads)
-        fields = {"gguf": self.store.meta(base)["gguf"]} if self.store.meta(base).get("gguf") else None
-        view = self.store.register_path(model_id, target, kind="llm", fields=fields)
-        resp.media = {"status": "exported", "model_id": model_id, "path": str(target), "q_bits": body.q_bits,
-                      "model": view}
+        job = self.jobs.submit_export(body.model_id, self.folders.check(body.output_path, "output path"),
+                                      body.q_bits)
+        if RESPOND_ASYNC in (req.get_header("Prefer") or "").lower():
+            resp.status = falcon.HTTP_202
+            resp.set_header("Preference-Applied", RESPOND_ASYNC)
+            resp.location = f"/api/engine/jobs/{job['id']}"
+            resp.media = {"job_id": job["id"], **job}
+            return
+        job = self.jobs.wait(job["id"])
+        if job["status"] != "completed":
+            code = 409 if job["status"] == "cancelled" else 422
+            raise ApiError(code, f"The export job '{job['id']}' ended {job['status']}: {job['error']}")
+        resp.media = {"status": "exported", "job_id": job["id"], "model_id": job["output_model_id"],
+                      "path": job["output_path"], "q_bits": job["q_bits"],
+                      "model": self.store.get(job["output_model_id"])}
 
 
 def finetune_error(req, resp, exc: FinetuneError, params):
