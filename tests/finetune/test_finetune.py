@@ -1,7 +1,13 @@
 """LoRA fine-tuning end to end on a real gunicorn (Silicon Studio's routes, seed 001): a job
 trains a generated llama model in a trainer child process, its loss falls, the adapter is a
 model in the store, and llama.cpp applying that GGUF adapter decodes what peft's model does.
-Plus the refusals (each before any job starts), the queue, cancel, a crash and a restart."""
+Plus the refusals (each before any job starts), the queue, cancel, a crash and a restart.
+
+The training the module shares (pw-a) is submitted by the first test and trains in the
+server's child while the tests that need no adapter run: the trainer's start (importing torch,
+transformers and peft) is most of a job's time, not its steps. The same seed's second run,
+which shows the adapter's bytes are the seed's, runs the same trainer code in the test's
+process, where those imports are paid already."""
 from __future__ import annotations
 
 import importlib.util
@@ -13,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from clients import ollama_go_client as ollama_go
 from support.servers import Server
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))
@@ -83,8 +90,23 @@ def wait(c, job_id: str, statuses=("completed", "failed", "cancelled"), timeout:
         job = c.get(f"{E}/jobs/{job_id}").json()
         if job["status"] in statuses:
             return job
-        time.sleep(0.2)
+        time.sleep(0.05)
     raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s: {job}")
+
+
+@pytest.fixture(scope="module")
+def started(c, data) -> dict:
+    """pw-a: submitted once, trained while the tests that need no adapter run."""
+    return start(c, data, job_name="pw-a")
+
+
+@pytest.fixture(scope="module")
+def trained(c, started) -> dict:
+    return wait(c, started["job_id"])
+
+
+def modelfile_create(c, name: str, modelfile: str):
+    return c.post("/api/create", json={"model": name, "stream": False, "modelfile": modelfile})
 
 
 @pytest.mark.parametrize("change, status, says", [
@@ -100,7 +122,7 @@ def wait(c, job_id: str, statuses=("completed", "failed", "cancelled"), timeout:
     ({"dataset_path": "{data}/bad.jsonl"}, 400, "Line 2 of"),
     ({"dataset_path": "{data}/empty.jsonl"}, 400, "has no examples"),
 ])
-def test_refused_before_any_job(c, data, change, status, says):
+def test_refused_before_any_job(c, data, started, change, status, says):
     (data / "bad.jsonl").write_text('{"text": "fine"}\n{"prompt": 3}\n')
     (data / "empty.jsonl").write_text("\n")
     before = len(c.get(f"{E}/jobs").json())
@@ -112,40 +134,101 @@ def test_refused_before_any_job(c, data, change, status, says):
     assert len(c.get(f"{E}/jobs").json()) == before
 
 
-def test_train_queue_register_and_same_seed(c, data, srv):
-    first = start(c, data, job_name="pw-a")
-    second = start(c, data, job_name="pw-b")  # the same seed and data
-    assert second["status"] == "queued"  # one trainer at a time: the second waits
-    assert first["total_steps"] == 2 * TRAIN["epochs"]
-    done = wait(c, first["job_id"])
+@pytest.mark.parametrize("lines, status, says", [
+    ("ADAPTER ./pw.gguf", 400, "path on the client's machine"),
+    ("ADAPTER /etc/passwd", 403, "not inside a folder"),
+    ("ADAPTER base", 400, "not a ready adapter"),
+    ("ADAPTER nope", 404, "nope"),
+    ("ADAPTER @sha256:" + "0" * 64, 400, "upload it first"),
+    ("ADAPTER @sha256:12", 400, "Invalid digest"),
+    ("ADAPTER", 400, "line 2"),
+    ("ADAPTER pw-a\nADAPTER pw-b", 400, "one ADAPTER"),
+])
+def test_the_modelfiles_adapter_line_refused(c, started, lines, status, says):
+    r = modelfile_create(c, "mf-refused", f"FROM base\n{lines}\n")
+    assert r.status_code == status and says in r.json()["error"], r.text
+    assert c.get("/store/v1/models/mf-refused").status_code == 404
+
+
+def test_gguf_adapter_applies_as_peft_does(base_file, tmp_path):
+    """The converter alone, where the q/k row permutation decides: a LoRA on q and k only,
+    large, random. llama.cpp with the written GGUF and peft agree on the logits; without
+    the permutation they would not (checked by leaving it out)."""
+    import llama_cpp
+    import numpy as np
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from modelyard.server.finetune import lora_gguf
+
+    model = AutoModelForCausalLM.from_pretrained(str(base_file.parent), gguf_file=base_file.name,
+                                                 dtype=torch.float32)
+    cfg = model.config
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj"]))
+    torch.manual_seed(0)
+    pairs = {}
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if hasattr(module, "lora_A") and "default" in module.lora_A:
+                for part in (module.lora_A["default"], module.lora_B["default"]):
+                    part.weight.copy_(torch.randn_like(part.weight) * 0.5)
+                pairs[name] = (module.lora_A["default"].weight.numpy(), module.lora_B["default"].weight.numpy())
+        adapter = lora_gguf.write(tmp_path / "qk.gguf", pairs, "llama", cfg.num_attention_heads,
+                                  cfg.num_key_value_heads, 8)
+        llm = llama_cpp.Llama(str(base_file), lora_path=str(adapter), n_ctx=64, n_threads=2, logits_all=True,
+                              verbose=False)
+        ids = llm.tokenize(b"The quick brown fox jumps over the lazy dog", add_bos=False)
+        llm.eval(ids)
+        ours = np.array(llm.scores[len(ids) - 1])
+        theirs = model.eval()(input_ids=torch.tensor([ids])).logits[0, -1].numpy()
+    spread = float(np.abs(theirs - theirs.mean()).max())
+    # llama.cpp and torch agree to about 1e-2 on this model without an adapter too (F32 sums in
+    # another order); a wrong permutation is off by the whole spread of the logits
+    assert float(np.abs(ours - theirs).max()) < 1e-2 * max(spread, 1.0), (ours[:5], theirs[:5])
+
+
+def test_train_register_and_same_seed(c, data, srv, base_file, started, trained, tmp_path):
+    assert started["total_steps"] == 2 * TRAIN["epochs"]
+    done = trained
     assert done["status"] == "completed", done
     assert done["step"] == done["total_steps"] and done["epoch"] == TRAIN["epochs"]
     history = [point["loss"] for point in done["loss_history"]]
     assert len(history) == done["total_steps"]
     assert history[-1] < history[0] / 2, history  # it learnt
     assert done["tokens_per_second"] > 0
-    assert wait(c, second["job_id"])["status"] == "completed"
 
     adapters = {a["id"]: a for a in c.get(f"{E}/models/adapters").json()}
-    assert set(adapters) == {"pw-a", "pw-b"}
+    assert set(adapters) == {"pw-a"}
     a = adapters["pw-a"]
     assert (a["is_finetuned"], a["base_model_id"], a["lora_rank"], a["lora_alpha"], a["status"]) == \
         (True, "base", 8, 16.0, "ready")
     listed = {m["id"]: m for m in c.get(f"{E}/models").json()}
     assert listed["pw-a"]["is_finetuned"] and not listed["base"]["is_finetuned"]
-    views = {i: c.get(f"/store/v1/models/{i}").json() for i in ("pw-a", "pw-b")}
-    assert views["pw-a"]["kind"] == "adapter" and views["pw-a"]["readyToUse"] is True
-    assert views["pw-a"]["sha256"] == views["pw-b"]["sha256"]  # same seed, same adapter
-    assert views["pw-a"]["adapter"] == {"base": "base", "rank": 8, "alpha": 16.0, "job_id": first["job_id"]}
-    assert [m["id"] for m in c.get("/store/v1/models?kind=adapter").json()["data"]] == ["pw-a", "pw-b"]
+    view = c.get("/store/v1/models/pw-a").json()
+    assert view["kind"] == "adapter" and view["readyToUse"] is True
+    assert view["adapter"] == {"base": "base", "rank": 8, "alpha": 16.0, "job_id": started["job_id"]}
+    assert [m["id"] for m in c.get("/store/v1/models?kind=adapter").json()["data"]] == ["pw-a"]
 
     r = c.delete("/store/v1/models/base")
-    assert r.status_code == 409 and "pw-a" in r.text and "pw-b" in r.text, r.text
+    assert r.status_code == 409 and "pw-a" in r.text, r.text
     assert c.post(f"{E}/finetune", json={"model_id": "base", "dataset_path": str(data / "train.jsonl"),
                                          "job_name": "pw-a"}).status_code == 409
 
+    # The same seed, data and settings give the same adapter, byte for byte: the job's trainer
+    # run again on the job's own spec (its params hold the seed it used).
+    import hashlib
 
-def test_adapter_decodes_as_peft_does(c, srv, base_file):
+    from modelyard.server.finetune import trainer
+    from modelyard.server.finetune.spec import Spec
+
+    again = tmp_path / "again.gguf"
+    trainer.train(Spec(base=str(base_file), dataset=str(data / "train.jsonl"), output=str(again), threads=2,
+                       **done["params"]))
+    assert hashlib.sha256(again.read_bytes()).hexdigest() == view["sha256"]
+
+
+def test_adapter_decodes_as_peft_does(c, srv, base_file, trained):
     """llama.cpp with the GGUF adapter and peft with the trained LoRA (float32) pick the same
     16 greedy tokens, and both give the taught answer that the base alone does not."""
     import llama_cpp
@@ -206,45 +289,7 @@ def peft_greedy(base_file: Path, adapter: Path, ids: list[int], n: int) -> list[
     return seq[len(ids):]
 
 
-def test_gguf_adapter_applies_as_peft_does(base_file, tmp_path):
-    """The converter alone, where the q/k row permutation decides: a LoRA on q and k only,
-    large, random. llama.cpp with the written GGUF and peft agree on the logits; without
-    the permutation they would not (checked by leaving it out)."""
-    import llama_cpp
-    import numpy as np
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from modelyard.server.finetune import lora_gguf
-
-    model = AutoModelForCausalLM.from_pretrained(str(base_file.parent), gguf_file=base_file.name,
-                                                 dtype=torch.float32)
-    cfg = model.config
-    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj"]))
-    torch.manual_seed(0)
-    pairs = {}
-    with torch.no_grad():
-        for name, module in model.named_modules():
-            if hasattr(module, "lora_A") and "default" in module.lora_A:
-                for part in (module.lora_A["default"], module.lora_B["default"]):
-                    part.weight.copy_(torch.randn_like(part.weight) * 0.5)
-                pairs[name] = (module.lora_A["default"].weight.numpy(), module.lora_B["default"].weight.numpy())
-        adapter = lora_gguf.write(tmp_path / "qk.gguf", pairs, "llama", cfg.num_attention_heads,
-                                  cfg.num_key_value_heads, 8)
-        llm = llama_cpp.Llama(str(base_file), lora_path=str(adapter), n_ctx=64, n_threads=2, logits_all=True,
-                              verbose=False)
-        ids = llm.tokenize(b"The quick brown fox jumps over the lazy dog", add_bos=False)
-        llm.eval(ids)
-        ours = np.array(llm.scores[len(ids) - 1])
-        theirs = model.eval()(input_ids=torch.tensor([ids])).logits[0, -1].numpy()
-    spread = float(np.abs(theirs - theirs.mean()).max())
-    # llama.cpp and torch agree to about 1e-2 on this model without an adapter too (F32 sums in
-    # another order); a wrong permutation is off by the whole spread of the logits
-    assert float(np.abs(ours - theirs).max()) < 1e-2 * max(spread, 1.0), (ours[:5], theirs[:5])
-
-
-def test_served_by_its_base_on_every_api(c, srv, base_file):
+def test_served_by_its_base_on_every_api(c, srv, base_file, trained):
     """The adapter's id as `model` (OpenAI, Anthropic, Silicon), and on the base through
     `lora`: the taught answer, the base's own without; requests of both at once share the
     base (one runner) and each gets its own."""
@@ -263,8 +308,8 @@ def test_served_by_its_base_on_every_api(c, srv, base_file):
         tuned, base, tuned2, base2 = pool.map(chat, ["pw-a", "base", "pw-a", "base"])
     assert tuned.startswith(ANSWER) and tuned2 == tuned, tuned
     assert not base.startswith(ANSWER) and base2 == base, base
-    assert chat("base", extra_body={"lora": [{"id": "pw-b", "scale": 1.0}]}) == tuned  # the same weights
-    assert chat("base", extra_body={"lora": [{"id": "pw-b", "scale": 0.0}]}) == base
+    assert chat("base", extra_body={"lora": [{"id": "pw-a", "scale": 1.0}]}) == tuned
+    assert chat("base", extra_body={"lora": [{"id": "pw-a", "scale": 0.0}]}) == base
     r = c.post("/v1/completions", json={"model": "pw-a", "max_tokens": 16, "temperature": 0,
                                         "prompt": f"<|im_start|>user\n{QUESTION}<|im_end|>\n<|im_start|>assistant\n"})
     assert r.json()["choices"][0]["text"] == tuned, r.text
@@ -294,7 +339,7 @@ def test_served_by_its_base_on_every_api(c, srv, base_file):
     assert [m["id"] for m in c.get("/v1/models").json()["data"]] == ["base"]
 
 
-def test_prefix_cache_is_keyed_by_adapter_set(c, srv, base_file):
+def test_prefix_cache_is_keyed_by_adapter_set(c, srv, base_file, trained):
     """A prompt the base has in a slot's cache is decoded again for the adapter: its keys and
     values differ. The served text equals llama.cpp's own with the adapter, from scratch."""
     import llama_cpp
@@ -318,7 +363,7 @@ def test_prefix_cache_is_keyed_by_adapter_set(c, srv, base_file):
     assert served["logprobs"]["token_logprobs"] == pytest.approx(expected["logprobs"]["token_logprobs"], abs=1e-3)
 
 
-def test_ollama_create_with_an_adapter(c, srv, base_file):
+def test_ollama_create_with_an_adapter(c, srv, base_file, trained):
     """Ollama's create with `adapters` (an uploaded blob): a model served as base + adapter.
     A file that is no LoRA, or another base's, is a 400 before anything is stored."""
     import hashlib
@@ -351,9 +396,46 @@ def test_ollama_create_with_an_adapter(c, srv, base_file):
     assert r.status_code == 200 and r.json()["message"]["content"].startswith(ANSWER), r.text
 
 
-def test_export_merges_and_quantizes(c, srv, data):
-    """q_bits 0 (F16) and 8 (Q8_0): a model of its own, registered where it was written, whose
-    greedy answer is the adapter's (the F16 merge's is the served adapter's, token for token)."""
+def test_the_modelfiles_adapter_line(c, srv, data, trained, tmp_path):
+    """ADAPTER in a Modelfile (Ollama's modelfile.md) names a blob the Python client uploaded
+    (`@sha256:...`, as its earlier releases sent a local file), an adapter model's name, or an
+    absolute path in an allowed folder: each makes an adapter model that answers as taught.
+    And Ollama's own Go client creates from a Modelfile with `ADAPTER ./file`, as `ollama
+    create -f` does (its parser, the blob upload, then `adapters`)."""
+    import shutil
+
+    import ollama
+
+    oc = ollama.Client(host=srv.url, headers=AUTH)
+    adapter = srv.store / "models" / "pw-a" / "model.gguf"
+    digest = oc.create_blob(adapter)
+    shutil.copyfile(adapter, data / "pw.gguf")
+    for name, ref in (("mf-blob", f"@{digest}"), ("mf-name", "pw-a"), ("mf-path", str(data / "pw.gguf"))):
+        r = modelfile_create(c, name, f"FROM base\nADAPTER {ref}\nPARAMETER num_predict 16\n")
+        assert r.status_code == 200 and r.json()["status"] == "success", (ref, r.text)
+        view = c.get(f"/store/v1/models/{name}").json()
+        assert view["kind"] == "adapter" and view["adapter"]["base"] == "base", view
+        reply = oc.chat(model=name, messages=[{"role": "user", "content": QUESTION}], options={"temperature": 0})
+        assert reply.message.content.startswith(ANSWER), (name, reply.message.content)
+    r = c.post("/api/create", json={"model": "mf-two", "stream": False, "modelfile": "FROM base\nADAPTER pw-a\n",
+                                    "adapters": {"a.gguf": digest}})
+    assert r.status_code == 400 and "One adapter per model" in r.json()["error"], r.text
+
+    go = ollama_go.build()
+    (tmp_path / "lora.gguf").write_bytes(adapter.read_bytes())
+    (tmp_path / "Modelfile").write_text("FROM base\nADAPTER ./lora.gguf\n")
+    got = ollama_go.run(go, srv.url, KEY, "create-modelfile", "mf-go", str(tmp_path / "Modelfile"))
+    assert got.get("statuses", [])[-1:] == ["success"], got
+    reply = oc.chat(model="mf-go", messages=[{"role": "user", "content": QUESTION}],
+                    options={"temperature": 0, "num_predict": 16})
+    assert reply.message.content.startswith(ANSWER), reply.message.content
+
+
+def test_export_jobs_merge_and_quantize(c, srv, data, trained):
+    """q_bits 0 (F16) and 8 (Q8_0), each a job: answered when done (as Silicon Studio's client
+    awaits the file) or at once with Prefer: respond-async; listed with its progress; the file
+    a model of its own, registered where it was written, whose greedy answer is the adapter's
+    (the F16 merge's is the served adapter's, token for token)."""
     ask = [{"role": "user", "content": QUESTION}]
 
     def chat(model):
@@ -362,42 +444,96 @@ def test_export_merges_and_quantizes(c, srv, data):
         assert r.status_code == 200, r.text
         return r.json()["choices"][0]["message"]["content"]
 
-    def export(**fields):
-        return c.post(f"{E}/models/export", json={"model_id": "pw-a", "output_path": str(data), **fields})
+    def export(headers=None, **fields):
+        return c.post(f"{E}/models/export", headers=headers,
+                      json={"model_id": "pw-a", "output_path": str(data), **fields})
 
     assert export(q_bits=5).status_code == 400
     assert export(model_id="base", q_bits=0).status_code == 400
     assert export(q_bits=0, output_path="/tmp").status_code == 403
+    assert export(q_bits=0, output_path=str(data / "no-such-folder" / "x.gguf")).status_code == 400
+    jobs_before = len(c.get(f"{E}/jobs").json())
     tuned = chat("pw-a")
-    for q_bits, name in ((0, "pw-a-F16"), (8, "pw-a-Q8_0")):
-        r = export(q_bits=q_bits)
-        assert r.status_code == 200, r.text
-        assert r.json()["model_id"] == name and (data / f"{name}.gguf").is_file()
+
+    r = export(q_bits=0)  # the Silicon Studio client's call: the answer is the finished file
+    assert r.status_code == 200, r.text
+    f16 = r.json()
+    assert (f16["status"], f16["model_id"], f16["path"], f16["q_bits"]) == \
+        ("exported", "pw-a-F16", str(data / "pw-a-F16.gguf"), 0)
+    assert f16["model"]["readyToUse"] is True
+
+    r = export(q_bits=8, headers={"Prefer": "respond-async"})
+    assert r.status_code == 202 and r.headers["Preference-Applied"] == "respond-async", r.text
+    queued = r.json()
+    assert r.headers["Location"] == f"/api/engine/jobs/{queued['job_id']}"
+    assert (queued["type"], queued["model_id"], queued["output_model_id"], queued["q_bits"]) == \
+        ("export", "pw-a", "pw-a-Q8_0", 8)
+    assert export(q_bits=8).status_code == 409  # that file is being made
+    q8 = wait(c, queued["job_id"])
+    assert (q8["status"], q8["progress"], q8["error"]) == ("completed", 1.0, None), q8
+    assert q8["quantization"] == "Q8_0" and q8["stage"] == "register"
+
+    jobs = {j["id"]: j for j in c.get(f"{E}/jobs").json()}
+    assert len(jobs) == jobs_before + 2 and jobs[f16["job_id"]]["type"] == "export"
+    for name in ("pw-a-F16", "pw-a-Q8_0"):
         assert c.get(f"/store/v1/models/{name}").json()["readyToUse"] is True
-        answer = chat(name)
-        assert answer == tuned if q_bits == 0 else answer.startswith(ANSWER), (q_bits, answer, tuned)
+        assert (data / f"{name}.gguf").is_file()
+    assert chat("pw-a-F16") == tuned
+    assert chat("pw-a-Q8_0").startswith(ANSWER)
     assert export(q_bits=8).status_code == 409  # the file exists
     assert not list(data.glob("*.partial"))
 
 
-def test_cancel_a_running_job(c, data):
-    job = start(c, data, job_name="cancelled-one", epochs=100)
-    wait(c, job["job_id"], statuses=("running",))
-    r = c.post(f"{E}/jobs/{job['job_id']}/cancel")
-    assert r.status_code == 200, r.text
-    assert wait(c, job["job_id"])["status"] == "cancelled"
-    assert c.get("/store/v1/models/cancelled-one").status_code == 404
-    assert c.post(f"{E}/jobs/{job['job_id']}/cancel").status_code == 409
+def test_an_export_cancelled_while_queued_leaves_nothing(c, data, trained):
+    """One export runs at a time: the second waits, and a cancel takes it off the queue; the
+    first is not disturbed."""
+    folder = data / "exports"
+    folder.mkdir()
+    headers = {"Prefer": "respond-async"}
+    body = {"model_id": "pw-a", "q_bits": 8}
+    first = c.post(f"{E}/models/export", headers=headers, json={**body, "output_path": str(folder / "one.gguf")})
+    second = c.post(f"{E}/models/export", headers=headers, json={**body, "output_path": str(folder / "two.gguf")})
+    assert second.json()["status"] == "queued", second.text
+    r = c.post(f"{E}/jobs/{second.json()['job_id']}/cancel")
+    assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
+    assert wait(c, first.json()["job_id"])["status"] == "completed"
+    assert c.get("/store/v1/models/two").status_code == 404
+    assert sorted(p.name for p in folder.iterdir()) == ["one.gguf"]
+
+
+def test_cancel_a_queued_and_a_running_job(c, data, trained):
+    """One trainer at a time: the second job waits in the queue. Each can be cancelled, and
+    neither leaves a model."""
+    running = start(c, data, job_name="cancelled-running", epochs=100)
+    queued = start(c, data, job_name="cancelled-queued", epochs=100)
+    assert queued["status"] == "queued", queued
+    for job in (queued, running):
+        wait(c, job["job_id"], statuses=("queued", "running"))
+        r = c.post(f"{E}/jobs/{job['job_id']}/cancel")
+        assert r.status_code == 200, r.text
+        assert wait(c, job["job_id"])["status"] == "cancelled"
+        assert c.get(f"/store/v1/models/{job['adapter_id']}").status_code == 404
+        assert c.post(f"{E}/jobs/{job['job_id']}/cancel").status_code == 409
     assert c.get(f"{E}/jobs/nope").status_code == 404
 
 
-def test_a_job_running_when_the_server_died_is_failed(c, data, srv):
+def test_a_job_running_when_the_server_died_is_failed(c, data, srv, trained):
+    """A training and an export running when the server dies are failed when it starts
+    again; neither leaves a model, nor the export a file or a partial one."""
     job = start(c, data, job_name="crashed", epochs=100)
+    folder = data / "crash"
+    folder.mkdir()
+    exporting = c.post(f"{E}/models/export", headers={"Prefer": "respond-async"},
+                       json={"model_id": "pw-a", "output_path": str(folder / "crash.gguf"), "q_bits": 8}).json()
     wait(c, job["job_id"], statuses=("running",))
-    srv.kill()  # the server and its trainer child, as a crash would
+    wait(c, exporting["job_id"], statuses=("running",))
+    srv.kill()  # the server and its children, as a crash would
     srv.start()
-    after = c.get(f"{E}/jobs/{job['job_id']}").json()
-    assert after["status"] == "failed" and "server stopped" in after["error"], after
+    for j in (job, exporting):
+        after = c.get(f"{E}/jobs/{j['job_id']}").json()
+        assert after["status"] == "failed" and "server stopped" in after["error"], after
     assert c.get("/store/v1/models/crashed").status_code == 404
+    assert c.get("/store/v1/models/crash").status_code == 404
+    assert list(folder.iterdir()) == []
     assert not list((srv.store / "finetune" / "work").glob("*/adapter.gguf"))
-    assert {j["id"] for j in c.get(f"{E}/jobs").json()} >= {job["job_id"]}
+    assert {j["id"] for j in c.get(f"{E}/jobs").json()} >= {job["job_id"], exporting["job_id"]}
