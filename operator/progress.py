@@ -2,23 +2,26 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 
-def last_events(log_text: str) -> dict[str, Any]:
-    """The latest main-file progress, and the error or the completion, found in a log tail.
-
-    Lines that are not JSON (a traceback, a shell message) are skipped: a tail cut in
-    the middle of a line must not break the reading.
-    """
-    found: dict[str, Any] = {}
+def json_lines_backwards(log_text: str) -> Iterator[dict[str, Any]]:
+    """The log's JSON objects, last first. Lines that are not JSON objects (a traceback, a shell
+    message) are skipped: a tail cut in the middle of a line must not break the reading."""
     for line in reversed(log_text.splitlines()):
         try:
             event = json.loads(line)
         except ValueError:
             continue
-        if not isinstance(event, dict):
-            continue
+        if isinstance(event, dict):
+            yield event
+
+
+def last_events(log_text: str) -> dict[str, Any]:
+    """The latest main-file progress, and the error or the completion, found in a log tail."""
+    found: dict[str, Any] = {}
+    for event in json_lines_backwards(log_text):
         if "size" in event and "progress" not in found:
             found["progress"] = {"size": int(event["size"]), "totalSize": event.get("totalSize")}
         elif "error" in event and "error" not in found:

@@ -9,7 +9,6 @@ progress, so the Job needs no API access and the operator stays the only status 
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +17,7 @@ from modelyard.server.shared.finetuning import hyperparameter_problems
 
 from .builders.training import adapter_name, build_trainer_job
 from .planning import Action, Plan
+from .progress import json_lines_backwards
 from .settings import OperatorSettings
 
 FINISHED = ("Succeeded", "Failed")
@@ -33,16 +33,9 @@ class TrainingObserved:
 
 
 def last_training_events(log_text: str) -> dict[str, Any]:
-    """The latest step (step, totalSteps, epoch, loss) and the error, from a log tail;
-    lines that are not JSON objects are skipped."""
+    """The latest step (step, totalSteps, epoch, loss) and the error, from a log tail."""
     found: dict[str, Any] = {}
-    for line in reversed(log_text.splitlines()):
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(event, dict):
-            continue
+    for event in json_lines_backwards(log_text):
         if "step" in event and "totalSteps" in event and "step" not in found:
             found.update({k: event[k] for k in ("step", "totalSteps", "epoch", "loss") if k in event})
         elif "error" in event and "error" not in found:

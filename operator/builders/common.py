@@ -84,6 +84,21 @@ def placement(spec: dict[str, Any], settings: OperatorSettings) -> dict[str, Any
     return result
 
 
+def container_resources(spec: dict[str, Any]) -> dict[str, Any]:
+    """A container's resources from a spec's `resources`: requests and limits as given, and
+    `gpu` as an nvidia.com/gpu limit (a Model's inference pods, a FineTune's trainer)."""
+    wanted = spec.get("resources") or {}
+    result: dict[str, Any] = {}
+    if wanted.get("requests"):
+        result["requests"] = {k: str(v) for k, v in wanted["requests"].items()}
+    limits = {k: str(v) for k, v in (wanted.get("limits") or {}).items()}
+    if wanted.get("gpu"):
+        limits["nvidia.com/gpu"] = str(wanted["gpu"])
+    if limits:
+        result["limits"] = limits
+    return result
+
+
 def cache_volume(model: dict[str, Any], read_only: bool) -> dict[str, Any]:
     claim: dict[str, Any] = {"claimName": names.pvc_name(model["metadata"]["name"])}
     if read_only:

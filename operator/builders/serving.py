@@ -154,7 +154,7 @@ def _server_container(name: str, spec: dict[str, Any], settings: OperatorSetting
         "args": ["serve", "--host", "0.0.0.0", "--port", str(SERVER_PORT), "--store", CACHE_MOUNT, "--preload", name],
         "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
         "env": env,
-        "resources": _resources(spec),
+        "resources": common.container_resources(spec),
         # /readyz answers 200 only once the model is loaded: Ready means the model answers.
         "readinessProbe": _probe("/readyz", period=5, failure_threshold=3),
         "livenessProbe": _probe("/healthz", period=_PROBE_PERIOD, failure_threshold=6, timeout=5),
@@ -166,19 +166,6 @@ def _server_container(name: str, spec: dict[str, Any], settings: OperatorSetting
         "securityContext": common.container_security(),
         "volumeMounts": [common.cache_mount(read_only=True), common.TMP_MOUNT],
     }
-
-
-def _resources(spec: dict[str, Any]) -> dict[str, Any]:
-    wanted = spec.get("resources") or {}
-    result: dict[str, Any] = {}
-    if wanted.get("requests"):
-        result["requests"] = {k: str(v) for k, v in wanted["requests"].items()}
-    limits = {k: str(v) for k, v in (wanted.get("limits") or {}).items()}
-    if wanted.get("gpu"):
-        limits["nvidia.com/gpu"] = str(wanted["gpu"])
-    if limits:
-        result["limits"] = limits
-    return result
 
 
 def _probe(path: str, *, period: int, failure_threshold: int, timeout: int = 3) -> dict[str, Any]:

@@ -44,19 +44,6 @@ def placement(finetune: dict[str, Any], base: dict[str, Any], settings: Operator
     return common.placement(merged, settings)
 
 
-def resources(finetune: dict[str, Any]) -> dict[str, Any]:
-    wanted = finetune["spec"].get("resources") or {}
-    result: dict[str, Any] = {}
-    if wanted.get("requests"):
-        result["requests"] = {k: str(v) for k, v in wanted["requests"].items()}
-    limits = {k: str(v) for k, v in (wanted.get("limits") or {}).items()}
-    if wanted.get("gpu"):
-        limits["nvidia.com/gpu"] = str(wanted["gpu"])
-    if limits:
-        result["limits"] = limits
-    return result
-
-
 def trainer_labels(finetune: dict[str, Any]) -> dict[str, str]:
     base = names.base_name(finetune["metadata"]["name"])
     return {
@@ -80,7 +67,7 @@ def build_trainer_job(finetune: dict[str, Any], base: dict[str, Any], settings: 
         "imagePullPolicy": settings.image_pull_policy,
         "command": train_command(finetune),
         "env": env,
-        "resources": resources(finetune),
+        "resources": common.container_resources(finetune["spec"]),
         "securityContext": common.container_security(),
         # The base's cache, writable: the adapter is committed into it as the store commits
         # any model (a .partial name, then a rename), so a pod never sees half of it.
