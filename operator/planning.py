@@ -30,6 +30,10 @@ class Observed:
     job_error: str | None = None  # the fetch's own error line, when its Job failed
     pools_served: bool = False  # the API server serves InferencePools (GAIE's CRD is installed)
     inference_pool: dict[str, Any] | None = None
+    pool_versions: list[str] = field(default_factory=list)  # other InferencePool versions served
+    # The pool's endpoint picker: why no request can pass it ("" when one can), read only
+    # for a Model that wants a pool.
+    picker_down: str = ""
 
 
 @dataclass
@@ -92,6 +96,13 @@ def _plan_inference_pool(observed: Observed, settings: OperatorSettings, actions
                                   event="Deleted the InferencePool: the Model no longer asks for one"))
         status.drop_condition(POOL_CONDITION)
         return
+    if not observed.pools_served and observed.pool_versions:
+        status.condition_with_event(POOL_CONDITION, "False", "UnsupportedCRDVersion", (
+            f"No InferencePool made: the API server serves inferencepools only as "
+            f"{', '.join(observed.pool_versions)}, which Modelyard does not write (another schema). Install "
+            "the Gateway API Inference Extension's v1 CRDs (inference.networking.k8s.io/v1, GAIE v1.0 and "
+            "later; they install beside the old ones); the Model serves meanwhile."))
+        return
     if not observed.pools_served:
         status.condition_with_event(POOL_CONDITION, "False", "CRDNotInstalled", (
             "No InferencePool made: the API server does not serve inferencepools in "
@@ -112,9 +123,18 @@ def _plan_inference_pool(observed: Observed, settings: OperatorSettings, actions
                               [{"op": "replace", "path": "/spec", "value": desired["spec"]}],
                               event=f"Updated InferencePool {pool_name}"))
     ref = desired["spec"]["endpointPickerRef"]
+    picker = f"Service {ref['name']}:{ref['port']['number']}"
+    if observed.picker_down:
+        # The pool fails closed: a Gateway answers every request for this Model with an error.
+        status.condition_with_event(POOL_CONDITION, "False", "PickerUnavailable", (
+            f"InferencePool {pool_name} selects this Model's pods, but its endpoint picker ({picker}) "
+            f"{observed.picker_down}: a Gateway answers this Model's requests with an error until one runs "
+            "(failureMode FailClose). Deploy it (the chart's gatewayInference.models, or GAIE's inferencepool "
+            "chart), or name a running one in gatewayInference.endpointPicker."))
+        return
     status.condition_with_event(POOL_CONDITION, "True", "Created", (
         f"InferencePool {pool_name} selects this Model's pods on port {SERVER_PORT}; its endpoint picker "
-        f"is Service {ref['name']}:{ref['port']['number']}."))
+        f"is {picker}."))
 
 
 def _plan_download(

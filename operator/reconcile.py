@@ -10,7 +10,7 @@ from typing import Any
 
 from . import builders, names
 from .builders.download import FETCH_CONTAINER
-from .kube import Kube, KubeError
+from .kube import POOL_GROUPS, Kube, KubeError
 from .planning import POOL_CONDITION, Observed, merge_patch, plan
 from .progress import download_status, last_events
 from .settings import OperatorSettings
@@ -127,8 +127,12 @@ def observe(kube: Kube, model: dict[str, Any], settings: OperatorSettings) -> Ob
     if builders.wants_inference_pool(spec, settings) or any(
             c.get("type") == POOL_CONDITION for c in status.get("conditions") or []):
         observed.pools_served = kube.served("inferencepools")
+        if not observed.pools_served:
+            observed.pool_versions = kube.served_versions("inferencepools", POOL_GROUPS)
     if observed.pools_served:
         observed.inference_pool = kube.get("inferencepools", namespace, names.inference_pool_name(name))
+        if builders.wants_inference_pool(spec, settings):
+            observed.picker_down = _picker_down(kube, namespace, builders.endpoint_picker_name(model, settings))
     digest = builders.source_hash(spec)
     job_name = names.job_name(name, digest)
     if status.get("sourceHash") == digest:
@@ -142,6 +146,23 @@ def observe(kube: Kube, model: dict[str, Any], settings: OperatorSettings) -> Ob
     if observed.job is not None and _failed(observed.job):
         observed.job_error = last_events(_newest_fetch_log(kube, model, digest) or "").get("error")
     return observed
+
+
+def _picker_down(kube: Kube, namespace: str, service_name: str) -> str:
+    """Why the pool's endpoint picker cannot take a request, or "": its Service is absent, or
+    selects no Ready pod. (Its EndpointSlices would say the same, but need more RBAC; a Service
+    without a selector has hand-made endpoints, taken as up.)"""
+    service = kube.get("services", namespace, service_name)
+    if service is None:
+        return "does not exist"
+    selector = (service.get("spec") or {}).get("selector")
+    if not selector:
+        return ""
+    ready = [pod for pod in kube.list("pods", namespace, selector)
+             if not pod["metadata"].get("deletionTimestamp") and any(
+                 c.get("type") == "Ready" and c.get("status") == "True"
+                 for c in (pod.get("status") or {}).get("conditions") or [])]
+    return "" if ready else "has no ready pod"
 
 
 def _newest_fetch_log(kube: Kube, model: dict[str, Any], digest: str) -> str | None:

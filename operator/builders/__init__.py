@@ -1,6 +1,6 @@
 """Pure builders: a Model (a plain dict) in, a child manifest (a plain dict) out. No API calls."""
 from .events import build_event
-from .gateway import build_inference_pool, wants_inference_pool
+from .gateway import build_inference_pool, endpoint_picker_name, wants_inference_pool
 from .download import build_download_job, build_pvc, fetch_command, source_hash
 from .serving import build_api_key_secret, build_deployment, build_service, pod_selector, pod_spec_hash
 
@@ -12,6 +12,7 @@ __all__ = [
     "build_inference_pool",
     "build_pvc",
     "build_service",
+    "endpoint_picker_name",
     "fetch_command",
     "pod_selector",
     "pod_spec_hash",

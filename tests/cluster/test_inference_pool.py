@@ -68,7 +68,14 @@ def test_a_pool_valid_by_gaies_schema_and_collected_with_its_model(operator, kub
     # Asked again, then the Model goes: the garbage collector takes its pool.
     kubectl("patch", "model", name, "-n", MODELS_NAMESPACE, "--type", "merge", "-p", '{"spec": {"inferencePool": true}}')
     wait_until(lambda: kubectl.get(POOLS, name), TIMEOUT, "the pool again", on_timeout=lambda: operator.log()[-5000:])
-    assert pool_condition(kubectl, name)["status"] == "True"
+    # No endpoint picker runs for it here: a Gateway could not route to it, and the Model says so.
+    c = wait_until(lambda: (lambda c: c if c.get("reason") == "PickerUnavailable" else None)(
+        pool_condition(kubectl, name)), TIMEOUT, "the condition to say the picker is missing")
+    assert c["status"] == "False" and "pool-probe-epp:9002" in c["message"]
+    assert "does not exist" in c["message"]
+    # One Warning each time the Model asked for its pool (walk_pool's, then this one), not one a pass.
+    assert [e["type"] for e in kubectl.items("events") if e["involvedObject"]["name"] == name
+            and e["reason"] == "PickerUnavailable"] == ["Warning", "Warning"]
     kubectl("delete", "model", name, "-n", MODELS_NAMESPACE, "--wait=false")
     wait_until(lambda: kubectl.get(POOLS, name) is None, TIMEOUT, "the pool to be garbage-collected")
     assert operator.alive()

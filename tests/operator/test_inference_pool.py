@@ -95,3 +95,28 @@ def test_declined_deletes_its_own_pool_only(model, enabled, settings):
     result = run(observed(model, enabled, pools_served=True, inference_pool=pool), enabled)
     assert not [a for a in result.actions if a.resource == "inferencepools"]
     assert condition(result.status, "InferencePool")["reason"] == "NameConflict"
+
+
+def test_a_picker_that_cannot_take_requests_is_said_once_and_the_pool_stays(model, enabled):
+    pool = builders.build_inference_pool(model, enabled)
+    down = observed(model, enabled, pools_served=True, inference_pool=pool, picker_down="has no ready pod")
+    result = run(down, enabled)
+    assert not [a for a in result.actions if a.resource == "inferencepools"]  # kept as it is
+    c = condition(result.status, "InferencePool")
+    assert (c["status"], c["reason"]) == ("False", "PickerUnavailable")
+    assert "Service gaie-epp:9002" in c["message"] and "has no ready pod" in c["message"]
+    assert [e[:2] for e in result.events if e[0] == "Warning"] == [("Warning", "PickerUnavailable")]
+    assert result.status["phase"] == "Ready"  # the pods serve; only the Gateway's door is shut
+    model["status"] = result.status  # the next pass reads what this one wrote
+    assert not [e for e in run(down, enabled).events if e[1] == "PickerUnavailable"]  # said once
+    up = replace(down, picker_down="")
+    assert condition(run(up, enabled).status, "InferencePool")["reason"] == "Created"
+
+
+def test_only_an_older_crd_a_condition_that_names_it(model, enabled):
+    result = run(observed(model, enabled, pool_versions=["inference.networking.x-k8s.io/v1alpha2"]), enabled)
+    assert not [a for a in result.actions if a.resource == "inferencepools"]
+    c = condition(result.status, "InferencePool")
+    assert (c["status"], c["reason"]) == ("False", "UnsupportedCRDVersion")
+    assert "only as inference.networking.x-k8s.io/v1alpha2" in c["message"]
+    assert [e[:2] for e in result.events if e[0] == "Warning"] == [("Warning", "UnsupportedCRDVersion")]
