@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 PYTEST_ARGS ?=
 
-.PHONY: run test gateway-test fuzz mutation k8s clients bench bench-registry bench-inference bench-operator e2e clean
+.PHONY: run test gateway-test trainer-image-test fuzz mutation k8s clients bench bench-registry bench-inference bench-operator bench-router e2e clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -118,6 +118,14 @@ gateway-test: $(VENV)/.gateway-deps .cache/llama-cpp-python/.version k8s
 	MODELYARD_GATEWAY_TEST=1 MODELYARD_CACHE=$(MODELYARD_CACHE) $(PY) -m pytest \
 		tests/inference/test_picker_metrics.py tests/cluster/test_gateway_epp.py
 
+# The trainer image (the Dockerfile's `trainer` target: PyPI's CUDA torch, about 5.6 GB) built
+# with podman and run as a FineTune's Job on the generated llama model
+# (tests/images/test_trainer_image.py). Not part of `make test`: the build alone takes minutes.
+trainer-image-test: $(VENV)/.test-deps .cache/llama-cpp-python/.version
+	sh tools/image_tools.sh
+	MODELYARD_TRAINER_IMAGE_TEST=1 MODELYARD_CACHE=$(MODELYARD_CACHE) $(PY) -m pytest \
+		tests/images/test_trainer_image.py
+
 # A longer schemathesis run against /openapi.json than the one in `make test`.
 fuzz: $(VENV)/.test-deps .cache/llama-cpp-python/.version
 	MODELYARD_FUZZ_EXAMPLES=40 MODELYARD_FUZZ_MIN_CASES=2000 $(PY) -m pytest tests/api/test_fuzz.py
@@ -127,12 +135,27 @@ fuzz: $(VENV)/.test-deps .cache/llama-cpp-python/.version
 mutation: $(VENV)/.test-deps
 	$(PY) tests/support/mutation.py
 
+# 64 concurrent chats (OpenAI SSE, Ollama NDJSON, non-streamed) on one model for 10 minutes
+# against the real server: exits non-zero on any failed request or an RSS drift of 5% or more
+# (docs/benchmarks.md#soak). Not part of `make test`. SOAK_ARGS=--seconds 60 for a short one.
+.PHONY: soak
+SOAK_ARGS ?=
+soak: $(VENV)/.test-deps .cache/llama-cpp-python/.version
+	$(PY) bench/soak.py $(SOAK_ARGS)
+
 # Each benchmark compares Modelyard with its peers in one run; results go into
 # docs/benchmarks.md with the command that produced them.
-bench: bench-registry bench-inference bench-operator
+bench: bench-registry bench-inference bench-operator bench-router
 
 bench-registry: $(VENV)/.test-deps
 	$(PY) bench/registry_bench.py
+
+# Our LoRA trainer against a plain peft script (steps/s), and decoding with adapters against
+# without, one stream and 8 (docs/benchmarks.md#fine-tuning); needs the finetune extra.
+.PHONY: bench-finetune
+bench: bench-finetune
+bench-finetune: $(VENV)/.finetune-deps .cache/llama-cpp-python/.version
+	$(PY) bench/finetune_bench.py --threads $$(nproc)
 
 # Builds llama-server from the sdist's llama.cpp first (about 25 minutes on 2 cores, once).
 bench-inference: $(VENV)/.bench-deps .cache/llama-cpp-python/.version
@@ -141,6 +164,11 @@ bench-inference: $(VENV)/.bench-deps .cache/llama-cpp-python/.version
 
 bench-operator: $(VENV)/.test-deps
 	$(PY) bench/operator_bench.py --models 200
+
+# The router: overhead against a direct call, CHWBL against cache-unaware placement on three
+# real servers, scale from zero; prints the markdown tables of docs/benchmarks.md.
+bench-router: $(VENV)/.test-deps .cache/llama-cpp-python/.version
+	$(PY) bench/router_bench.py all
 
 # kind: a cluster, the images, the chart, a Model, one chat completion. Skips (and
 # passes) with a message where there is no Docker engine.

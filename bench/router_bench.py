@@ -21,6 +21,19 @@ most wait for a slot), in alternating rounds: time to first token (median) and t
 second per stream (median).
 
     .venv/bin/python bench/router_bench.py overhead [--rounds 3] [--streams 1 8 64]
+
+`cache`: three real servers on loopback (a 20 M-parameter generated model, one llama.cpp
+thread and a few slots each) behind the router, and many users at once, each with a long
+system prompt of its own and several turns: mean time to first token when the router places
+by CHWBL, by its least-loaded fallback alone, and by round robin (a balancer of this script's).
+
+`zero`: scale from zero with a process-spawning stand-in for the cluster: the router's
+scale-up starts a real `modelyard serve`, which joins as a ready pod once its /readyz answers;
+the first token through the router against the pod's own start and load time (and against a
+fresh pod's first request, called directly).
+
+`all` (`make bench-router`): overhead, cache and zero, printed as the markdown of
+docs/benchmarks.md with the machine's load average.
 """
 from __future__ import annotations
 
@@ -38,6 +51,8 @@ from pathlib import Path
 import httpx
 
 GTHREAD_THREADS = 64
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
 
 
 def free_port() -> int:
@@ -77,25 +92,53 @@ def run_pod(port: int) -> None:
 
 
 # ---- the two fronts -----------------------------------------------------------------------
-def run_asgi(port: int, upstream: str) -> None:
+def _pod(name: str, address: str) -> dict:
+    """A ready pod of Model m at `address` (host:port), as the router's pod watch sees it."""
+    host, _, pod_port = address.partition(":")
+    return {"metadata": {"name": name, "namespace": "b", "labels": {"app": "m"}},
+            "spec": {"containers": [{"ports": [{"name": "http", "containerPort": int(pod_port)}]}]},
+            "status": {"podIP": host, "conditions": [{"type": "Ready", "status": "True"}]}}
+
+
+def _model(replicas: int = 1) -> dict:
+    return {"metadata": {"name": "m", "namespace": "b", "generation": 1}, "spec": {"kind": "llm", "replicas": replicas},
+            "status": {"phase": "Ready", "selector": "app=m"}}
+
+
+PLACEMENTS = ("chwbl", "least-loaded", "round-robin")
+
+
+def run_asgi(port: int, upstream: str, placement: str = "chwbl") -> None:
+    """The router with Model m on the pods `upstream` names (comma-separated host:port); no
+    cluster: the state is fed directly. `placement`: the router's own (CHWBL on conversations),
+    its fallback alone (least-loaded: no conversation prefix), or round robin (the baseline: a
+    balancer of this benchmark's that takes the pods in turn)."""
+    from modelyard.server.router.balancer import Balancer
     from modelyard.server.router.cluster import Cluster
     from modelyard.server.router.main import client, serve_app
     from modelyard.server.router.settings import RouterSettings
 
+    class RoundRobin(Balancer):
+        def pick(self, key, exclude=()):
+            candidates = [e for e in self.endpoints if e not in set(exclude)]
+            self._turn += 1
+            return candidates[self._turn % len(candidates)] if candidates else None
+
     cluster = Cluster(256, 1.25)
-    cluster.replace("models", [{"metadata": {"name": "m", "namespace": "b"}, "spec": {"kind": "llm"},
-                                "status": {"phase": "Ready", "selector": "app=m"}}])
-    host, _, pod_port = upstream.partition(":")
-    cluster.replace("pods", [{"metadata": {"name": "p", "namespace": "b", "labels": {"app": "m"}},
-                              "spec": {"containers": [{"ports": [{"name": "http", "containerPort": int(pod_port)}]}]},
-                              "status": {"podIP": host, "conditions": [{"type": "Ready", "status": "True"}]}}])
+    cluster.replace("models", [_model()])
+    if placement == "round-robin":
+        for entry in cluster.models.values():
+            entry.balancer = RoundRobin()
+    cluster.replace("pods", [_pod(f"p{i}", a) for i, a in enumerate(upstream.split(","))])
+    prefix_chars = 0 if placement == "least-loaded" else 4096
 
     async def no_scale(namespace: str, name: str) -> None:
         raise RuntimeError("not in a cluster")
 
     async def main() -> None:
         async with client() as pods:
-            await serve_app(RouterSettings(host="127.0.0.1", port=port), cluster, pods, no_scale)
+            await serve_app(RouterSettings(host="127.0.0.1", port=port, prefix_chars=prefix_chars), cluster, pods,
+                            no_scale)
 
     asyncio.run(main())
 
@@ -133,8 +176,8 @@ def run_gthread(port: int, upstream: str) -> None:
 
 
 # ---- the measurement ------------------------------------------------------------------
-def _start(role: str, port: int, upstream: str = "") -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, __file__, "serve", role, str(port), upstream])
+def _start(role: str, port: int, upstream: str = "", *extra: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, __file__, "serve", role, str(port), upstream, *extra])
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
@@ -223,18 +266,20 @@ def idle(stream_counts: list[int]) -> list[dict]:
 NO_EOS = {"151643": -100, "151645": -100}  # qwen2's end tokens (tests/cluster/podservers.py)
 
 
-def _real_server(workdir: Path, parallel: int):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+def _real_server(workdir: Path, parallel: int, model: Path | None = None, context: int = 2048,
+                 threads: int | None = None, wait: bool = True):
+    """A real `modelyard serve` of `model` (default: the tests' pod model) as m, in a store of its own."""
     from cluster.podservers import make_pod_model
     from support.servers import Server
 
     from modelyard.server.registry.store import Store
 
     store = workdir / "store"
-    Store(store).register_path("m", make_pod_model(workdir / "model"), kind="llm",
-                               fields={"version": "1.0.0", "gguf": {"initContextSize": 2048}})
-    return Server(store, args=("--preload", "m", "--parallel", str(parallel)),
-                  log_path=workdir / "server.log").start(wait_ready=True, timeout=300)
+    Store(store).register_path("m", model or make_pod_model(), kind="llm",
+                               fields={"version": "1.0.0", "gguf": {"initContextSize": context}})
+    args = ("--preload", "m", "--parallel", str(parallel), *(("--threads", str(threads)) if threads else ()))
+    server = Server(store, args=args, log_path=workdir / "server.log")
+    return server.start(wait_ready=True, timeout=300) if wait else server
 
 
 async def _streams(url: str, count: int) -> tuple[float, float]:
@@ -287,6 +332,249 @@ def overhead(rounds: int, stream_counts: list[int]) -> list[dict]:
     return rows
 
 
+# ---- cache-aware placement against cache-unaware -------------------------------------------
+# A model big enough that a long prompt costs real time to evaluate (random weights, qwen2's
+# vocabulary and chat template): 12 layers of 384, about 20 M parameters besides the embedding.
+CHAT_SHAPE = {"n_embd": 384, "n_layer": 12, "n_head": 6, "n_head_kv": 2, "n_ff": 1024, "n_ctx_train": 8192,
+              "tied": True}
+# More users than a pod has slots, fewer than three pods have: where a conversation goes decides
+# whether its prefix is still in a slot.
+USERS, TURNS, SYSTEM_WORDS, SLOTS = 16, 6, 160, 8
+
+
+def chat_model() -> Path:
+    """The benchmark's chat model, made once and kept under MODELYARD_CACHE/test-models."""
+    import hashlib
+
+    from inference import modelgen
+
+    cache = Path(os.environ.get("MODELYARD_CACHE") or Path.home() / ".cache" / "modelyard") / "test-models"
+    digest = hashlib.sha256(Path(modelgen.__file__).read_bytes() + repr(CHAT_SHAPE).encode()).hexdigest()[:12]
+    path = cache / f"router-bench-qwen2-384x12-q8_0-{digest}.gguf"
+    if not path.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        partial = cache / f".{path.name}.{os.getpid()}.part"
+        modelgen.make_llama_gguf(partial, vocab="qwen2", shape=modelgen.LlamaShape(**CHAT_SHAPE), qtype="Q8_0")
+        os.replace(partial, path)
+    return path
+
+
+def _system_prompt(rng) -> str:
+    """A user's own long system prompt: made-up words, so no two users share a prefix."""
+    syllables = ["ka", "lo", "mi", "ren", "to", "sa", "vu", "pel", "dri", "on", "sha", "quo", "ber", "ti"]
+    words = ["".join(rng.choice(syllables) for _ in range(rng.randint(1, 3))) for _ in range(SYSTEM_WORDS)]
+    return "You are a helpful assistant. Your notes: " + " ".join(words) + "."
+
+
+async def _chat_turn(client: httpx.AsyncClient, url: str, messages: list) -> tuple[float, str, int, int]:
+    """One streamed turn: (ms to the first text, the answer, prompt tokens, cached prompt tokens)."""
+    body = {"model": "m", "messages": messages, "max_tokens": 8, "temperature": 0, "stream": True,
+            "stream_options": {"include_usage": True}, "logit_bias": NO_EOS}
+    started, first, text, usage = time.perf_counter(), None, [], {}
+    async with client.stream("POST", url + "/v1/chat/completions", json=body) as r:
+        r.raise_for_status()
+        async for line in r.aiter_lines():
+            if not line.startswith("data: {"):
+                continue
+            chunk = json.loads(line[6:])
+            usage = chunk.get("usage") or usage
+            for choice in chunk.get("choices") or []:
+                piece = (choice.get("delta") or {}).get("content")
+                if piece:
+                    first = first or time.perf_counter()
+                    text.append(piece)
+    ttft = ((first or time.perf_counter()) - started) * 1000
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
+    return ttft, "".join(text), usage.get("prompt_tokens", 0), cached
+
+
+async def _conversations(url: str, seed: int) -> list[tuple[float, int, int]]:
+    """USERS conversations at once, each TURNS turns one after another."""
+    import random
+
+    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=None)) as client:
+        async def user(i: int) -> list[tuple[float, int, int]]:
+            rng = random.Random(seed * 1000 + i)
+            messages = [{"role": "system", "content": _system_prompt(rng)}]
+            out = []
+            for turn in range(TURNS):
+                messages.append({"role": "user", "content": f"Question {turn + 1}: what comes next?"})
+                ttft, answer, prompt, cached = await _chat_turn(client, url, messages)
+                messages.append({"role": "assistant", "content": answer})
+                out.append((ttft, prompt, cached))
+            return out
+        per_user = await asyncio.gather(*[user(i) for i in range(USERS)])
+    return [turn for turns in per_user for turn in turns]
+
+
+def cache_aware() -> list[dict]:
+    """Three real servers (one llama.cpp thread each, SLOTS slots), the router in front, placing by
+    CHWBL or least-loaded (cache-unaware: in turn among equally loaded pods)."""
+    import tempfile
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        model = chat_model()
+        servers = []
+        try:
+            for i in range(3):
+                (Path(tmp) / f"pod{i}").mkdir()
+                servers.append(_real_server(Path(tmp) / f"pod{i}", parallel=SLOTS, model=model, context=8192,
+                                            threads=1))
+            upstream = ",".join(f"127.0.0.1:{s.port}" for s in servers)
+            for server in servers:  # the first request of a server pays one-off costs
+                asyncio.run(_chat_turn(httpx.AsyncClient(timeout=600), server.url,
+                                       [{"role": "user", "content": "warm up"}]))
+            for seed, placement in enumerate(("round-robin", "least-loaded", "chwbl")):
+                port = free_port()
+                front = _start("asgi", port, upstream, "--placement", placement)
+                try:
+                    turns = asyncio.run(_conversations(f"http://127.0.0.1:{port}", seed + 1))
+                finally:
+                    front.kill()
+                    front.wait()
+                ttfts = [t[0] for t in turns]
+                later = [t[0] for i, t in enumerate(turns) if i % TURNS]
+                row = {"placement": placement, "requests": len(turns), "mean_ttft_ms": round(statistics.mean(ttfts), 1),
+                       "p50_ttft_ms": round(statistics.median(ttfts), 1),
+                       "later_turns_mean_ttft_ms": round(statistics.mean(later), 1),
+                       "prompt_tokens": sum(t[1] for t in turns), "cached_tokens": sum(t[2] for t in turns)}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+        finally:
+            for server in servers:
+                server.stop()
+    return rows
+
+
+# ---- scale from zero -------------------------------------------------------------------------
+def run_zero(port: int, workdir: str) -> None:
+    """The router with Model m at zero replicas; its scale-up starts a real `modelyard serve` (a
+    process-spawning stand-in for the kubelet), whose pod becomes Ready when /readyz answers
+    200 (polled every 50 ms, as a readiness probe with a short period). The times go to
+    workdir/zero.json."""
+    from modelyard.server.router.cluster import Cluster
+    from modelyard.server.router.main import client, serve_app
+    from modelyard.server.router.settings import RouterSettings
+
+    cluster = Cluster(256, 1.25)
+    cluster.replace("models", [_model(replicas=0)])
+    cluster.replace("pods", [])
+    folder = Path(workdir)
+    # The pod's image and its cache volume: the store with the model, ready before the request.
+    server = _real_server(folder, parallel=4, model=chat_model(), context=8192, wait=False)
+
+    async def scale(namespace: str, name: str) -> None:
+        asyncio.get_running_loop().create_task(pod_comes_up())
+
+    async def pod_comes_up() -> None:
+        spawned = time.time()
+        await asyncio.to_thread(server.start)  # returns once gunicorn listens, the model loading
+        async with httpx.AsyncClient() as probe:
+            while (await probe.get(server.url + "/readyz")).status_code != 200:
+                await asyncio.sleep(0.05)
+        ready = time.time()
+        cluster.apply("pods", "ADDED", _pod("p0", f"127.0.0.1:{server.port}"))
+        (folder / "zero.json").write_text(json.dumps({"spawned": spawned, "ready": ready, "pgid": server.proc.pid}))
+
+    async def main() -> None:
+        async with client() as pods:
+            await serve_app(RouterSettings(host="127.0.0.1", port=port, ping_seconds=1.0), cluster, pods, scale)
+
+    asyncio.run(main())
+
+
+def _fresh_pod_first_token(workdir: Path) -> tuple[float, float]:
+    """(start + load, time to the first token of its first request) of a new server called
+    directly: what a pod costs before any router is involved."""
+    workdir.mkdir()
+    spawned = time.time()
+    server = _real_server(workdir, parallel=4, model=chat_model(), context=8192)
+    ready = time.time()
+    try:
+        ttft, _, _, _ = asyncio.run(_chat_turn(httpx.AsyncClient(timeout=600), server.url,
+                                               [{"role": "user", "content": "Wake up."}]))
+    finally:
+        server.stop()
+    return ready - spawned, ttft / 1000
+
+
+def scale_from_zero(runs: int = 3) -> list[dict]:
+    import signal
+    import tempfile
+
+    rows = []
+    chat_model()
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as tmp:
+            direct_load, direct_first = _fresh_pod_first_token(Path(tmp) / "direct")
+            port = free_port()
+            front = _start("zero", port, tmp)
+            timing: dict = {}
+            try:
+                sent = time.time()
+                ttft, _, _, _ = asyncio.run(_chat_turn(httpx.AsyncClient(timeout=600), f"http://127.0.0.1:{port}",
+                                                       [{"role": "user", "content": "Wake up."}]))
+                answered = sent + ttft / 1000
+                timing = json.loads((Path(tmp) / "zero.json").read_text())
+            finally:
+                front.kill()
+                front.wait()
+                if timing.get("pgid"):
+                    os.killpg(timing["pgid"], signal.SIGTERM)
+            start_load = timing["ready"] - timing["spawned"]
+            row = {"direct_start_and_load_s": round(direct_load, 2), "direct_first_token_s": round(direct_first, 2),
+                   "pod_start_and_load_s": round(start_load, 2), "first_token_s": round(answered - sent, 2),
+                   "beyond_start_and_load_s": round(answered - sent - start_load, 2)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
+# ---- all of it, as markdown -------------------------------------------------------------------
+def _table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
+    lines = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(row[key]) for key, _ in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def everything(rounds: int) -> str:
+    import datetime
+
+    load_before = os.getloadavg()
+    over = overhead(rounds, [1, 8, 64])
+    cache = cache_aware()
+    zero = scale_from_zero()
+    load_after = os.getloadavg()
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    by = {row["placement"]: row for row in cache}
+    ratio = by["round-robin"]["mean_ttft_ms"] / by["chwbl"]["mean_ttft_ms"]
+    return "\n\n".join([
+        f"`make bench-router` ({when}, {os.cpu_count()} cores; load average "
+        f"{' '.join(f'{x:.2f}' for x in load_before)} before, {' '.join(f'{x:.2f}' for x in load_after)} after)",
+        "Router overhead, a real server called directly and through the router (streamed chat, 64 tokens, "
+        f"median of {rounds} rounds):",
+        _table(over, [("streams", "streams"), ("direct_ttft_ms", "TTFT direct (ms)"),
+                      ("router_ttft_ms", "TTFT via router (ms)"), ("ttft_added_ms", "added (ms)"),
+                      ("direct_tok_s", "tok/s direct"), ("router_tok_s", "tok/s via router"),
+                      ("tok_s_ratio", "ratio")]),
+        f"Placement on 3 replicas (real servers, {SLOTS} slots and one llama.cpp thread each, a 20 M-parameter "
+        f"model; {USERS} users at once, each with its own ~{SYSTEM_WORDS}-word system prompt, {TURNS} turns "
+        "each, 8 tokens an answer):",
+        _table(cache, [("placement", "placement"), ("requests", "requests"), ("mean_ttft_ms", "mean TTFT (ms)"),
+                       ("p50_ttft_ms", "p50 (ms)"), ("later_turns_mean_ttft_ms", "turns 2+ mean (ms)"),
+                       ("prompt_tokens", "prompt tokens"), ("cached_tokens", "from the cache")]),
+        f"Mean TTFT, round robin / CHWBL: {ratio:.2f}x.",
+        "Scale from zero (process-spawning stand-in: the scale-up starts a real `modelyard serve`, Ready "
+        "on /readyz polled every 50 ms):",
+        _table(zero, [("direct_start_and_load_s", "a pod alone: start + load (s)"),
+                      ("direct_first_token_s", "its first request's first token (s)"),
+                      ("pod_start_and_load_s", "woken pod: start + load (s)"),
+                      ("first_token_s", "first token via router (s)"),
+                      ("beyond_start_and_load_s", "beyond start + load (s)")]),
+    ])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -295,17 +583,33 @@ def main(argv: list[str] | None = None) -> int:
     o = sub.add_parser("overhead", help="through the router against direct, on a real server")
     o.add_argument("--rounds", type=int, default=3)
     o.add_argument("--streams", type=int, nargs="+", default=[1, 8, 64])
+    sub.add_parser("cache", help="CHWBL against least-loaded and round robin on 3 real servers")
+    sub.add_parser("zero", help="scale from zero with a process-spawning stand-in")
+    a = sub.add_parser("all", help="overhead, cache and zero, printed as markdown for docs/benchmarks.md")
+    a.add_argument("--rounds", type=int, default=3)
     s = sub.add_parser("serve", help="(internal) one of the processes")
-    s.add_argument("role", choices=["pod", "asgi", "gthread"])
+    s.add_argument("role", choices=["pod", "asgi", "gthread", "zero"])
     s.add_argument("port", type=int)
     s.add_argument("upstream", nargs="?", default="")
+    s.add_argument("--placement", choices=PLACEMENTS, default="chwbl")
     args = parser.parse_args(argv)
     if args.command == "serve":
-        {"pod": lambda: run_pod(args.port), "asgi": lambda: run_asgi(args.port, args.upstream),
-         "gthread": lambda: run_gthread(args.port, args.upstream)}[args.role]()
+        {"pod": lambda: run_pod(args.port),
+         "asgi": lambda: run_asgi(args.port, args.upstream, args.placement),
+         "gthread": lambda: run_gthread(args.port, args.upstream),
+         "zero": lambda: run_zero(args.port, args.upstream)}[args.role]()
         return 0
     if args.command == "overhead":
         overhead(args.rounds, args.streams)
+        return 0
+    if args.command == "cache":
+        cache_aware()
+        return 0
+    if args.command == "zero":
+        scale_from_zero()
+        return 0
+    if args.command == "all":
+        print(everything(args.rounds))
         return 0
     idle(args.streams)
     return 0
