@@ -80,15 +80,20 @@ def test_an_httproute_per_model_from_the_gateway_to_its_pool(render):
     assert route["apiVersion"] == "gateway.networking.k8s.io/v1" and route["metadata"]["namespace"] == "team-a"
     assert route["spec"]["parentRefs"] == [{"group": "gateway.networking.k8s.io", "kind": "Gateway",
                                             "name": "inference-gateway", "namespace": "gateways"}]
-    [rule] = route["spec"]["rules"]
+    pooled, other = route["spec"]["rules"]
     # the body's model, copied into this header by the Gateway's body-based router
-    assert rule["matches"][0]["headers"] == [{"type": "Exact", "name": "X-Gateway-Model-Name",
-                                              "value": "llama-3.2-1b"}]
-    assert rule["backendRefs"] == [{"group": "inference.networking.k8s.io", "kind": "InferencePool",
-                                    "name": "llama-3-2-1b"}]
-    assert "timeouts" not in rule
+    header = [{"type": "Exact", "name": "X-Gateway-Model-Name", "value": "llama-3.2-1b"}]
+    # OpenAI's routes through the pool and its picker (the bodies its parser reads) ...
+    assert pooled["matches"] == [{"path": {"type": "PathPrefix", "value": p}, "headers": header}
+                                 for p in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")]
+    assert pooled["backendRefs"] == [{"group": "inference.networking.k8s.io", "kind": "InferencePool",
+                                      "name": "llama-3-2-1b"}]
+    # ... and the rest (Anthropic, Ollama) to the Model's own Service, past the picker
+    assert other["matches"] == [{"path": {"type": "PathPrefix", "value": "/"}, "headers": header}]
+    assert other["backendRefs"] == [{"kind": "Service", "name": names.service_name("llama-3.2-1b"), "port": 8083}]
+    assert "timeouts" not in pooled
     timed = by_kind(render(*gateway_args("--set", "gatewayInference.gateway.requestTimeout=300s")), "HTTPRoute")
-    assert timed[0]["spec"]["rules"][0]["timeouts"] == {"request": "300s"}
+    assert [r["timeouts"] for r in timed[0]["spec"]["rules"]] == [{"request": "300s"}] * 2
     # pickers without a Gateway: no route
     docs = render("--set-json", f"gatewayInference.models={json.dumps(MODELS)}")
     assert component(docs, "Deployment", "endpoint-picker") and not by_kind(docs, "HTTPRoute")

@@ -124,6 +124,18 @@ def test_it_names_one_of_the_models_pods(picker, pods):
         in endpoints(pods)
 
 
+def test_what_its_openai_parser_reads_and_refuses(picker, pods):
+    """GAIE v1.5.0's default parser knows OpenAI's paths by their suffix and takes any other path
+    for /v1/completions (a `prompt`): Ollama's generate passes, while Ollama's chat and Anthropic's
+    messages (no `prompt`) are refused with a 400 before any pod is picked. docs/kubernetes.md
+    says how the chart's HTTPRoute sends those past the picker."""
+    assert picker.pick({"model": MODEL, "prompt": "Once", "stream": False}, "/api/generate").endpoint in endpoints(pods)
+    for path, body in [("/api/chat", chat("Hi.", stream=False)), ("/v1/messages", chat("Hi.", max_tokens=3)),
+                       ("/api/embed", {"model": MODEL, "input": "Hi."})]:
+        picked = picker.pick(body, path)
+        assert picked.status == 400 and picked.endpoint is None, (path, picked)
+
+
 def test_a_long_prompt_goes_where_it_went_before(picker, pods):
     # Both pods idle: the first pick of each prompt is a tie that the picker breaks at random,
     # the second follows the prefix it recorded. Six prompts: by chance alone, 1 in 64.
