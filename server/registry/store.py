@@ -57,6 +57,9 @@ from modelyard.server.registry.errors import (  # noqa: F401  (re-exported: call
 )
 
 META = "model.json"
+# Marks a record that a pull or a create made for work not finished yet: a crash leaves it
+# behind, and the next start removes it (a failed or cancelled one is removed at once).
+PROVISIONAL = "provisional"
 
 
 def files_for(kind: str) -> dict[str, str]:
@@ -300,12 +303,13 @@ class Store:
         """A model's record for work that is about to fill it (a pull, a create): `fields`
         are set, `new` too when the model does not exist yet. Yields the view it had before
         (None when new). When the block fails, a model it created is removed again, so a
-        failed or cancelled pull or create leaves nothing behind."""
+        failed or cancelled pull or create leaves nothing behind; one that a crash cut short
+        is still marked PROVISIONAL, and recover() removes it."""
         try:
             before = self.get(fields["id"])
         except ModelNotFound:
             before = None
-        self.create({**(new or {}), **fields} if before is None else fields)
+        self.create({**(new or {}), **fields, PROVISIONAL: True} if before is None else fields)
         try:
             yield before
         except BaseException:
@@ -315,6 +319,14 @@ class Store:
                 except StoreError:
                     pass
             raise
+        if before is None:  # done: the record is the model's now
+            with self._id_locks[fields["id"]]:
+                try:
+                    meta = dict(self._read_meta(fields["id"]))
+                except ModelNotFound:
+                    return
+                meta.pop(PROVISIONAL, None)
+                self._write_meta(fields["id"], meta)
 
     def update(self, model_id: str, changes: dict) -> dict:
         """Change metadata fields (gguf, onnx, version) of an existing model."""
@@ -543,7 +555,8 @@ class Store:
 
     def recover(self) -> list[str]:
         """Finish commits a crash interrupted, and remove the partial and temporary files
-        it left behind. Returns what was removed.
+        it left behind, and the records of pulls and creates it cut short (PROVISIONAL).
+        Returns what was removed.
 
         Only for a writable store with no transfer running: it takes each model's lock.
         """
@@ -570,12 +583,20 @@ class Store:
                         else:
                             path.unlink(missing_ok=True)
                         removed.append(str(path))
-                    if not (folder / META).exists():
+                    if not (folder / META).exists() or self._provisional(folder):
                         shutil.rmtree(folder, ignore_errors=True)
                         removed.append(str(folder))
             except BlockingIOError:
                 continue  # a live `modelyard fetch` owns it
         return removed
+
+    @staticmethod
+    def _provisional(folder: Path) -> bool:
+        """A record whose pull or create a crash cut short (unreadable: not one of those)."""
+        try:
+            return json.loads((folder / META).read_bytes()).get(PROVISIONAL) is True
+        except (OSError, ValueError, AttributeError):
+            return False
 
     def check_writable(self) -> None:
         if self.read_only:
