@@ -1,5 +1,6 @@
-"""What the router knows of the cluster: the Models and their ready pods, kept from watch
-events (kube.py feeds them), and each Model's balancer. Pure state; the event loop owns it."""
+"""What the router knows of the cluster: the Models, their ready pods and the FineTunes whose
+adapters they serve, kept from watch events (kube.py feeds them), and each Model's balancer.
+Pure state; the event loop owns it."""
 from __future__ import annotations
 
 import asyncio
@@ -99,6 +100,7 @@ class Cluster:
         self.load_factor = load_factor
         self.models: dict[Key, Entry] = {}
         self.pods: dict[Key, Pod] = {}
+        self.finetunes: dict[Key, dict[str, Any]] = {}
         self._changed = asyncio.Event()
         self.synced = {"models": False, "pods": False}
 
@@ -106,7 +108,7 @@ class Cluster:
     def replace(self, kind: str, objects: list[dict[str, Any]], namespace: str | None = None) -> None:
         """A fresh list of one namespace (None: all), at start and after a watch broke: what
         is not in it is gone."""
-        known = self.models if kind == "models" else self.pods
+        known = {"models": self.models, "pods": self.pods, "finetunes": self.finetunes}[kind]
         keep = {_key(o) for o in objects}
         for key in [k for k in known if k not in keep and (namespace is None or k[0] == namespace)]:
             del known[key]
@@ -117,7 +119,12 @@ class Cluster:
 
     def apply(self, kind: str, event: str, obj: dict[str, Any], notify: bool = True) -> None:
         key = _key(obj)
-        if kind == "models":
+        if kind == "finetunes":
+            if event == "DELETED":
+                self.finetunes.pop(key, None)
+            else:
+                self.finetunes[key] = obj
+        elif kind == "models":
             if event == "DELETED":
                 self.models.pop(key, None)
             elif key in self.models:
@@ -152,8 +159,9 @@ class Cluster:
 
     def find(self, requested: str) -> Entry | None:
         """The Model a request names: its id, or its Ollama name (`tiny:latest` is `tiny`), or
-        the name of one of its adapters (`spec.adapters`: its pods serve the adapter on the
-        base). With several namespaces watched, the first namespace in order wins."""
+        the name of one of its adapters (its `spec.adapters`, or a FineTune's `status.adapter`
+        on it as `spec.baseModel`: its pods serve the adapter on the base). With several
+        namespaces watched, the first namespace in order wins."""
         wanted = {requested, names.to_id(requested), requested.lower(), names.to_id(requested).lower()}
         keys = sorted(self.models)
         for key in keys:
@@ -162,6 +170,11 @@ class Cluster:
         for key in keys:
             if wanted & set(self.models[key].adapters):
                 return self.models[key]
+        for (namespace, _), finetune in sorted(self.finetunes.items()):
+            adapter = (finetune.get("status") or {}).get("adapter")
+            base = (finetune.get("spec") or {}).get("baseModel")
+            if adapter in wanted and (namespace, base) in self.models:
+                return self.models[(namespace, base)]
         return None
 
     def entries(self) -> list[Entry]:

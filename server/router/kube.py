@@ -1,5 +1,6 @@
-"""The router's Kubernetes I/O: a watch of the Models and one of their server pods, each in a
-thread that feeds the event loop, and the scale patch that wakes a Model at zero replicas.
+"""The router's Kubernetes I/O: a watch of the Models, one of their server pods and one of the
+FineTunes (whose adapters the base Models' pods serve), each in a thread that feeds the event
+loop, and the scale patch that wakes a Model at zero replicas.
 
 The pods come from a watch (as the Inference Extension's endpoint picker reads them), not from
 EndpointSlices (the API server refuses loopback addresses there) and not from a lookup per
@@ -15,7 +16,7 @@ from typing import Any
 
 import kubernetes
 
-from modelyard.server.shared.facts import GROUP, LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGED_BY, PLURAL, VERSION
+from modelyard.server.shared.facts import GROUP, LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGED_BY, VERSION
 from modelyard.server.shared.kube import Kube, KubeError, load_api_client
 
 log = logging.getLogger(__name__)
@@ -25,13 +26,18 @@ log = logging.getLogger(__name__)
 POD_SELECTOR = f"{LABEL_COMPONENT}=server,{LABEL_MANAGED_BY}={MANAGED_BY}"
 _WATCH_SECONDS = 300  # the API server ends a watch after this; the thread watches again
 _RETRY_SECONDS = 1.0
+KINDS = ("models", "pods", "finetunes")
+# Kinds a cluster may not serve (the FineTune CRD not installed, or an older chart's RBAC
+# without it): looked for again this often, without a warning each time.
+OPTIONAL = {"finetunes"}
+_ABSENT_RETRY_SECONDS = 60.0
 
 # (kind, event or "LIST", object or list of objects, the watched namespace or None for all)
 Sink = Callable[[str, str, Any, "str | None"], None]
 
 
 class Watcher:
-    """Two watch threads (models, pods) of one namespace (None: all) that hand each event to
+    """Watch threads (models, pods, finetunes) of one namespace (None: all) that hand each event to
     `sink` on the event loop."""
 
     def __init__(self, namespace: str | None, loop: asyncio.AbstractEventLoop, sink: Sink,
@@ -45,7 +51,7 @@ class Watcher:
         self._watches: list[kubernetes.watch.Watch] = []
 
     def start(self) -> None:
-        for kind in ("models", "pods"):
+        for kind in KINDS:
             threading.Thread(target=self._run, args=(kind,), name=f"watch-{kind}-{self.namespace or 'all'}",
                              daemon=True).start()
 
@@ -59,6 +65,15 @@ class Watcher:
             try:
                 version = self._list(kind)
                 self._watch(kind, version)
+            except KubeError as exc:
+                if self._stop.is_set():
+                    return
+                if kind in OPTIONAL and exc.status in (403, 404):
+                    log.info("no %s to watch (%s); looking again in %g s", kind, exc, _ABSENT_RETRY_SECONDS)
+                    self._stop.wait(_ABSENT_RETRY_SECONDS)
+                    continue
+                log.warning("listing %s failed (%s); listing again", kind, exc)
+                self._stop.wait(_RETRY_SECONDS)
             except Exception as exc:  # the API server restarted, a 410 Gone, a dropped connection
                 if self._stop.is_set():
                     return
@@ -84,8 +99,8 @@ class Watcher:
             kwargs["label_selector"] = POD_SELECTOR
         else:
             custom = kubernetes.client.CustomObjectsApi(self.api_client)
-            func, args = ((custom.list_namespaced_custom_object, (GROUP, VERSION, self.namespace, PLURAL))
-                          if self.namespace else (custom.list_cluster_custom_object, (GROUP, VERSION, PLURAL)))
+            func, args = ((custom.list_namespaced_custom_object, (GROUP, VERSION, self.namespace, kind))
+                          if self.namespace else (custom.list_cluster_custom_object, (GROUP, VERSION, kind)))
         try:
             for event in w.stream(func, *args, **kwargs):
                 if self._stop.is_set():

@@ -22,6 +22,7 @@ from modelyard.server.shared.facts import GROUP, VERSION
 # client adds what it manages (operator/kube.py).
 RESOURCES: dict[str, tuple[str, str]] = {
     "models": (GROUP, VERSION),
+    "finetunes": (GROUP, VERSION),
     "pods": ("", "v1"),
 }
 _DISCOVERY_SECONDS = 60.0  # how long an answer of discovery is trusted

@@ -42,7 +42,7 @@ def test_the_router_runs_the_server_image_twice_behind_a_service_and_a_pdb(rende
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == account["metadata"]["name"] == "my-modelyard-router"
 
 
-def test_the_router_may_watch_models_and_pods_and_scale_models_nothing_else(render):
+def test_the_router_may_watch_models_finetunes_and_pods_and_scale_models_nothing_else(render):
     docs = render("--set", "watch.namespaces={team-a,team-b}")
     roles = component(docs, "Role", "router")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
@@ -51,6 +51,7 @@ def test_the_router_may_watch_models_and_pods_and_scale_models_nothing_else(rend
     assert granted == {
         ("modelyard.dev", "models", "list"), ("modelyard.dev", "models", "watch"),
         ("modelyard.dev", "models/scale", "patch"),
+        ("modelyard.dev", "finetunes", "list"), ("modelyard.dev", "finetunes", "watch"),
         ("", "pods", "list"), ("", "pods", "watch"),
     }
     for binding in component(docs, "RoleBinding", "router"):

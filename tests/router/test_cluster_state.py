@@ -92,3 +92,17 @@ def test_an_adapters_name_finds_its_base_model():
     assert c.find("tiny-sql").name == "tiny"
     assert c.find("tiny-sql:latest").name == "tiny"  # an Ollama name of it
     assert c.find("tiny-chat") is None
+
+
+def test_a_finetunes_adapter_finds_its_base_model():
+    c = Cluster(16, 1.25)
+    c.replace("models", [model()])
+    finetune = {"metadata": {"name": "ft", "namespace": "ai"}, "spec": {"baseModel": "tiny"},
+                "status": {"phase": "Succeeded", "adapter": "tiny-support"}}
+    c.replace("finetunes", [finetune])
+    assert c.find("tiny-support").name == "tiny"
+    c.apply("finetunes", "ADDED", {**finetune, "metadata": {"name": "elsewhere", "namespace": "other"},
+                                   "status": {"adapter": "lost"}})
+    assert c.find("lost") is None  # its base is not a Model of its namespace
+    c.apply("finetunes", "DELETED", finetune)
+    assert c.find("tiny-support") is None

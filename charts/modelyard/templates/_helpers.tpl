@@ -126,7 +126,7 @@ subresource. Nothing else.
 */}}
 {{- define "modelyard.routerRules" -}}
 - apiGroups: [modelyard.dev]
-  resources: [models]
+  resources: [models, finetunes]
   verbs: [list, watch]
 - apiGroups: [modelyard.dev]
   resources: [models/scale]
