@@ -75,6 +75,44 @@ def default_stream_errors() -> dict[str, StreamError]:
             NDJSON: lambda body, code, message: dumps({"error": message}) + b"\n"}
 
 
+GGUF_KINDS = ("llm", "vlm", "embed")
+
+
+@dataclass(frozen=True)
+class ClusterModel:
+    """A Model of a cluster as the cluster router's lists show it (from the resource's spec and
+    status, and the router's view of its pods): what a family's cluster list renders."""
+
+    name: str
+    kind: str = "llm"
+    version: str = ""
+    created_ms: int | None = None
+    total_size: int | None = None
+    sha256: str = ""
+    gguf: dict | None = None
+    onnx: dict | None = None
+    downloaded: bool = False  # its file is in the cache: a pod serves it now, or once scaled up
+    running: bool = False  # it has a ready pod
+    in_flight: int = 0  # the router's requests in flight to its pods
+
+    def record(self) -> dict[str, Any]:
+        """As a registry record (the fields the registry's public view reads)."""
+        meta: dict[str, Any] = {"id": self.name, "version": self.version, "kind": self.kind,
+                                "createdAt": self.created_ms}
+        if self.total_size is not None:
+            meta["totalSize"] = self.total_size
+        for section, value in (("gguf", self.gguf), ("onnx", self.onnx)):
+            if value is not None:
+                meta[section] = value
+        if self.sha256:
+            meta["files"] = {"model": {"sha256": self.sha256}}
+        return meta
+
+
+# (the cluster's Models, the request's query parameters) -> the body of a list route.
+ClusterList = Callable[[list[ClusterModel], dict[str, str]], Any]
+
+
 @dataclass(frozen=True)
 class Op:
     """One OpenAPI operation of a route."""
@@ -102,9 +140,9 @@ class Route:
     # router keeps one conversation on one pod (prefix-aware balancing); other routes go to
     # the least-loaded pod.
     conversation: bool = False
-    # The cluster router answers this route for the whole cluster from the Models' status
-    # instead of sending it to one Model's pods.
-    lists_models: bool = False
+    # The cluster router answers this route (GET) for the whole cluster from the Models'
+    # status with this renderer, instead of sending it to one Model's pods.
+    lists_models: ClusterList | None = None
     # The route answers as a stream (when asked): a request the cluster router holds while
     # its Model wakes up gets the family's keep-alive in that content type meanwhile.
     streams: Streams | None = None

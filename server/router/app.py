@@ -33,7 +33,7 @@ class _List:
         self.proxy = proxy
 
     async def on_get(self, req, resp) -> None:
-        resp.media = self.render(self.cluster.entries(), req.params)
+        resp.media = self.render(lists.views(self.cluster.entries()), req.params)
 
     async def on_post(self, req, resp) -> None:
         await self.proxy(req, resp)
@@ -80,9 +80,8 @@ def create_app(settings: RouterSettings, cluster: Cluster, client: httpx.AsyncCl
     use_for_responses(app)
     for family in families:
         for template, route in family.templates():
-            render = lists.RENDERERS.get((family.name, route.path))
-            if route.lists_models and render is not None:
-                app.add_route(template, _List(cluster, render, proxy))
+            if route.lists_models is not None:
+                app.add_route(template, _List(cluster, route.lists_models, proxy))
     app.add_route("/", _OllamaRoot())
     app.add_route("/healthz", _Health(cluster))
     app.add_route("/metrics", _Metrics(metrics))

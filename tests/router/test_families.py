@@ -50,3 +50,23 @@ def test_the_event_that_ends_a_broken_stream_is_each_apis():
     assert json.loads(silicon[6:]) == {"error": "gone", "done": True}
     assert json.loads(_broken("/api/chat", "application/x-ndjson")) == {"error": "gone"}
     assert _broken("/v1/chat/completions", "application/json") is None  # not a stream: it ends short
+
+
+def test_the_router_names_no_family():
+    """Issue 21's rule: what a family says lives in its folder; the router loops over the
+    declarations and neither names a family nor imports from a family's folder."""
+    import pkgutil
+    from pathlib import Path
+
+    import modelyard.server.api as api
+    import modelyard.server.router as router
+    from modelyard.server.api.families import API_FAMILIES
+
+    folders = [m.name for m in pkgutil.iter_modules(api.__path__) if m.ispkg]
+    assert "openai" in folders
+    for source in Path(router.__file__).parent.glob("*.py"):
+        text = source.read_text()
+        for family in API_FAMILIES:
+            assert f'"{family.name}"' not in text, (source.name, family.name)
+        for folder in folders:
+            assert f"modelyard.server.api.{folder}" not in text, (source.name, folder)

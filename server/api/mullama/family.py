@@ -3,8 +3,9 @@
 Mullama's {"error": {"message", "type", "code"}}."""
 from __future__ import annotations
 
-from modelyard.server.api.family import JSON, NDJSON, Context, Family, ModelIn, Op, Route
+from modelyard.server.api.family import GGUF_KINDS, JSON, NDJSON, ClusterModel, Context, Family, ModelIn, Op, Route
 from modelyard.server.api.mullama import schema as s
+from modelyard.server.api.mullama.catalogue import alias
 from modelyard.server.api.mullama.errors import ERROR_SCHEMA, error_body
 from modelyard.server.api.mullama.routes import resources
 from modelyard.server.http.routes import Guard
@@ -12,6 +13,15 @@ from modelyard.server.http.routes import Guard
 
 def _resources(ctx: Context) -> dict:
     return resources(ctx.dispatcher, ctx.settings, ctx.metrics)
+
+
+def _cluster_models(models: list[ClusterModel], query: dict) -> dict:
+    """The cluster router's /api/models; the path and parameter count are the pods' to know."""
+    return {"models": [{"alias": alias(m.name), "path": None, "parameters": None,
+                        "context_size": (m.gguf or {}).get("initContextSize"),
+                        "gpu_layers": int((m.gguf or {}).get("initGpuLayerSize") or 0), "is_default": False,
+                        "active_requests": m.in_flight, "loaded": m.running, "kind": m.kind}
+                       for m in models if m.downloaded and m.kind in GGUF_KINDS]}
 
 
 _NAME = ({"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
@@ -24,7 +34,7 @@ FAMILY = Family(
     error_schema=ERROR_SCHEMA,
     resources=_resources,
     routes=(
-        Route("/api/models", Guard.KEY, lists_models=True, ops=(
+        Route("/api/models", Guard.KEY, lists_models=_cluster_models, ops=(
             Op("get", "Every ready GGUF model, loaded or not", responses={200: {JSON: s.MullamaModelList}},
                errors=(401, 403)),)),
         Route("/api/models/{name}", Guard.KEY, model=_BY_NAME, ops=(

@@ -5,14 +5,17 @@ blobs). Its errors are `{"error": "..."}`. Mullama's daemon answers the same rou
 """
 from __future__ import annotations
 
-from modelyard.server.api.family import (JSON, MESSAGE_ERROR_SCHEMA, NDJSON, OCTETS, Context, Family, ModelIn, Op, Route, Streams,
-                                         message_error_body)
+from datetime import datetime, timezone
+
+from modelyard.server.api.family import (GGUF_KINDS, JSON, MESSAGE_ERROR_SCHEMA, NDJSON, OCTETS, ClusterModel, Context,
+                                         Family, ModelIn, Op, Route, Streams, message_error_body)
 from modelyard.server.api.ollama import schema as s
 from modelyard.server.api.ollama.embeddings import Embed, Embeddings
 from modelyard.server.api.ollama.generation import Chat, Generate
 from modelyard.server.api.ollama.models import Copy, Delete, Ps, Root, Show, Tags, Version
 from modelyard.server.api.ollama.transfers import Blob, Blobs, Create, Pull, Push
 from modelyard.server.http.routes import Guard
+from modelyard.server.shared import names
 
 def _resources(ctx: Context) -> dict:
     d, store, settings = ctx.dispatcher, ctx.store, ctx.settings
@@ -32,7 +35,37 @@ _STREAMED = {200: {JSON: _ANY, NDJSON: {"type": "string"}}}
 # Ollama's bodies name the model `model`; older clients send `name`.
 _MODEL = ModelIn(body=("model", "name"))
 _DIGEST = ({"name": "digest", "in": "path", "required": True, "schema": {"type": "string"},
-            "description": "sha256:<64 hex digits>"},)# Ollama's streams are NDJSON, on unless the body says `"stream": false`.
+            "description": "sha256:<64 hex digits>"},)
+
+
+def _cluster_entry(m: ClusterModel) -> dict:
+    """A Model in the cluster router's lists; `details` carry only what the Model says (the
+    GGUF header is the pods' to read)."""
+    name = names.to_name(m.name)
+    modified = datetime.fromtimestamp((m.created_ms or 0) / 1000, timezone.utc).isoformat().replace("+00:00", "Z")
+    return {"name": name, "model": name, "modified_at": modified, "size": m.total_size or 0, "digest": m.sha256,
+            "details": {"parent_model": "", "format": "gguf", "family": "", "families": None,
+                        "parameter_size": "", "quantization_level": ""}}
+
+
+def _cluster_tags(models: list[ClusterModel], query: dict) -> dict:
+    return {"models": [_cluster_entry(m) for m in models if m.downloaded and m.kind in GGUF_KINDS]}
+
+
+def _cluster_ps(models: list[ClusterModel], query: dict) -> dict:
+    running, procs = [], []
+    for m in models:
+        if not m.running or m.kind not in GGUF_KINDS:
+            continue
+        entry = _cluster_entry(m)
+        entry.update({"expires_at": "2318-01-01T00:00:00Z", "size_vram": 0,
+                      "context_length": (m.gguf or {}).get("initContextSize") or 0})
+        running.append(entry)
+        procs.append({"name": entry["name"], "status": "running", "pid": None})
+    return {"models": running, "running": procs}
+
+
+# Ollama's streams are NDJSON, on unless the body says `"stream": false`.
 _NDJSON_STREAM = Streams(NDJSON, default=True)
 FAMILY = Family(
     name="ollama",
@@ -50,7 +83,7 @@ FAMILY = Family(
             Op("get", "The server's version", responses={200: {JSON: {
                 "type": "object", "required": ["version"], "properties": {"version": {"type": "string"}}}}},
                errors=(401, 403)),)),
-        Route("/api/tags", Guard.KEY, lists_models=True, ops=(
+        Route("/api/tags", Guard.KEY, lists_models=_cluster_tags, ops=(
             Op("get", "The models", responses={200: _MODELS}, errors=(401, 403)),)),
         Route("/api/show", Guard.KEY, model=ModelIn(body=("model", "name"), query="name"), ops=(
             Op("get", "A model's details (the Ollama Toolkit's form)", responses={200: {JSON: _ANY}},
@@ -58,7 +91,7 @@ FAMILY = Family(
                errors=(400, 401, 403, 404)),
             Op("post", "A model's details, template, parameters and GGUF metadata", body=s.ShowBody,
                responses={200: {JSON: _ANY}}, errors=(400, 401, 403, 404, 413)))),
-        Route("/api/ps", Guard.KEY, lists_models=True, ops=(
+        Route("/api/ps", Guard.KEY, lists_models=_cluster_ps, ops=(
             Op("get", "The loaded models", responses={200: _MODELS}, errors=(401, 403)),)),
         Route("/api/copy", Guard.KEY, model=ModelIn(body=("source",)), ops=(
             Op("post", "A second name for a model's file (no bytes copied)", body=s.CopyBody,

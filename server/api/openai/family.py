@@ -1,7 +1,8 @@
 """The OpenAI API's declaration: at /v1 and at /mimik-ai/openai/v1 (mimOE's path)."""
 from __future__ import annotations
 
-from modelyard.server.api.family import JSON, SSE, Context, Family, ModelIn, Op, Route, Streams, model_param
+from modelyard.server.api.family import JSON, SSE, ClusterModel, Context, Family, ModelIn, Op, Route, Streams, model_param
+from modelyard.server.api.openai.format import model_entry
 from modelyard.server.api.openai import routes as r
 from modelyard.server.api.openai import schema as s
 from modelyard.server.http import sse
@@ -43,6 +44,11 @@ def _resources(ctx: Context) -> dict:
     }
 
 
+def _cluster_models(models: list[ClusterModel], query: dict) -> dict:
+    """The cluster router's /v1/models: every Model whose file is in its cache."""
+    return {"object": "list", "data": [model_entry(m.name, m.created_ms) for m in models if m.downloaded]}
+
+
 _MODEL = ModelIn(body=("model",))
 FAMILY = Family(
     name="openai",
@@ -64,7 +70,7 @@ FAMILY = Family(
         Route("/embeddings", Guard.KEY, model=_MODEL, ops=(
             Op("post", "Embeddings", body=s.EmbeddingBody, responses={200: {JSON: s.EmbeddingList}},
                errors=(400, 401, 403, 404, 413, 503)),)),
-        Route("/models", Guard.KEY, model=_MODEL, lists_models=True, ops=(
+        Route("/models", Guard.KEY, model=_MODEL, lists_models=_cluster_models, ops=(
             Op("get", "The loaded models", responses={200: {JSON: s.ModelEntryList}}, errors=(401, 403)),
             Op("post", "Load a model now", body=s.LoadModelBody, responses={200: {JSON: s.ModelEntry}},
                errors=(400, 401, 403, 404, 413, 500)))),

@@ -6,12 +6,15 @@ each find theirs.
 """
 from __future__ import annotations
 
-from modelyard.server.api.family import JSON, SSE, Context, Family, ModelIn, Op, Route, Streams, default_stream_errors
+from modelyard.server.api.family import (JSON, SSE, ClusterModel, Context, Family, ModelIn, Op, Route, Streams,
+                                         default_stream_errors)
 from modelyard.server.api.silicon import finetune, routes
 from modelyard.server.api.silicon import schema as s
+from modelyard.server.api.silicon.engine import model_entry
 from modelyard.server.finetune.errors import FinetuneError
 from modelyard.server.http import sse
 from modelyard.server.http.routes import Guard
+from modelyard.server.registry.store import public_view
 
 ERROR_SCHEMA = {"type": "object", "required": ["error", "detail"], "properties": {
     "error": {"type": "string"}, "detail": {"type": "string"}}}
@@ -24,6 +27,12 @@ def error_body(code: int, message: str, kind: str | None = None) -> dict:
 def _resources(ctx: Context) -> dict:
     return {**routes.resources(ctx.store, ctx.dispatcher, ctx.settings),
             **finetune.resources(ctx.store, ctx.settings)}
+
+
+def _cluster_models(models: list[ClusterModel], query: dict) -> list[dict]:
+    """The cluster router's /api/engine/models: the GGUF Models (ONNX is KServe's)."""
+    views = [(public_view(m.record(), m.downloaded), m.running) for m in models]
+    return [model_entry(view, {}, None, running) for view, running in views if view["kind"] != "onnx"]
 
 
 _MODEL = ModelIn(body=("model_id",))
@@ -41,7 +50,7 @@ FAMILY = Family(
     # Its chat's last event says `done`, so a broken one ends as the engine's own error does.
     stream_errors={**default_stream_errors(), SSE: lambda body, code, message: sse.frame({"error": message, "done": True})},
     routes=(
-        Route("/models", Guard.KEY, lists_models=True, ops=(
+        Route("/models", Guard.KEY, lists_models=_cluster_models, ops=(
             Op("get", "Every model: status, download progress, path, size",
                responses={200: {JSON: s.SiliconModelListOut}}, errors=(401, 403)),)),
         Route("/models/download", Guard.KEY, ops=(

@@ -3,17 +3,27 @@ clients written for mimOE. Reads are open; changes need the key, and a wrong key
 as the registry's document says."""
 from __future__ import annotations
 
-from modelyard.server.api.family import JSON, OCTETS, SSE, Context, Family, ModelIn, Op, Route
+from modelyard.server.api.family import JSON, OCTETS, SSE, ClusterModel, Context, Family, ModelIn, Op, Route
 from modelyard.server.api.store import schema as s
 from modelyard.server.api.store.download import Download
 from modelyard.server.api.store.models import BadModelPath, Model, Models, Upload, schema_error
 from modelyard.server.http.routes import Guard
+from modelyard.server.registry.store import public_view
 
 
 def _resources(ctx: Context) -> dict:
     return {"/models": Models(ctx.store, ctx.settings), "/models/{model_id}": Model(ctx.store),
             "/models/{model_id}/upload": Upload(ctx.store, ctx.settings),
             "/models/{model_id}/download": Download(ctx.store, ctx.settings)}
+
+
+def _cluster_models(models: list[ClusterModel], query: dict) -> dict:
+    """The cluster router's /store/v1/models, with the registry's kind and ready filters."""
+    kind, ready = query.get("kind"), query.get("ready")
+    ready_wanted = None if ready is None else ready.lower() in ("1", "true", "yes")
+    views = [public_view(m.record(), m.downloaded) for m in models]
+    return {"data": [v for v in views if (kind is None or v["kind"] == kind)
+                     and (ready_wanted is None or v["readyToUse"] == ready_wanted)]}
 
 
 _BY_ID = ModelIn(path="model_id")
@@ -30,7 +40,7 @@ FAMILY = Family(
     # An id with '/' in it (as a traversal has) matches no route: a 400 that says why.
     sinks=tuple((f"{prefix}/models/", BadModelPath) for prefix in PREFIXES),
     routes=(
-        Route("/models", Guard.WRITES, model=ModelIn(body=("id",)), lists_models=True, ops=(
+        Route("/models", Guard.WRITES, model=ModelIn(body=("id",)), lists_models=_cluster_models, ops=(
             Op("get", "List models", responses={200: {JSON: s.ModelList}}, errors=(400,), params=(
                 {"name": "kind", "in": "query", "schema": {"type": "string", "enum": list(s.LISTED_KINDS)}},
                 {"name": "ready", "in": "query", "schema": {"type": "string", "enum": ["true", "false", "1", "0"]}})),
