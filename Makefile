@@ -165,7 +165,7 @@ bench-inference: $(VENV)/.bench-deps .cache/llama-cpp-python/.version
 bench-operator: $(VENV)/.test-deps
 	$(PY) bench/operator_bench.py --models 200
 
-# The router: overhead against a direct call, CHWBL against cache-unaware placement on three
+# The router: overhead against a direct call, CHWBL against round robin and least-loaded on three
 # real servers, scale from zero; prints the markdown tables of docs/benchmarks.md.
 bench-router: $(VENV)/.test-deps .cache/llama-cpp-python/.version
 	$(PY) bench/router_bench.py all
