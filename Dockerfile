@@ -4,6 +4,8 @@
 #   docker build --target server      -t modelyard-server .       # `modelyard fetch` and `modelyard serve`
 #   docker build --target server-cuda -t modelyard-server:cuda .  # the same, llama.cpp built with CUDA
 #   docker build --target operator    -t modelyard-operator .     # `modelyard operator`, no llama.cpp
+#   docker build --target trainer     -t modelyard-trainer .      # `modelyard train` (a FineTune's Job):
+#                                                                 # torch, transformers, peft; no llama.cpp
 # All run as uid 10001, so the pods' runAsNonRoot holds.
 #
 # The variants are separate targets, not a build argument that names a stage: the
@@ -43,7 +45,8 @@ COPY pyproject.toml /src/
 RUN python3 -c "import tomllib; p = tomllib.load(open('/src/pyproject.toml', 'rb'))['project']; \
 extra = p['optional-dependencies']; \
 open('/server.txt', 'w').write('\n'.join(p['dependencies'] + extra['engines']) + '\n'); \
-open('/operator.txt', 'w').write('\n'.join(p['dependencies'] + extra['operator']) + '\n')"
+open('/operator.txt', 'w').write('\n'.join(p['dependencies'] + extra['operator']) + '\n'); \
+open('/trainer.txt', 'w').write('\n'.join(p['dependencies'] + extra['finetune']) + '\n')"
 
 # ---- bases: the build and run images of each variant share the Python path, so
 # ---- the virtualenv built in one runs in the other.
@@ -138,3 +141,30 @@ USER 10001:10001
 EXPOSE 8080
 ENTRYPOINT ["modelyard"]
 CMD ["operator", "--help"]
+
+# ---- the trainer: `modelyard train` with the finetune extra (torch, transformers, peft), which
+# ---- the server image never carries. No llama.cpp: the trainer reads GGUF with transformers
+# ---- and writes the adapter with the gguf package.
+# PyPI's torch is its CUDA build (about 5.6 GB with the nvidia-* wheels): it trains on a GPU
+# node with only the NVIDIA driver there, and on CPU elsewhere. TORCH_INDEX_URL (for example
+# https://download.pytorch.org/whl/cpu) takes torch from another index: a CPU-only image of
+# about a tenth of the size.
+FROM ${PYTHON_IMAGE} AS trainer-build
+ARG TORCH_INDEX_URL=""
+RUN python3 -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY --from=requirements /trainer.txt /tmp/requirements.txt
+RUN pip install ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} -r /tmp/requirements.txt
+COPY pyproject.toml README.m[d] ./
+COPY server ./server
+COPY operator ./operator
+RUN pip install --no-deps .
+
+FROM ${PYTHON_IMAGE} AS trainer
+COPY --from=trainer-build /opt/venv /opt/venv
+RUN useradd --uid 10001 --user-group --no-create-home --home-dir /tmp modelyard
+ENV PATH=/opt/venv/bin:$PATH HOME=/tmp HF_HOME=/tmp/hf HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+USER 10001:10001
+ENTRYPOINT ["modelyard"]
+CMD ["train", "--help"]
