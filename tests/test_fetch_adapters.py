@@ -10,12 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
 from modelyard.server.finetune import lora_gguf
 from modelyard.server.registry.store import Store
 from support.hubs import FileHub
+from support.servers import Server
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "inference"))
 import modelgen  # noqa: E402
@@ -70,6 +72,17 @@ def test_adapters_fetched_checked_registered_and_dropped(files, tmp_path):
             assert view["kind"] == "adapter" and view["readyToUse"] is True
             assert meta["adapter"] == {"base": "m", "origin": "spec.adapters", "rank": rank, "alpha": 8.0}
         assert sorted(s.adapters_of("m")) == ["mine", "sql"]
+
+        # A pod's server (`serve --preload m`, as the operator starts it) serves each by its name.
+        server = Server(store, api_key="k", args=("--preload", "m", "--threads", "1"),
+                        log_path=tmp_path / "serve.log").start(wait_ready=True)
+        try:
+            for name in ("sql", "mine"):
+                r = httpx.post(f"{server.url}/v1/completions", headers={"Authorization": "Bearer k"},
+                               json={"model": name, "prompt": "Hello", "max_tokens": 2}, timeout=60)
+                assert r.status_code == 200 and r.json()["model"] == name, r.text
+        finally:
+            server.stop()
 
         # Run again with one adapter fewer: nothing downloaded again, the dropped one removed.
         gets = len(hub.log)
