@@ -8,7 +8,7 @@ from . import names
 from .builders.training import TRAINER_CONTAINER, trainer_labels
 from .kube import Kube, KubeError
 from .planning import merge_patch
-from .reconcile import Context, _execute, _now, _owned_by
+from .reconcile import Context, _execute, _now, _owned_by, owner_of
 from .training import FINISHED, TrainingObserved, last_training_events, plan_training
 
 _LOG_TAIL = 20
@@ -46,7 +46,21 @@ def observe(kube: Kube, finetune: dict[str, Any]) -> TrainingObserved:
         observed.log = last_training_events(log) if log else {}
     elif (finetune.get("status") or {}).get("phase") not in FINISHED and spec.get("baseModel"):
         observed.base = kube.get("models", namespace, spec["baseModel"])
+        if observed.base is not None:
+            observed.training_before = _training_on(kube, namespace, spec["baseModel"])
     return observed
+
+
+def _training_on(kube: Kube, namespace: str, base: str) -> str | None:
+    """The FineTune whose trainer Job on this base has not finished yet, if any."""
+    jobs = kube.list("jobs", namespace, {names.LABEL_BASE_MODEL: names.base_name(base),
+                                         names.LABEL_COMPONENT: "trainer"})
+    for job in sorted(jobs, key=lambda j: j["metadata"].get("creationTimestamp") or ""):
+        done = any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+                   for c in (job.get("status") or {}).get("conditions") or [])
+        if not done:
+            return (owner_of(job, names.FINETUNE_KIND) or ("", job["metadata"]["name"]))[1]
+    return None
 
 
 def _newest_trainer_log(kube: Kube, finetune: dict[str, Any]) -> str | None:

@@ -92,6 +92,7 @@ def endpoint(model_name: str, namespace: str, port: int) -> str:
 FINETUNE_KIND = "FineTune"
 FINETUNE_PLURAL = "finetunes"
 LABEL_FINETUNE = f"{GROUP}/finetune"  # the FineTune's base name, on its Job and pod
+LABEL_BASE_MODEL = f"{GROUP}/base-model"  # the base Model's base name, on a trainer Job and pod
 
 
 def trainer_job_name(finetune_name: str) -> str:

@@ -30,6 +30,9 @@ class TrainingObserved:
     base: dict[str, Any] | None = None  # the base Model, None when absent
     job: dict[str, Any] | None = None
     log: dict[str, Any] = field(default_factory=dict)  # last_training_events of the trainer's log
+    # Another FineTune whose trainer Job on the same base has not finished: one trainer writes
+    # into a base's cache at a time (the store's fine-tuning jobs are one process's).
+    training_before: str | None = None
 
 
 def last_training_events(log_text: str) -> dict[str, Any]:
@@ -114,6 +117,10 @@ def _plan_start(observed: TrainingObserved, settings: OperatorSettings, status: 
     if downloaded.get("status") != "True":
         status.set("Pending", "BaseNotReady", f"Waiting for Model {base_name} to be downloaded "
                    f"(its phase is {(base.get('status') or {}).get('phase') or 'unknown'}).", warn=True)
+        return status.plan([])
+    if observed.training_before:
+        status.set("Pending", "Queued", f"FineTune {observed.training_before} is training on Model "
+                   f"{base_name}; this one starts when it ends.")
         return status.plan([])
     job = build_trainer_job(finetune, base, settings)
     status.new["jobName"] = job["metadata"]["name"]

@@ -52,6 +52,7 @@ def trainer_labels(finetune: dict[str, Any]) -> dict[str, str]:
         names.LABEL_COMPONENT: "trainer",
         names.LABEL_MANAGED_BY: names.MANAGED_BY,
         names.LABEL_FINETUNE: base,
+        names.LABEL_BASE_MODEL: names.base_name(finetune["spec"]["baseModel"]),
     }
 
 

@@ -87,14 +87,19 @@ async def test_the_life_of_a_finetune(operator, kubectl):
     status = await status_where(kubectl, "sql-lora", "step 2", lambda s: s.get("step") == 2)
     assert (status["totalSteps"], status["progress"], status["loss"], status["epoch"]) == (8, "25%", 2.25, 1)
 
+    # A second FineTune on the same base queues: one trainer writes into a base's cache at a time.
+    await kubectl.create("finetunes", finetune("bad-lora", adapterName="bad", resources={}))
+    await status_where(kubectl, "bad-lora", "Queued", lambda s: s.get("conditions", [{}])[0].get("reason") == "Queued")
+    assert await kubectl.get("jobs", "bad-lora-train") is None
+
     # 4. The Job completes: Succeeded, 100%.
     await kubectl.finish_job("sql-lora-train")
     status = await status_where(kubectl, "sql-lora", "Succeeded", lambda s: s.get("phase") == "Succeeded")
     assert status["progress"] == "100%" and status["step"] == 8
     assert status["conditions"][0]["status"] == "True" and "sql-lora" in status["conditions"][0]["message"]
 
-    # 5. A run whose trainer fails: Failed, with the trainer's own error in the status and a Warning.
-    await kubectl.create("finetunes", finetune("bad-lora", adapterName="bad", resources={}))
+    # 5. The queued run starts; its trainer fails: Failed, with the trainer's own error in the
+    # status and a Warning.
     job = await eventually(lambda: kubectl.get("jobs", "bad-lora-train"), what="the second trainer Job")
     assert "nvidia.com/gpu" not in json.dumps(job["spec"]["template"]["spec"]["containers"][0]["resources"])
     assert "tolerations" not in job["spec"]["template"]["spec"]  # a CPU run: no GPU defaults

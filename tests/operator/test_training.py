@@ -50,3 +50,14 @@ def test_the_log_tail_reading():
            '{"step": 2, "totalSteps": 4, "epoch": 1, "loss": 2.5}\n{"step": 3, "totalS')
     assert last_training_events(log) == {"step": 2, "totalSteps": 4, "epoch": 1, "loss": 2.5}
     assert last_training_events('{"error": {"message": "no"}}\n') == {"error": "no"}
+
+
+def test_one_trainer_per_base_the_next_queues(settings):
+    observed = TrainingObserved(FT, base=downloaded(make_model()), training_before="other-lora")
+    queued = plan_training(observed, settings, now=NOW)
+    assert queued.actions == [] and queued.status["phase"] == "Pending"
+    assert queued.events == [("Normal", "Queued", "FineTune other-lora is training on Model smollm2-360m; "
+                                                  "this one starts when it ends.")]
+    observed.training_before = None
+    [create] = plan_training(observed, settings, now=NOW).actions
+    assert create.body["metadata"]["labels"]["modelyard.dev/base-model"] == "smollm2-360m"
