@@ -23,22 +23,23 @@ from modelyard.server.shared.facts import ADAPTER_KIND, GENERATIVE_KINDS
 
 
 
-def fit_tokens(n_prompt: int, max_tokens: int | None, n_ctx: int) -> int:
-    """How many tokens may be generated, or a 400 that gives the numbers."""
+def fit_tokens(n_prompt: int, max_tokens: int | None, n_ctx: int, why: str = "") -> int:
+    """How many tokens may be generated, or a 400 that gives the numbers (and `why` the
+    model has this context, when another API's load request chose it)."""
     if n_prompt + (max_tokens or 1) > n_ctx:
         if max_tokens:
             raise BadRequest(
                 f"This model's context is {n_ctx} tokens per request, but the prompt has {n_prompt} "
                 f"tokens and max_tokens asks for {max_tokens} more ({n_prompt + max_tokens} in all). "
-                "Shorten the prompt, lower max_tokens, or raise the model's gguf.initContextSize.")
+                "Shorten the prompt, lower max_tokens, or raise the model's gguf.initContextSize." + why)
         raise BadRequest(
             f"This model's context is {n_ctx} tokens per request, but the prompt has {n_prompt} "
             "tokens, which leaves no room for an answer. Shorten the prompt or raise the model's "
-            "gguf.initContextSize.")
+            "gguf.initContextSize." + why)
     return max_tokens or (n_ctx - n_prompt)
 
 
-def check_prompt_length(n_chars: int, n_ctx: int, max_piece: int, what: str = "The prompt") -> None:
+def check_prompt_length(n_chars: int, n_ctx: int, max_piece: int, what: str = "The prompt", why: str = "") -> None:
     """A 400 for a text that cannot fit in `n_ctx` tokens, decided from its length alone: a
     token stands for at most `max_piece` bytes, and a text has at least as many bytes as
     characters. Refusing here spares tokenizing megabytes only to count them."""
@@ -47,7 +48,7 @@ def check_prompt_length(n_chars: int, n_ctx: int, max_piece: int, what: str = "T
         raise BadRequest(
             f"{what} is {n_chars} characters long; this model's context of {n_ctx} tokens holds at "
             f"most {limit} (a token of its vocabulary stands for at most {max_piece} bytes). "
-            "Shorten it, or raise the model's gguf.initContextSize.")
+            "Shorten it, or raise the model's gguf.initContextSize." + why)
 
 
 def _text_length(messages: list[dict]) -> int:
@@ -122,8 +123,14 @@ class Dispatcher:
 
     def tokenize(self, loaded, text: str, add_special: bool, parse_special: bool = True) -> list[int]:
         """A generative model's tokens of `text`, refused by length first when it cannot fit."""
-        check_prompt_length(len(text), loaded.engine.n_ctx_slot, loaded.model.max_piece_bytes)
+        check_prompt_length(len(text), loaded.engine.n_ctx_slot, loaded.model.max_piece_bytes,
+                            why=self.why_settings(loaded))
         return loaded.model.tokenize(text, add_special=add_special, parse_special=parse_special)
+
+    def why_settings(self, loaded) -> str:
+        """A sentence for a context error when another API's load request chose the context."""
+        serving = self.manager.serving(loaded.id)
+        return serving.why() if serving is not None else ""
 
     @staticmethod
     def prompt_byte_limit(loaded) -> int:
@@ -135,7 +142,7 @@ class Dispatcher:
     def chat(self, req: ChatRequest) -> ChatJob:
         loaded, tokens, media, gbnf, use_tools, forced, adapters = self._chat_prompt(req)
         group = Group()
-        self._start(loaded.engine, tokens, req, gbnf, group, media, adapters)
+        self._start(loaded, tokens, req, gbnf, group, media, adapters)
         return ChatJob(loaded, group, frozenset(t["function"]["name"] for t in req.tools or []),
                        parse_tools=use_tools, forced_tool=forced is not None)
 
@@ -155,7 +162,8 @@ class Dispatcher:
         elif use_tools and isinstance(req.tool_choice, dict):
             forced = req.tool_choice["name"]
         n_ctx, max_piece = loaded.engine.n_ctx_slot, model.max_piece_bytes
-        check_prompt_length(_text_length(req.messages), n_ctx, max_piece, "The conversation")
+        why = self.why_settings(loaded)
+        check_prompt_length(_text_length(req.messages), n_ctx, max_piece, "The conversation", why)
         try:
             prompt = format_chat(req.messages, hint=(loaded.meta.get("gguf") or {}).get("chatTemplateHint"),
                                  gguf_template=model.chat_template,
@@ -163,7 +171,7 @@ class Dispatcher:
                                  tools=req.tools if use_tools else None)
         except TemplateError as exc:
             raise BadRequest(str(exc)) from None
-        check_prompt_length(len(prompt.text), n_ctx, max_piece)
+        check_prompt_length(len(prompt.text), n_ctx, max_piece, why=why)
         try:
             if forced is not None:
                 gbnf = grammar.for_tool_call(req.tools, forced or None)
@@ -203,7 +211,7 @@ class Dispatcher:
                     if bad:
                         raise BadRequest(f"token id {bad[0]} is outside the vocabulary (0..{model.n_vocab - 1})")
                     tokens, text = list(p), model.detokenize(p)
-                self._start(loaded.engine, tokens, req, None, group, adapters=adapters)
+                self._start(loaded, tokens, req, None, group, adapters=adapters)
                 prompts += [text] * req.n
         except Exception:
             group.close()
@@ -212,7 +220,7 @@ class Dispatcher:
 
     # ---- shared ----------------------------------------------------------------------
 
-    def _start(self, engine, tokens: list[int], req, gbnf: str | None, group: Group,
+    def _start(self, loaded, tokens: list[int], req, gbnf: str | None, group: Group,
                media: tuple = (), adapters: tuple = ()) -> None:
         """Start req.n generations of `tokens` in `group`; the caller closes it on failure."""
         from dataclasses import replace
@@ -220,12 +228,13 @@ class Dispatcher:
         from modelyard.server.inference.llama.scheduler import GenRequest
         from modelyard.server.inference.llama.sampling import GrammarError, check_grammar
 
+        engine = loaded.engine
         if not tokens:
             raise BadRequest("The prompt is empty")
         wanted = req.max_tokens
         if req.fit_max_tokens and wanted and len(tokens) + wanted > engine.n_ctx_slot:
             wanted = None  # as much as the context leaves
-        max_tokens = fit_tokens(len(tokens), wanted, engine.n_ctx_slot)
+        max_tokens = fit_tokens(len(tokens), wanted, engine.n_ctx_slot, self.why_settings(loaded))
         params = req.sampling
         if gbnf:
             try:

@@ -34,6 +34,31 @@ class Loaded:
     projector: object = None  # a vlm's multimodal projector
 
 
+@dataclass(frozen=True)
+class Serving:
+    """How a loaded model runs, for every API alike: one instance per model, so a setting
+    one API's load request changes (Silicon Studio's KV cache type, Mullama's context and
+    GPU layers) applies to the requests of every other API until the model loads again.
+    Every API's model listing shows it; `set_by` names the load request that chose
+    settings other than the registry's (None: the registry's and the server's flags)."""
+
+    context_size: int | None
+    gpu_layers: int
+    kv_cache_type: str | None
+    set_by: str | None = None
+
+    def as_dict(self) -> dict:
+        return {"context_size": self.context_size, "gpu_layers": self.gpu_layers,
+                "kv_cache_type": self.kv_cache_type, "set_by": self.set_by}
+
+    def why(self) -> str:
+        """For an error that these settings caused: where they came from."""
+        if self.set_by is None:
+            return ""
+        return (f" The model is loaded with the settings of {self.set_by} (context {self.context_size}, "
+                f"KV cache {self.kv_cache_type or 'f16'}); they apply to every API until it is loaded again.")
+
+
 def _file_key(paths: list[Path], meta: dict) -> tuple:
     """What changes when a model's files or serving fields change in the registry.
 
@@ -85,6 +110,7 @@ class ModelManager:
         # Serving fields a load asked for (Mullama's context_size and gpu_layers), by model,
         # laid over the registry's gguf fields the same way; a later such load adds to them.
         self._serving: dict[str, dict] = {}
+        self._set_by: dict[str, str] = {}  # model -> the load request whose settings it runs with
         # The model that requests naming none use (Mullama's set_default); None: the first loaded.
         self._default: str | None = None
 
@@ -212,7 +238,7 @@ class ModelManager:
             self.metrics.set_kv_cache(model_id, engine.kv_cache_type, per_token)
         return Loaded(model_id, kind, meta, engine, vocab, projector=projector)
 
-    def load_with_kv_cache_type(self, model_id: str, kv_cache_type: str | None) -> Loaded:
+    def load_with_kv_cache_type(self, model_id: str, kv_cache_type: str | None, by: str) -> Loaded:
         """Load with this KV cache type (facts.KV_CACHE_TYPES; None: the registry's), for
         APIs whose load request names one (Silicon Studio's kv_quantization, mapped by
         facts.kv_cache_type_for_bits). A loaded model whose type differs is reloaded; later
@@ -221,15 +247,32 @@ class ModelManager:
             self._kv_cache_types.pop(model_id, None)
         else:
             self._kv_cache_types[model_id] = kv_cache_type
+        self._note_setter(model_id, by)
         return self.load(model_id)
 
-    def load_with_serving(self, model_id: str, gguf: dict) -> Loaded:
+    def load_with_serving(self, model_id: str, gguf: dict, by: str) -> Loaded:
         """Load with these gguf serving fields (initContextSize, initGpuLayerSize) over the
         registry's and over those an earlier such load named; a loaded model whose fields
         differ is reloaded. Later requests of every API use the model as loaded."""
         if gguf:
             self._serving[model_id] = {**self._serving.get(model_id, {}), **gguf}
+        self._note_setter(model_id, by)
         return self.load(model_id)
+
+    def _note_setter(self, model_id: str, by: str) -> None:
+        if self._serving.get(model_id) or model_id in self._kv_cache_types:
+            self._set_by[model_id] = by
+        else:
+            self._set_by.pop(model_id, None)
+
+    def serving(self, model_id: str) -> Serving | None:
+        """How `model_id` runs now, if it is loaded (and not an ONNX model)."""
+        item = self._loaded.get(model_id)
+        if item is None or item.kind == "onnx":
+            return None
+        gguf = item.meta.get("gguf") or {}
+        return Serving(item.engine.context_size, int(gguf.get("initGpuLayerSize") or 0),
+                       item.engine.kv_cache_type, self._set_by.get(model_id))
 
     def serving_fields(self, model_id: str) -> dict:
         """The gguf fields a load of `model_id` uses now: the registry's with the overrides."""

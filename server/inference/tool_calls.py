@@ -11,6 +11,7 @@ import json
 import re
 import uuid
 
+CALL_TAG = "<tool_call>"
 _TAGGED = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
 
 TOOLS_PREAMBLE = (
@@ -64,7 +65,7 @@ def _as_call(obj, names: set[str]) -> dict | None:
 def parse(text: str, tool_names: set[str] | frozenset = frozenset()) -> tuple[str | None, list[dict]]:
     """Split an answer into (content, tool_calls). Content is None when only calls remain."""
     calls = []
-    if "<tool_call>" in text:
+    if CALL_TAG in text:
         for m in _TAGGED.finditer(text):
             try:
                 call = _as_call(json.loads(m.group(1)), set(tool_names))
@@ -94,4 +95,4 @@ def may_become_call(text: str) -> bool:
     s = text.lstrip()
     if not s:
         return True
-    return s.startswith("{") or s.startswith("<tool_call>") or "<tool_call>".startswith(s)
+    return s.startswith("{") or s.startswith(CALL_TAG) or CALL_TAG.startswith(s)

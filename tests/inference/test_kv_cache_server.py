@@ -98,10 +98,10 @@ def test_a_load_that_names_a_type_keeps_it_for_later_requests(server):
 
     manager = ModelManager(Store(server.store), Settings(store=server.store, threads=2, parallel=1))
     try:
-        item = manager.load_with_kv_cache_type("kv-f16", kv_cache_type_for_bits(8))
+        item = manager.load_with_kv_cache_type("kv-f16", kv_cache_type_for_bits(8), by="a test")
         assert (item.engine.kv_cache_type, item.engine.kv_bytes_per_token) == ("q8_0", 1644)
         assert manager.get("kv-f16") is item  # other APIs' requests use it as loaded
-        item = manager.load_with_kv_cache_type("kv-f16", None)  # back to the registry's
+        item = manager.load_with_kv_cache_type("kv-f16", None, by="a test")  # back to the registry's
         assert (item.engine.kv_cache_type, item.engine.kv_bytes_per_token) == ("f16", 3084)
     finally:
         manager.close()

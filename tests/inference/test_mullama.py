@@ -147,9 +147,22 @@ def test_load_then_again_with_the_same_settings_is_a_conflict(srv):
     error = assert_error(post(srv, "/api/models/load", {"alias": "plain", "context_size": 256}), 409, "conflict")
     assert "already loaded" in error["message"]
     assert_error(post(srv, "/api/models/load", {"alias": "plain"}), 409, "conflict")
-    # every API uses it as loaded: a prompt of 300 words does not fit in 256 tokens
+    # every API uses it as loaded: a prompt of 300 words does not fit in 256 tokens, and the
+    # error says which load chose that context
     r = post(srv, "/v1/completions", {"model": "plain", "prompt": "word " * 300, "max_tokens": 1})
-    assert r.status_code == 400 and "256" in r.text, r.text
+    assert r.status_code == 400 and "256" in r.text and "Mullama load" in r.text, r.text
+    # every API's listing shows the settings the model runs with, and who chose them
+    listings = {
+        "openai": next(m for m in get(srv, "/v1/models").json()["data"] if m["id"] == "plain"),
+        "ollama ps": next(m for m in get(srv, "/api/ps").json()["models"] if m["name"].startswith("plain")),
+        "ollama tags": next(m for m in get(srv, "/api/tags").json()["models"] if m["name"].startswith("plain")),
+        "silicon": next(m for m in get(srv, "/api/engine/models").json() if m["id"] == "plain"),
+        "mullama": next(m for m in get(srv, "/api/models").json()["models"] if m["alias"] == "plain"),
+    }
+    for api, entry in listings.items():
+        assert entry["serving"]["context_size"] == 256, api
+        assert entry["serving"]["gpu_layers"] == 0 and entry["serving"]["kv_cache_type"] == "f16", api
+        assert "Mullama load" in entry["serving"]["set_by"], api
     # other settings reload it: 600 words fit in 768 (not in the registry's 512)
     r = post(srv, "/api/models/load", {"alias": "plain", "context_size": 768})
     assert r.status_code == 200 and r.json()["context_size"] == 768, r.text

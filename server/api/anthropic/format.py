@@ -12,10 +12,7 @@ import uuid
 from typing import Callable
 
 from modelyard.server.http.sse import frame
-from modelyard.server.inference.tool_calls import may_become_call
-
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
-CALL_TAG = "<tool_call>"  # tool_calls.py's format
+from modelyard.server.inference.answers import AnswerCutter
 
 
 # Anthropic's error types by status (its SDKs pick their exception classes by status).
@@ -86,87 +83,18 @@ def message(mid: str, model: str, content: list[dict], reason: str | None, stop_
             "stop_reason": reason, "stop_sequence": stop_sequence, "usage": use}
 
 
-class ThinkingSplitter:
-    """Text pieces in; ("thinking" | "text", piece) segments out, as soon as each is sure.
-
-    A reasoning model writes `<think>...</think>` before its answer. While the start of
-    the text could still be that tag, or the end of the thinking could be the start of
-    the closing one, it is held back. White space around the thinking is dropped, as
-    the Ollama route drops it.
-    """
-
-    def __init__(self):
-        self.state = "start"  # then "thinking" or "text"
-        self.buf = ""
-        self.strip_lead = False
-
-    def feed(self, piece: str) -> list[tuple[str, str]]:
-        self.buf += piece
-        out: list[tuple[str, str]] = []
-        if self.state == "start":
-            head = self.buf.lstrip()
-            if head.startswith(THINK_OPEN):
-                self.state, self.buf, self.strip_lead = "thinking", head[len(THINK_OPEN):], True
-            elif not head or THINK_OPEN.startswith(head):
-                return out
-            else:
-                self.state = "text"
-        if self.state == "thinking":
-            if self.strip_lead:
-                self.buf = self.buf.lstrip()
-                self.strip_lead = not self.buf
-            end = self.buf.find(THINK_CLOSE)
-            if end < 0:
-                keep = _partial_suffix(self.buf, THINK_CLOSE)
-                sure = self.buf[:len(self.buf) - keep].rstrip()
-                if sure:
-                    out.append(("thinking", sure))
-                    self.buf = self.buf[len(sure):]
-                return out
-            thought, self.buf = self.buf[:end].rstrip(), self.buf[end + len(THINK_CLOSE):]
-            if thought:
-                out.append(("thinking", thought))
-            self.state, self.strip_lead = "text", True
-        if self.state == "text":
-            if self.strip_lead:
-                self.buf = self.buf.lstrip()
-                self.strip_lead = not self.buf
-            if self.buf:
-                out.append(("text", self.buf))
-            self.buf = ""
-        return out
-
-    def finish(self) -> list[tuple[str, str]]:
-        rest, self.buf = self.buf, ""
-        if self.state == "thinking":
-            rest = rest.strip()
-            return [("thinking", rest)] if rest else []
-        return [("text", rest)] if rest else []
-
-
-def _partial_suffix(text: str, tag: str) -> int:
-    """The length of the longest end of `text` that is a beginning of `tag`."""
-    for k in range(min(len(text), len(tag) - 1), 0, -1):
-        if tag.startswith(text[-k:]):
-            return k
-    return 0
-
-
 class Shaper:
     """Cuts one answer into content blocks, as stream events or as a whole message.
 
-    `parse(text) -> (content, calls)` finds tool calls (None: tools are off). With tools,
-    text that may still turn out to be a call is held back (the start of an answer that
-    may be a bare JSON call, and anything from a <tool_call> tag on), and sent as tool_use
-    blocks or as text at the end; a forced call is all held.
+    `parse(text) -> (content, calls)` finds tool calls (None: tools are off). The answer is
+    cut by inference/answers.py (thinking, text, and text held back because it may be a
+    call), and what was held is sent as tool_use blocks or as text at the end.
     """
 
     def __init__(self, model: str, thinking: bool, parse: Callable | None = None, forced: bool = False):
         self.mid, self.model = new_id("msg"), model
-        self.splitter = ThinkingSplitter() if thinking else None
-        self.parse, self.forced = parse, forced
-        self.deciding = parse is not None
-        self.held = ""
+        self.cutter = AnswerCutter(thinking, holds_calls=parse is not None, forced=forced)
+        self.parse = parse
         self.index = -1
         self.open: str | None = None  # the type of the block being sent
         self.blocks: list[dict] = []  # the whole message's content
@@ -179,16 +107,14 @@ class Shaper:
         return [sse("message_start", {"type": "message_start", "message": head}), PING]
 
     def feed(self, piece: str) -> list[bytes]:
-        segments = self.splitter.feed(piece) if self.splitter else [("text", piece)] if piece else []
-        return [ev for kind, text in segments for ev in self._segment(kind, text)]
+        return [ev for kind, text in self.cutter.feed(piece) for ev in self._delta(kind, text)]
 
     def finish(self, finish_reason: str | None, matched_stop: str | None, output_tokens: int) -> list[bytes]:
-        out = [ev for kind, text in (self.splitter.finish() if self.splitter else [])
-               for ev in self._segment(kind, text)]
+        segments, held = self.cutter.finish()
+        out = [ev for kind, text in segments for ev in self._delta(kind, text)]
         calls: list[dict] = []
-        if self.held:
-            content, calls = self.parse(self.held)
-            self.held = ""
+        if held:
+            content, calls = self.parse(held)
             if content:
                 out += self._delta("text", content)
             for call in calls:
@@ -213,32 +139,14 @@ class Shaper:
     def whole(self, text: str, finish_reason: str | None, matched_stop: str | None,
               input_tokens: int, output_tokens: int) -> dict:
         """The message of a finished answer: the same blocks a stream of it would have sent."""
-        self.forced = self.forced or self.parse is not None  # the whole text is parsed at the end
+        if self.cutter.holder is not None:
+            self.cutter.holder.forced = True  # the whole text is parsed at the end
         self.feed(text)
         self.finish(finish_reason, matched_stop, output_tokens)
         return message(self.mid, self.model, self.blocks, self.reason, self.sequence,
                        usage(input_tokens, output_tokens))
 
     # ---- blocks ----------------------------------------------------------------------
-
-    def _segment(self, kind: str, text: str) -> list[bytes]:
-        if kind == "text" and self.parse is not None:
-            text = self._hold(text)
-        return self._delta(kind, text) if text else []
-
-    def _hold(self, text: str) -> str:
-        """What of the answer's text can be sent now; the rest may be a call, held for the end."""
-        held, self.held = self.held + text, ""
-        if self.forced or (self.deciding and may_become_call(held)):
-            self.held = held
-            return ""
-        self.deciding = False
-        # A call after some text: the text goes now, the call from its tag on is held.
-        at = held.find(CALL_TAG)
-        if at < 0:
-            at = len(held) - _partial_suffix(held, CALL_TAG)
-        self.held = held[at:]
-        return held[:at]
 
     def _delta(self, kind: str, text: str) -> list[bytes]:
         out = []

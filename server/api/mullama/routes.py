@@ -17,6 +17,7 @@ import falcon
 
 from modelyard.server.api.family import NDJSON
 from modelyard.server.api.metrics import Metrics
+from modelyard.server.api.serving import serving
 from modelyard.server.api.mullama import catalogue, system
 from modelyard.server.api.mullama.schema import MullamaLoadBody, MullamaPullBody
 from modelyard.server.http.bodies import read_model
@@ -78,7 +79,8 @@ class Daemon:
                 "context_size": self.context_size(model_id, item),
                 "gpu_layers": int(self.manager.serving_fields(model_id).get(GPU_LAYERS) or 0),
                 "is_default": self.manager.default_model() == model_id,
-                "active_requests": _active(item), "loaded": item is not None, "kind": view["kind"]}
+                "active_requests": _active(item), "loaded": item is not None, "kind": view["kind"],
+                **({"serving": serving(self.manager, model_id)} if item is not None else {})}
 
     def detail(self, view: dict) -> dict:
         meta = self._meta.get(view["id"], self.store.file_path(view["id"]))
@@ -96,7 +98,7 @@ class Daemon:
             if all(current[k] == v for k, v in wanted.items()):
                 raise ApiError(409, f"Model '{catalogue.alias(model_id)}' is already loaded with these settings")
         try:
-            item = self.manager.load_with_serving(model_id, wanted)
+            item = self.manager.load_with_serving(model_id, wanted, by="a Mullama load (POST /api/models/load)")
         except LoadFailed as exc:
             raise ApiError(500, str(exc), kind="model_error") from None
         if set_default:

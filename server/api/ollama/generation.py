@@ -19,6 +19,7 @@ from modelyard.server.api.ollama.schema import (ChatBody, GenerateBody, RequestE
                                                 keep_alive_seconds, with_defaults)
 from modelyard.server.http.errors import bad_request
 from modelyard.server.http.jsonio import dumps
+from modelyard.server.inference.answers import AnswerCutter
 from modelyard.server.inference.dispatch import Dispatcher, check_prompt_length
 from modelyard.server.inference.requests import IMAGE_MARKER, ChatRequest, CompletionRequest
 from modelyard.server.shared.facts import GENERATIVE_KINDS
@@ -123,15 +124,26 @@ def _done_reason(gen) -> str:
     return "length" if gen.finish_reason == "length" else "stop"
 
 
-def _split_thinking(text: str) -> tuple[str, str]:
-    """(thinking, answer) of a reasoning model's text: what is inside <think>...</think>."""
-    start = text.find("<think>")
-    if start < 0:
-        return "", text
-    end = text.find("</think>", start)
-    if end < 0:
-        return text[start + 7:].strip(), text[:start]
-    return text[start + 7:end].strip(), (text[:start] + text[end + 8:]).lstrip()
+def _cut(cutter: AnswerCutter, step) -> tuple[str, str] | None:
+    """(thinking, text) of one step's piece that is sure to be sent now; None: nothing yet."""
+    segments = cutter.feed(step.text) if step.text else []
+    if not segments:
+        return None
+    return _joined(segments)
+
+
+def _joined(segments) -> tuple[str, str]:
+    return ("".join(t for kind, t in segments if kind == "thinking"),
+            "".join(t for kind, t in segments if kind == "text"))
+
+
+def _the_rest(cutter: AnswerCutter, gen, streamed: bool) -> tuple[str, str, str]:
+    """(thinking, text, held text that may be calls) that the final object carries: what the
+    stream has not sent yet, or the whole answer."""
+    if not streamed:
+        return cutter.whole(gen.text.text)
+    segments, held = cutter.finish()
+    return (*_joined(segments), held)
 
 
 class Generate(_Generate):
@@ -153,7 +165,7 @@ class Generate(_Generate):
         tokens = None
         if body.suffix:
             check_prompt_length(len(body.prompt or "") + len(body.suffix), loaded.engine.n_ctx_slot,
-                                loaded.model.max_piece_bytes)
+                                loaded.model.max_piece_bytes, why=self.dispatcher.why_settings(loaded))
             tokens = loaded.model.infill_prompt(body.prompt or "", body.suffix)
             if tokens is None:
                 raise bad_request(f"{body.model} does not support insert (its vocabulary has no "
@@ -178,19 +190,21 @@ class Generate(_Generate):
             if step.token is not None:
                 produced.append(step.token)
 
+        # With `think`, the <think>...</think> part goes in `thinking`, streamed or not.
+        cutter = AnswerCutter(thinking=bool(body.think))
+
         def chunk(step):
-            if not step.text:
+            if (cut := _cut(cutter, step)) is None:
                 return None
-            return {"model": body.model, "created_at": _now(), "response": step.text, "done": False}
+            out = {"model": body.model, "created_at": _now(), "response": cut[1], "done": False}
+            return {**out, "thinking": cut[0]} if cut[0] else out
 
         def finish(g, streamed=False):
-            text = "" if streamed else g.text.text
+            thinking, text, _ = _the_rest(cutter, g, streamed)
             out = {"model": body.model, "created_at": _now(), "response": text, "done": True,
                    "done_reason": _done_reason(g), "context": list(g.req.prompt) + produced,
                    **self._stats(g, started, load_ns)}
-            if body.think and not streamed:
-                out["thinking"], out["response"] = _split_thinking(text)
-            return out
+            return {**out, "thinking": thinking} if body.think else out
 
         self._respond(req, resp, body, self._running(group, model_id, body), chunk, finish,
                       {"model": body.model, "response": ""}, on_step=collect)
@@ -234,38 +248,36 @@ class Chat(_Generate):
                            messages=messages, images=images, tools=tools,
                            tool_choice="auto" if tools else "none", response_format=body.response_format())
         job = self.dispatcher.chat(creq)
-        # With tools, the answer may be a call: it is held back and sent whole at the end.
-        hold = job.parse_tools
+        # With tools, text that may be a call is held back and parsed at the end; with
+        # `think`, the <think>...</think> part goes in `thinking`, streamed or not.
+        cutter = AnswerCutter(thinking=bool(body.think), holds_calls=job.parse_tools)
 
-        def message(text: str) -> dict:
+        def message(thinking: str, text: str, held: str) -> dict:
             msg: dict = {"role": "assistant", "content": text}
             if body.think:
-                msg["thinking"], msg["content"] = _split_thinking(text)
-            if hold:
-                content, calls = self.dispatcher.tool_parse(job, text)
+                msg["thinking"] = thinking
+            if held:
+                content, calls = self.dispatcher.tool_parse(job, held)
+                msg["content"] = text + (content or "")
                 if calls:
-                    msg["content"] = content or ""
                     msg["tool_calls"] = [{"function": {"name": c["function"]["name"],
                                                        "arguments": _arguments(c["function"]["arguments"])}}
                                          for c in calls]
             return msg
 
         def chunk(step):
-            if not step.text:
+            if (cut := _cut(cutter, step)) is None:
                 return None
-            return {"model": body.model, "created_at": _now(),
-                    "message": {"role": "assistant", "content": step.text}, "done": False}
+            msg = {"role": "assistant", "content": cut[1], **({"thinking": cut[0]} if cut[0] else {})}
+            return {"model": body.model, "created_at": _now(), "message": msg, "done": False}
 
         def finish(g, streamed=False):
-            held = g.text.text if (not streamed or hold) else ""
-            return {"model": body.model, "created_at": _now(), "message": message(held),
+            return {"model": body.model, "created_at": _now(), "message": message(*_the_rest(cutter, g, streamed)),
                     "done": True, "done_reason": _done_reason(g), **self._stats(g, started, load_ns)}
 
         running = self._running(job.group, model_id, body)
         keep_alive = {"model": body.model, "message": {"role": "assistant", "content": ""}}
-        # With tools the answer may be a call: nothing is sent until the end, and the final
-        # object carries the whole message.
-        self._respond(req, resp, body, running, (lambda step: None) if hold else chunk, finish, keep_alive)
+        self._respond(req, resp, body, running, chunk, finish, keep_alive)
 
 
 def _arguments(raw) -> dict:

@@ -14,6 +14,7 @@ import gguf
 from modelyard.server.shared import names
 from modelyard.server.api.ollama import bodies
 from modelyard.server.api.ollama.schema import CopyBody, DeleteBody, ShowBody
+from modelyard.server.api.serving import with_serving
 from modelyard.server.http.errors import ApiError, bad_request
 from modelyard.server.inference.dispatch import Dispatcher
 from modelyard.server.registry import formats
@@ -118,7 +119,9 @@ class Version:
 
 class Tags(_Models):
     def on_get(self, req, resp):
-        models = [self.entry(v) for v in self.store.list(ready=True) if v["kind"] in GGUF_KINDS]
+        manager = self.dispatcher.manager
+        models = [with_serving(self.entry(v), manager, v["id"]) for v in self.store.list(ready=True)
+                  if v["kind"] in GGUF_KINDS]
         resp.media = {"models": models}
 
 
@@ -195,7 +198,7 @@ class Ps(_Models):
                 continue
             view = self.store.get(m.id)
             engine = m.engine
-            entry = self.entry(view)
+            entry = with_serving(self.entry(view), self.dispatcher.manager, m.id)
             entry.update({"expires_at": "2318-01-01T00:00:00Z", "size_vram": 0,
                           "context_length": engine.context_size or 0})
             models.append(entry)

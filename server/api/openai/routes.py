@@ -16,7 +16,8 @@ from modelyard.server.api.openai.schema import (LoadModelBody, RequestError, par
                                                parse_embeddings)
 from modelyard.server.registry.errors import InvalidId, ModelNotFound
 from modelyard.server.shared.facts import KINDS
-from modelyard.server.inference.tool_calls import may_become_call
+from modelyard.server.inference.answers import AnswerCutter
+from modelyard.server.api.serving import with_serving
 
 
 def _parse(parser, body):
@@ -99,14 +100,15 @@ class ChatCompletions(_Generating):
 
 class _ChatChunks(_Chunks):
     """Chat stream chunks, one choice at a time. While a choice's text may still turn
-    out to be a tool call it is held back, and sent as tool_calls or text at its end."""
+    out to be a tool call it is held back (inference/answers.py), and sent as tool_calls
+    or text at its end."""
 
     def __init__(self, creq, job: ChatJob, inference: Dispatcher):
         super().__init__(creq, job.gens)
         self.cid, self.created, self.name = fmt.new_id("chatcmpl"), int(time.time()), creq.model
         self.job, self.inference, self.piece = job, inference, job.loaded.model.piece
-        self.held = {g.index: "" for g in job.gens}
-        self.deciding = {g.index: job.parse_tools for g in job.gens}
+        self.cutters = {g.index: AnswerCutter(holds_calls=job.parse_tools, forced=job.forced_tool)
+                        for g in job.gens}
 
     def _chunk(self, i, delta, finish=None, lp=None) -> bytes:
         return frame(fmt.chat_chunk(self.cid, self.name, self.created, delta, finish, lp, index=i))
@@ -115,19 +117,18 @@ class _ChatChunks(_Chunks):
         yield self._chunk(gen.index, {"role": "assistant", "content": ""})
 
     def step(self, gen, step):
-        i, text, lp = gen.index, step.text, None
+        i, lp = gen.index, None
         if step.logprob is not None:
             lp = {"content": [fmt.chat_logprob_entry(self.piece(step.token), step.logprob, self.piece)]}
-        if self.deciding[i]:
-            if self.job.forced_tool or may_become_call(self.held[i] + text):
-                self.held[i] += text
-                return
-            text, self.held[i], self.deciding[i] = self.held[i] + text, "", False
+        text = "".join(piece for _, piece in self.cutters[i].feed(step.text))
         if text or lp:
             yield self._chunk(i, {"content": text}, None, lp)
 
     def closing(self, gen):
-        i, finish, held = gen.index, gen.finish_reason, self.held[gen.index]
+        i, finish = gen.index, gen.finish_reason
+        segments, held = self.cutters[i].finish()
+        if segments:
+            yield self._chunk(i, {"content": "".join(piece for _, piece in segments)})
         if held:
             content, calls = self.inference.tool_parse(self.job, held)
             if calls:
@@ -213,13 +214,15 @@ class Models:
         self.settings = settings
 
     def on_get(self, req, resp):
-        data = [fmt.model_entry(m.id, m.meta.get("createdAt")) for m in self.inference.manager.loaded()]
+        manager = self.inference.manager
+        data = [with_serving(fmt.model_entry(m.id, m.meta.get("createdAt")), manager, m.id) for m in manager.loaded()]
         resp.media = {"object": "list", "data": data}
 
     def on_post(self, req, resp):
         body = read_model(req, LoadModelBody, self.settings.max_body_size)
         loaded = self.inference.model(body.model, KINDS)
-        resp.media = fmt.model_entry(loaded.id, loaded.meta.get("createdAt"))
+        resp.media = with_serving(fmt.model_entry(loaded.id, loaded.meta.get("createdAt")),
+                                  self.inference.manager, loaded.id)
 
 
 class ModelItem:
@@ -231,7 +234,8 @@ class ModelItem:
     def on_get(self, req, resp, model_id):
         for m in self.inference.manager.loaded():
             if m.id == model_id:
-                resp.media = fmt.model_entry(m.id, m.meta.get("createdAt"))
+                resp.media = with_serving(fmt.model_entry(m.id, m.meta.get("createdAt")),
+                                          self.inference.manager, m.id)
                 return
         raise ApiError(404, f"Model '{model_id}' is not loaded")
 

@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from modelyard.server.api.serving import with_serving
 from modelyard.server.registry import allowed, formats, pulls, registered
 from modelyard.server.registry import store as st
 from modelyard.server.registry.errors import FetchError, InvalidFile, ModelNotFound
@@ -135,7 +136,8 @@ class Engine:
         view = self.store.get(model_id)
         record = self.store.meta(model_id)
         loaded = {m.id for m in self.manager.loaded()}
-        return model_entry(view, record, self._path(view), model_id in loaded, self._downloads.get(model_id))
+        return with_serving(model_entry(view, record, self._path(view), model_id in loaded,
+                                        self._downloads.get(model_id)), self.manager, model_id)
 
     def models(self) -> list[dict]:
         loaded = {m.id for m in self.manager.loaded()}
@@ -148,8 +150,8 @@ class Engine:
                 record = self.store.meta(view["id"])
             except ModelNotFound:
                 continue  # deleted meanwhile
-            out.append(model_entry(view, record, self._path(view), view["id"] in loaded,
-                                   self._downloads.get(view["id"])))
+            out.append(with_serving(model_entry(view, record, self._path(view), view["id"] in loaded,
+                                                self._downloads.get(view["id"])), self.manager, view["id"]))
         out += [failed_entry(d) for d in list(self._downloads.values()) if d.model_id not in seen and not d.done]
         return out
 
@@ -280,7 +282,8 @@ class Engine:
         return record["adapter"]["base"] if record["kind"] == ADAPTER_KIND else model_id
 
     def load(self, model_id: str, kv_cache_type: str):
-        loaded = self.manager.load_with_kv_cache_type(self.base_of(model_id), kv_cache_type)
+        loaded = self.manager.load_with_kv_cache_type(self.base_of(model_id), kv_cache_type,
+                                                     by="a Silicon Studio load (POST /api/engine/models/load)")
         self.active_id = model_id
         return loaded
 
