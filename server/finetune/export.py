@@ -40,14 +40,17 @@ def quant_name(q_bits: int) -> str:
 
 
 def output_file(folder_or_file: Path, adapter_id: str, q_bits: int) -> Path:
-    """`output_path` as a file: a `.gguf` path as it is, a folder gets `<adapter>-<type>.gguf`."""
+    """`output_path` as a file: a `.gguf` path as it is, a folder gets `<adapter>-<type>.gguf`.
+    A folder that does not exist yet, in one that does, is made by the export (Silicon Studio's
+    client names a new one, as mlx_lm.fuse's save_path)."""
     if folder_or_file.suffix.lower() == ".gguf":
         target = folder_or_file
     else:
         target = folder_or_file / f"{adapter_id}-{quant_name(q_bits).upper()}.gguf"
     if target.exists():
         raise JobConflict(f"'{target}' exists; export to another path")
-    if not target.parent.is_dir():
+    new_folder = target.parent == folder_or_file and not folder_or_file.exists()
+    if not (target.parent.is_dir() or new_folder and folder_or_file.parent.is_dir()):
         raise FinetuneError(f"The folder '{target.parent}' does not exist")
     return target
 
@@ -101,6 +104,7 @@ def export(base: Path, adapter: Path, target: Path, q_bits: int, threads: int,
     gets ("merge" or "quantize", done, total)."""
     name = quant_name(q_bits)
     merged, partial = leftovers(target)
+    target.parent.mkdir(exist_ok=True)
     try:
         merge(base, adapter, merged if q_bits else partial, lambda d, t: progress("merge", d, t))
         if q_bits:

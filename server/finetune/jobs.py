@@ -193,7 +193,8 @@ class Jobs:
             return self._enqueue({
                 "id": secrets.token_hex(8), "type": "export", "model_id": adapter_id, "base_model_id": base,
                 "output_path": str(target), "q_bits": q_bits, "quantization": export.quant_name(q_bits).upper(),
-                "output_model_id": model_id, "status": "queued", "stage": None, "progress": 0.0,
+                "output_model_id": model_id, "new_folder": not target.parent.exists(),
+                "status": "queued", "stage": None, "progress": 0.0,
                 "created_at": time.time(), "started_at": None, "finished_at": None, "error": None})
 
     def _enqueue(self, record: dict) -> dict:
@@ -371,10 +372,7 @@ class Jobs:
                 self._save(record)
             self._register_export(record, target)
         except BaseException:
-            for path in export.leftovers(target):
-                path.unlink(missing_ok=True)
-            if self.store_file(record["output_model_id"]) != target:  # whole or not at all
-                target.unlink(missing_ok=True)
+            self._remove_export(record)
             raise
         with self._lock:
             record["progress"] = 1.0
@@ -386,6 +384,21 @@ class Jobs:
         settings = self.store.meta(record["base_model_id"]).get("gguf")
         self.store.register_path(record["output_model_id"], target, kind="llm",
                                  fields={"gguf": settings} if settings else None)
+
+    def _remove_export(self, record: dict) -> None:
+        """What an export that did not complete wrote: its partials, its file when it was renamed
+        into place but not registered (whole or not at all), the folder it made."""
+        target = Path(record["output_path"])
+        for path in export.leftovers(target):
+            path.unlink(missing_ok=True)
+        if self.store_file(record["output_model_id"]) != target and target.is_file() \
+                and target.stat().st_mtime >= (record["started_at"] or 0):
+            target.unlink()
+        if record.get("new_folder"):
+            try:
+                target.parent.rmdir()
+            except OSError:  # not empty, or not there
+                pass
 
     def store_file(self, model_id: str) -> Path | None:
         """The file a ready model serves, or None."""
@@ -431,13 +444,7 @@ class Jobs:
     def _abandoned(self, record: dict) -> None:
         shutil.rmtree(self.work_dir / record["id"], ignore_errors=True)
         if record.get("type") == "export":
-            target = Path(record["output_path"])
-            for path in export.leftovers(target):
-                path.unlink(missing_ok=True)
-            # renamed into place but not registered when the server died: not whole as a job
-            if self.store_file(record["output_model_id"]) != target and target.is_file() \
-                    and target.stat().st_mtime >= record["started_at"]:
-                target.unlink()
+            self._remove_export(record)
         else:
             try:  # a registration the crash cut short: never ready, and removed
                 if not self.store.get(record["adapter_id"])["readyToUse"]:

@@ -462,7 +462,8 @@ def test_export_jobs_merge_and_quantize(c, srv, data, trained):
         ("exported", "pw-a-F16", str(data / "pw-a-F16.gguf"), 0)
     assert f16["model"]["readyToUse"] is True
 
-    r = export(q_bits=8, headers={"Prefer": "respond-async"})
+    # at once, the job; into a folder that does not exist yet, as Silicon Studio's client names one
+    r = export(q_bits=8, headers={"Prefer": "respond-async"}, output_path=str(data / "silicon-q8"))
     assert r.status_code == 202 and r.headers["Preference-Applied"] == "respond-async", r.text
     queued = r.json()
     assert r.headers["Location"] == f"/api/engine/jobs/{queued['job_id']}"
@@ -475,13 +476,14 @@ def test_export_jobs_merge_and_quantize(c, srv, data, trained):
 
     jobs = {j["id"]: j for j in c.get(f"{E}/jobs").json()}
     assert len(jobs) == jobs_before + 2 and jobs[f16["job_id"]]["type"] == "export"
-    for name in ("pw-a-F16", "pw-a-Q8_0"):
+    assert q8["output_path"] == str(data / "silicon-q8" / "pw-a-Q8_0.gguf")
+    for name, path in (("pw-a-F16", f16["path"]), ("pw-a-Q8_0", q8["output_path"])):
         assert c.get(f"/store/v1/models/{name}").json()["readyToUse"] is True
-        assert (data / f"{name}.gguf").is_file()
+        assert Path(path).is_file()
     assert chat("pw-a-F16") == tuned
     assert chat("pw-a-Q8_0").startswith(ANSWER)
-    assert export(q_bits=8).status_code == 409  # the file exists
-    assert not list(data.glob("*.partial"))
+    assert export(q_bits=8).status_code == 409  # the model exists
+    assert not list(data.glob("**/*.partial"))
 
 
 def test_an_export_cancelled_while_queued_leaves_nothing(c, data, trained):
