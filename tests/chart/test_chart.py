@@ -156,6 +156,8 @@ def test_the_operator_reads_what_the_chart_sets(render):
     assert settings.startup_seconds == 3600
     assert settings.cache_size == "20Gi"
     assert settings.allow_fetch == []
+    trainer = {e["name"]: e["value"] for e in operator_container(render("--set", "image.trainer.tag=2.0.0"))["env"]}
+    assert OperatorSettings.from_env(trainer).trainer_image == "ghcr.io/modelyard/modelyard-trainer:2.0.0"
     env = {e["name"]: e["value"] for e in operator_container(
         render("--set", "download.allowFetch={models.internal,10.0.0.0/8}"))["env"]}
     assert OperatorSettings.from_env(env).allow_fetch == ["models.internal", "10.0.0.0/8"]

@@ -109,8 +109,13 @@ def release(kubectl, helm) -> str:
     This is the cluster's first install: the API server takes the CRD from it.
     """
     kubectl("create", "namespace", MODELS_NAMESPACE)
-    return helm("install", "modelyard", str(CHART), "--namespace", RELEASE_NAMESPACE, "--create-namespace",
-                "--set-json", f'watch.namespaces=["{MODELS_NAMESPACE}"]', "--wait", "--timeout", "120s")
+    out = helm("install", "modelyard", str(CHART), "--namespace", RELEASE_NAMESPACE, "--create-namespace",
+               "--set-json", f'watch.namespaces=["{MODELS_NAMESPACE}"]', "--wait", "--timeout", "120s")
+    # A CRD just made is established before its storage is: a list until then is a 429
+    # "storage is (re)initializing", which the operator would meet first.
+    wait_until(lambda: kubectl.run("get", "models,finetunes", "-n", MODELS_NAMESPACE, check=False).returncode == 0,
+               60, "the CRDs' storage to be ready")
+    return out
 
 
 @pytest.fixture(scope="session")

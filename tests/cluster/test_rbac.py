@@ -24,6 +24,15 @@ MODEL = {
     },
 }
 
+# A FineTune on the probe: the operator reads it and writes its status (an embed base is
+# refused: BaseNotTrainable, no Job).
+FINETUNE = {
+    "apiVersion": "modelyard.dev/v1alpha1",
+    "kind": "FineTune",
+    "metadata": {"name": "rbac-probe-tune"},
+    "spec": {"baseModel": "rbac-probe", "dataset": {"path": "d.jsonl"}},
+}
+
 
 def _converged(kubectl, source: str) -> bool:
     model = kubectl.get("models", "rbac-probe")
@@ -46,6 +55,9 @@ def test_every_call_is_allowed_and_every_granted_verb_is_used(operator, kubectl,
     # An InferencePool made, put back and deleted: the Role's verbs on pools (GAIE's CRD installed).
     install_crd(kubectl)
     walk_pool(kubectl, operator, "rbac-probe")
+    kubectl.apply(yaml.safe_dump(FINETUNE))
+    wait_until(lambda: ((kubectl.get("finetunes", "rbac-probe-tune") or {}).get("status") or {}).get("phase")
+               == "Failed", 60, "the FineTune's status", on_timeout=lambda: operator.log()[-5000:])
     new_source = "https://models.example/probe-v2.gguf"
     kubectl("patch", "model", "rbac-probe", "-n", MODELS_NAMESPACE, "--type", "merge",
             "-p", json.dumps({"spec": {"source": {"url": new_source}}}))
