@@ -13,6 +13,7 @@ applies) and watches one InferencePool and its pods. Every listener it opens is 
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import subprocess
@@ -82,6 +83,25 @@ class EndpointPicker:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def listening(self) -> set[str]:
+        """The addresses its listening TCP sockets are bound to (Linux's /proc): what build.sh's
+        change must keep to 127.0.0.1."""
+        inodes = set()
+        for fd in Path(f"/proc/{self.proc.pid}/fd").iterdir():
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:["):-1])
+        addresses = set()
+        for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                    raw = bytes.fromhex(fields[1].split(":")[0][:width])
+                    # /proc prints each 32-bit word of the address in the host's (little-endian) order
+                    words = [raw[i:i + 4][::-1] for i in range(0, len(raw), 4)]
+                    addresses.add(str(ipaddress.ip_address(b"".join(words))))
+        return addresses
 
     def serving(self) -> bool:
         """The picker's own gRPC health check: SERVING once it has synced its pool."""

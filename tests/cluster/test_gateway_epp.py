@@ -83,6 +83,7 @@ def picker(pods, picker_kubeconfig, tmp_path_factory):
     try:
         wait_until(epp.serving, 60, "the picker to sync its pool", on_timeout=epp.log)
         wait_until(lambda: len(epp.queue_sizes()) == 2, 60, "the picker to see both pods", on_timeout=epp.log)
+        assert epp.listening() == {"127.0.0.1"}, epp.listening()  # ext_proc, health, metrics: loopback only
         yield epp
     finally:
         epp.stop()
