@@ -20,7 +20,7 @@ from .endpointpicker import EndpointPicker, epp_binary
 from .conftest import CHART
 from .kubetools import MODELS_NAMESPACE, RELEASE_NAMESPACE, wait_until
 from .podservers import NO_EOS
-from .test_inference_pool import POOLS, install_crd, pool_condition
+from .test_inference_pool import POOLS, install_crd, wait_pool_reason
 
 pytestmark = [
     pytest.mark.skipif(os.environ.get("MODELYARD_GATEWAY_TEST") != "1", reason=(
@@ -93,20 +93,15 @@ def picker(pods, picker_kubeconfig, tmp_path_factory):
 def test_the_model_says_whether_its_picker_runs(picker, kubectl):
     """The chart's picker Deployment for this Model (kwok runs its pod): the InferencePool condition
     is True; with no picker pod left it says a Gateway cannot route to the Model, within a resync."""
-    assert _reason(kubectl, "Created")
+    assert wait_pool_reason(kubectl, MODEL, "Created", 60)
     deployment = f"{MODEL}-epp"
     kubectl("scale", "deployment", deployment, "-n", MODELS_NAMESPACE, "--replicas", "0")
     try:
-        c = _reason(kubectl, "PickerUnavailable")
+        c = wait_pool_reason(kubectl, MODEL, "PickerUnavailable", 60)
         assert c["status"] == "False" and "has no ready pod" in c["message"], c
     finally:
         kubectl("scale", "deployment", deployment, "-n", MODELS_NAMESPACE, "--replicas", "1")
-    assert _reason(kubectl, "Created")
-
-
-def _reason(kubectl, reason: str) -> dict:
-    return wait_until(lambda: (lambda c: c if c.get("reason") == reason else None)(pool_condition(kubectl, MODEL)),
-                      60, f"the InferencePool condition {reason}")
+    assert wait_pool_reason(kubectl, MODEL, "Created", 60)
 
 
 def chat(text: str, **extra) -> dict:

@@ -26,6 +26,12 @@ def pool_condition(kubectl, name: str) -> dict:
     return next((c for c in (model.get("status") or {}).get("conditions") or [] if c["type"] == "InferencePool"), {})
 
 
+def wait_pool_reason(kubectl, name: str, reason: str, timeout: float = TIMEOUT) -> dict:
+    """The Model's InferencePool condition once its reason is `reason`."""
+    return wait_until(lambda: (lambda c: c if c.get("reason") == reason else None)(pool_condition(kubectl, name)),
+                      timeout, f"{name}'s InferencePool condition {reason}")
+
+
 def walk_pool(kubectl, operator, name: str) -> dict:
     """Ask for the Model's pool, edit it (the operator puts it back), decline it (the operator
     deletes it). The pool as it was first made."""
@@ -69,8 +75,7 @@ def test_a_pool_valid_by_gaies_schema_and_collected_with_its_model(operator, kub
     kubectl("patch", "model", name, "-n", MODELS_NAMESPACE, "--type", "merge", "-p", '{"spec": {"inferencePool": true}}')
     wait_until(lambda: kubectl.get(POOLS, name), TIMEOUT, "the pool again", on_timeout=lambda: operator.log()[-5000:])
     # No endpoint picker runs for it here: a Gateway could not route to it, and the Model says so.
-    c = wait_until(lambda: (lambda c: c if c.get("reason") == "PickerUnavailable" else None)(
-        pool_condition(kubectl, name)), TIMEOUT, "the condition to say the picker is missing")
+    c = wait_pool_reason(kubectl, name, "PickerUnavailable")
     assert c["status"] == "False" and "pool-probe-epp:9002" in c["message"]
     assert "does not exist" in c["message"]
     # One Warning each time the Model asked for its pool (walk_pool's, then this one), not one a pass.
