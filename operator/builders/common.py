@@ -99,6 +99,33 @@ def container_resources(spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def job(name: str, labels: dict[str, str], container: dict[str, Any], owner_with_cache: dict[str, Any],
+        placement_: dict[str, Any], settings: OperatorSettings, *, backoff_limit: int,
+        deadline_seconds: int) -> dict[str, Any]:
+    """A Job of one container that writes into a Model's cache (`owner_with_cache`'s PVC): the
+    download Job and a FineTune's trainer. The caller sets its owner."""
+    pod_spec = {
+        "restartPolicy": "Never",
+        # Service links would inject MODELYARD_PORT-like variables that the CLI reads.
+        "enableServiceLinks": False,
+        "automountServiceAccountToken": False,
+        "securityContext": pod_security(settings),
+        "containers": [container],
+        "volumes": [cache_volume(owner_with_cache, read_only=False), TMP_VOLUME],
+        **placement_,
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "backoffLimit": backoff_limit,
+            "activeDeadlineSeconds": deadline_seconds,
+            "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
+        },
+    }
+
+
 def cache_volume(model: dict[str, Any], read_only: bool) -> dict[str, Any]:
     claim: dict[str, Any] = {"claimName": names.pvc_name(model["metadata"]["name"])}
     if read_only:

@@ -113,26 +113,9 @@ def build_download_job(model: dict[str, Any], settings: OperatorSettings) -> dic
         "securityContext": common.container_security(),
         "volumeMounts": [common.cache_mount(read_only=False), common.TMP_MOUNT],
     }
-    pod_spec = {
-        "restartPolicy": "Never",
-        # Service links would inject MODELYARD_PORT-like variables that the CLI reads.
-        "enableServiceLinks": False,
-        "automountServiceAccountToken": False,
-        "securityContext": common.pod_security(settings),
-        "containers": [container],
-        "volumes": [common.cache_volume(model, read_only=False), common.TMP_VOLUME],
-        # Same nodes as the inference pods: a zonal or ReadWriteOnce volume binds where
-        # its first pod runs, and the inference pods must be able to mount it later.
-        **common.placement(spec, settings),
-    }
-    job = {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": names.job_name(name, digest), "labels": labels},
-        "spec": {
-            "backoffLimit": settings.job_backoff_limit,
-            "activeDeadlineSeconds": settings.job_deadline_seconds,
-            "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
-        },
-    }
+    # Same nodes as the inference pods: a zonal or ReadWriteOnce volume binds where its first
+    # pod runs, and the inference pods must be able to mount it later.
+    job = common.job(names.job_name(name, digest), labels, container, model, common.placement(spec, settings),
+                     settings, backoff_limit=settings.job_backoff_limit,
+                     deadline_seconds=settings.job_deadline_seconds)
     return common.owned(job, model)

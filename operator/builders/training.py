@@ -76,23 +76,7 @@ def build_trainer_job(finetune: dict[str, Any], base: dict[str, Any], settings: 
         # The last line of the log (a JSON error) is also the pod's termination message.
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    pod_spec = {
-        "restartPolicy": "Never",
-        "enableServiceLinks": False,
-        "automountServiceAccountToken": False,
-        "securityContext": common.pod_security(settings),
-        "containers": [container],
-        "volumes": [common.cache_volume(base, read_only=False), common.TMP_VOLUME],
-        **placement(finetune, base, settings),
-    }
-    job = {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": names.trainer_job_name(finetune["metadata"]["name"]), "labels": labels},
-        "spec": {
-            "backoffLimit": settings.trainer_backoff_limit,
-            "activeDeadlineSeconds": settings.trainer_deadline_seconds,
-            "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
-        },
-    }
+    job = common.job(names.trainer_job_name(finetune["metadata"]["name"]), labels, container, base,
+                     placement(finetune, base, settings), settings, backoff_limit=settings.trainer_backoff_limit,
+                     deadline_seconds=settings.trainer_deadline_seconds)
     return common.owned(job, finetune)
