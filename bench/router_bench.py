@@ -525,7 +525,9 @@ def scale_from_zero(runs: int = 3) -> list[dict]:
             start_load = timing["ready"] - timing["spawned"]
             row = {"direct_start_and_load_s": round(direct_load, 2), "direct_first_token_s": round(direct_first, 2),
                    "pod_start_and_load_s": round(start_load, 2), "first_token_s": round(answered - sent, 2),
-                   "beyond_start_and_load_s": round(answered - sent - start_load, 2)}
+                   "beyond_start_and_load_s": round(answered - sent - start_load, 2),
+                   # What the router adds: beyond the pod's start, load and own first request.
+                   "router_adds_s": round(answered - sent - start_load - direct_first, 2)}
             rows.append(row)
             print(json.dumps(row), flush=True)
     return rows
@@ -571,7 +573,8 @@ def everything(rounds: int) -> str:
                       ("direct_first_token_s", "its first request's first token (s)"),
                       ("pod_start_and_load_s", "woken pod: start + load (s)"),
                       ("first_token_s", "first token via router (s)"),
-                      ("beyond_start_and_load_s", "beyond start + load (s)")]),
+                      ("beyond_start_and_load_s", "beyond start + load (s)"),
+                      ("router_adds_s", "beyond that and a first request (s)")]),
     ])
 
 
