@@ -147,6 +147,20 @@ def openai_sdk_stream(client: openai.OpenAI, url: str, http: httpx.Client, rng: 
     return usage.completion_tokens
 
 
+def split_lines(r: httpx.Response):
+    """The response's lines, split at LF only (a CR before it dropped), as SSE and NDJSON
+    frame them. Not httpx's iter_lines: it splits with str.splitlines, so a token holding
+    U+2028 or U+0085 (raw in the server's UTF-8 JSON, as JSON allows) cuts an event in two."""
+    pending = b""
+    for chunk in r.iter_bytes():
+        pending += chunk
+        *done, pending = pending.split(b"\n")
+        for line in done:
+            yield line.removesuffix(b"\r").decode()
+    if pending:
+        yield pending.decode()
+
+
 def openai_sse(client: openai.OpenAI, url: str, http: httpx.Client, rng: random.Random) -> int | None:
     """Read raw: the SDK takes a stream that stops before `data: [DONE]` as complete."""
     messages, n = chat_body(rng)
@@ -156,7 +170,7 @@ def openai_sse(client: openai.OpenAI, url: str, http: httpx.Client, rng: random.
                      json={"model": MODEL, "messages": messages, "max_tokens": n, "stream": True}) as r:
         if r.status_code != 200:
             raise Failed(f"{r.status_code} {r.read()[:200]!r}")
-        for line in r.iter_lines():
+        for line in split_lines(r):
             if not line.startswith("data: "):
                 continue  # blank separators and ": keep-alive" comments
             events.append(line[6:])
@@ -180,7 +194,7 @@ def ollama_stream(client: openai.OpenAI, url: str, http: httpx.Client, rng: rand
                      json={"model": MODEL, "messages": messages, "options": {"num_predict": n}}) as r:
         if r.status_code != 200:
             raise Failed(f"{r.status_code} {r.read()[:200]!r}")
-        for line in r.iter_lines():
+        for line in split_lines(r):
             if not line.strip():
                 continue
             lines.append(json.loads(line))
@@ -240,22 +254,25 @@ def client_loop(kind: str, seed: int, url: str, stop_at: float, tally: Tally,
 class Sample:
     t: float  # seconds since the start of the load
     rss: int  # bytes, summed over the processes under the master
+    runner_rss: int  # the part of it that is the runner processes'
     procs: int
     runner_pids: tuple
     load1: float
 
 
 def sample(master: psutil.Process, t: float) -> Sample:
-    rss, procs, runners = 0, 0, []
+    rss, runner_rss, procs, runners = 0, 0, 0, []
     for p in master.children(recursive=True):
         try:
-            rss += p.memory_info().rss
+            mem = p.memory_info().rss
             procs += 1
+            rss += mem
             if "modelyard.server.inference.llama.runner" in p.cmdline():
                 runners.append(p.pid)
+                runner_rss += mem
         except psutil.NoSuchProcess:
             continue
-    return Sample(t, rss, procs, tuple(sorted(runners)), os.getloadavg()[0])
+    return Sample(t, rss, runner_rss, procs, tuple(sorted(runners)), os.getloadavg()[0])
 
 
 def windows(seconds: float) -> tuple[float, float]:
@@ -264,12 +281,12 @@ def windows(seconds: float) -> tuple[float, float]:
     return part, part
 
 
-def drift(samples: list[Sample], seconds: float) -> tuple[float, float, float]:
-    """(baseline, final, drift): mean RSS over the window after warm-up, over the last window,
-    and the final's change relative to the baseline."""
+def drift(samples: list[Sample], seconds: float, part=lambda s: s.rss) -> tuple[float, float, float]:
+    """(baseline, final, drift): mean RSS (or `part` of it) over the window after warm-up,
+    over the last window, and the final's change relative to the baseline."""
     warmup, window = windows(seconds)
-    base = [s.rss for s in samples if warmup <= s.t < warmup + window]
-    last = [s.rss for s in samples if s.t >= seconds - window]
+    base = [part(s) for s in samples if warmup <= s.t < warmup + window]
+    last = [part(s) for s in samples if s.t >= seconds - window]
     if not base or not last:
         raise ValueError("too few RSS samples: lower --sample or raise --seconds")
     b, f = statistics.fmean(base), statistics.fmean(last)
@@ -323,11 +340,14 @@ def run(args) -> int:
         server.stop()
         shutil.rmtree(store, ignore_errors=True)  # a copy of the model; the log stays
     baseline, final, change = drift(samples, args.seconds)
+    with open(work / "rss.csv", "w") as f:  # to see the curve, not only its ends
+        f.write("seconds,rss_bytes,runner_rss_bytes,load1\n")
+        f.writelines(f"{s.t:.1f},{s.rss},{s.runner_rss},{s.load1:.2f}\n" for s in samples)
     restarts = len({s.runner_pids for s in samples}) - 1
     tracebacks = server_tracebacks(log)
     errors = sum(tally.errors.values()) + stuck + restarts + tracebacks
     report(args, tally, samples, baseline, final, change, restarts, tracebacks, stuck, load_before, load_after)
-    print(f"\nserver log: {work / 'server.log'}")
+    print(f"\nserver log: {work / 'server.log'}; RSS samples: {work / 'rss.csv'}")
     failed = errors > 0 or change >= MAX_DRIFT
     print(f"\n{'FAIL' if failed else 'PASS'}: {errors} errors, RSS drift {change:+.2%} (limit {MAX_DRIFT:.0%})")
     return 1 if failed else 0
@@ -348,6 +368,9 @@ def report(args, tally, samples, baseline, final, change, restarts, tracebacks, 
     print(f"| RSS, mean over {warmup:.0f}-{warmup + window:.0f} s (baseline) | {baseline / mib:.1f} MiB |")
     print(f"| RSS, mean over the last {window:.0f} s | {final / mib:.1f} MiB |")
     print(f"| RSS drift | {change:+.2%} |")
+    for label, part in (("gunicorn worker", lambda s: s.rss - s.runner_rss), ("runner", lambda s: s.runner_rss)):
+        b, f, c = drift(samples, args.seconds, part)
+        print(f"| of which the {label}: baseline, last, drift | {b / mib:.1f}, {f / mib:.1f} MiB, {c:+.2%} |")
     print(f"| RSS, lowest / highest sample | {min(s.rss for s in samples) / mib:.1f} / "
           f"{max(s.rss for s in samples) / mib:.1f} MiB |")
     print(f"| RSS samples (every {args.sample:.0f} s), processes | {len(samples)}, "

@@ -29,6 +29,8 @@ from modelyard.server.shared import names
 from support.modelfiles import make_gguf
 from support.servers import Server
 
+pytestmark = pytest.mark.slow
+
 KEY = "1234"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 SIZE = 1 << 20
