@@ -503,6 +503,21 @@ def test_an_export_cancelled_while_queued_leaves_nothing(c, data, trained):
     assert sorted(p.name for p in folder.iterdir()) == ["one.gguf"]
 
 
+def test_an_export_cancelled_while_running_leaves_nothing(c, data, trained):
+    """Cancelled in its merge or its quantizer (the child is stopped, its quantizer with it):
+    no file, no partial, no folder it made, no model."""
+    r = c.post(f"{E}/models/export", headers={"Prefer": "respond-async"},
+               json={"model_id": "pw-a", "q_bits": 6, "output_path": str(data / "cancelled-export")})
+    job = r.json()
+    running = wait(c, job["job_id"], statuses=("running",))
+    r = c.post(f"{E}/jobs/{job['job_id']}/cancel")
+    assert r.status_code == 200, (running, r.text)  # a 409 would say it had completed already
+    done = wait(c, job["job_id"])
+    assert done["status"] == "cancelled", done
+    assert not (data / "cancelled-export").exists()
+    assert c.get(f"/store/v1/models/{job['output_model_id']}").status_code == 404
+
+
 def test_cancel_a_queued_and_a_running_job(c, data, trained):
     """One trainer at a time: the second job waits in the queue. Each can be cancelled, and
     neither leaves a model."""
