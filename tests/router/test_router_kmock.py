@@ -107,6 +107,23 @@ def test_lists_answer_for_the_whole_cluster(router, tiny):
     assert httpx.get(router.url + "/mimik-ai/openai/v1/models").json()["data"][0]["object"] == "model"
 
 
+def test_a_finetunes_adapter_goes_to_its_base_models_pods(router, cluster, tiny):
+    """The router watches FineTunes: their adapter's name routes to the base Model's pods (which
+    answer for it; these pods have no such adapter, so theirs is the 404)."""
+    body = {"apiVersion": "modelyard.dev/v1alpha1", "kind": "FineTune", "metadata": {"name": "tune"},
+            "spec": {"baseModel": "tiny", "dataset": {"path": "d.jsonl"}}}
+    cluster.kmock.call(cluster.k.create("finetunes", body))
+    cluster.kmock.call(cluster.k.patch("finetunes", "tune", {"status": {"adapter": "tiny-tuned"}}, sub="status"))
+    client = _openai(router)
+    before = router.metric("modelyard_router_requests_total", model="tiny", code="404")
+
+    def routed_to_tiny() -> bool:
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model="tiny-tuned", messages=CHAT, max_tokens=2)
+        return router.metric("modelyard_router_requests_total", model="tiny", code="404") > before
+    _eventually(routed_to_tiny, 10, "the adapter routed to tiny's pods")
+
+
 def test_a_conversation_sticks_to_its_pod_then_spills(router, tiny):
     client = _openai(router)
     chat = [{"role": "system", "content": "You are a sticky test."}, {"role": "user", "content": "Turn one."}]
