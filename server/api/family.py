@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from modelyard.server.http import sse
 from modelyard.server.http.errors import default_error_body
-from modelyard.server.http.jsonio import dumps
+from modelyard.server.http import jsonio
 from modelyard.server.http.routes import ErrorBody, Guard
 
 JSON = "application/json"
@@ -72,7 +72,7 @@ StreamError = Callable[[dict, int, str], bytes]
 def default_stream_errors() -> dict[str, StreamError]:
     """An SSE `data:` event of the error body; an NDJSON line `{"error": message}` (Ollama's)."""
     return {SSE: lambda body, code, message: sse.frame(body),
-            NDJSON: lambda body, code, message: dumps({"error": message}) + b"\n"}
+            NDJSON: lambda body, code, message: jsonio.line({"error": message})}
 
 
 GGUF_KINDS = ("llm", "vlm", "embed")

@@ -20,3 +20,20 @@ dumps = functools.partial(orjson.dumps, option=orjson.OPT_SERIALIZE_NUMPY | orjs
 def use_for_responses(app: falcon.App) -> None:
     handler = falcon.media.JSONHandler(dumps=dumps)
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = handler
+
+
+# Characters that JSON leaves unescaped but str.splitlines() breaks a line at. Ollama's clients
+# read NDJSON with httpx's iter_lines (the ollama Python client), which splits there too, so a
+# token holding one would cut a chunk in two. Go's encoding/json escapes U+2028 and U+2029 for
+# the same reason (https://pkg.go.dev/encoding/json#Marshal). In UTF-8 each is a byte sequence
+# that cannot occur inside another character, so replacing the bytes is safe.
+_LINE_BREAKS = ((b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"), (b"\xc2\x85", b"\\u0085"))
+
+
+def line(value) -> bytes:
+    """One NDJSON line: `value` as JSON with no character a line reader splits at, then LF."""
+    out = dumps(value)
+    if b"\xe2\x80" in out or b"\xc2\x85" in out:
+        for raw, escaped in _LINE_BREAKS:
+            out = out.replace(raw, escaped)
+    return out + b"\n"

@@ -23,7 +23,7 @@ from modelyard.server.api.mullama.schema import MullamaLoadBody, MullamaPullBody
 from modelyard.server.http.bodies import read_model
 from modelyard.server.api.mullama.errors import mullama_error
 from modelyard.server.http.errors import ApiError
-from modelyard.server.http.jsonio import dumps
+from modelyard.server.http import jsonio
 from modelyard.server.http.worker_stream import WorkerStream, run_to_end
 from modelyard.server.inference.dispatch import Dispatcher
 from modelyard.server.inference.errors import LoadFailed
@@ -225,7 +225,7 @@ class Pull(_Route):
             resp.media = self.daemon.pull_result(spec, result["view"])
             return
         resp.content_type = NDJSON
-        resp.stream = WorkerStream(work, lambda line: dumps(line) + b"\n", _stream_error,
+        resp.stream = WorkerStream(work, jsonio.line, _stream_error,
                                    name=f"pull-{spec.model_id}")
 
 

@@ -18,7 +18,7 @@ from modelyard.server.api.responding import Running, run_to_end
 from modelyard.server.api.ollama.schema import (ChatBody, GenerateBody, RequestError, chat_messages, decode_images,
                                                 keep_alive_seconds, with_defaults)
 from modelyard.server.http.errors import bad_request
-from modelyard.server.http.jsonio import dumps
+from modelyard.server.http import jsonio
 from modelyard.server.inference.answers import AnswerCutter
 from modelyard.server.inference.dispatch import Dispatcher, check_prompt_length
 from modelyard.server.inference.requests import IMAGE_MARKER, ChatRequest, CompletionRequest
@@ -105,19 +105,19 @@ class _Lines:
             self.on_step(gen, step)
         chunk = self.make_chunk(step)
         if chunk is not None:
-            yield dumps(chunk) + b"\n"
+            yield jsonio.line(chunk)
 
     def closing(self, gen):
-        yield dumps(self.finish(gen, streamed=True)) + b"\n"
+        yield jsonio.line(self.finish(gen, streamed=True))
 
     def ending(self):
         return ()
 
     def error(self, gen, message: str):
-        yield dumps({"error": message}) + b"\n"
+        yield jsonio.line({"error": message})
 
     def ping(self) -> bytes:
-        return dumps({**self.keep_alive, "created_at": _now(), "done": False}) + b"\n"
+        return jsonio.line({**self.keep_alive, "created_at": _now(), "done": False})
 
 
 def _done_reason(gen) -> str:

@@ -16,7 +16,7 @@ from modelyard.server.api.ollama.modelfile import ModelfileError, parse
 from modelyard.server.api.ollama.schema import CreateBody, PullBody
 from modelyard.server.http.bodies import RawBody
 from modelyard.server.http.errors import bad_request
-from modelyard.server.http.jsonio import dumps
+from modelyard.server.http import jsonio
 from modelyard.server.http.worker_stream import WorkerStream, Work, run_to_end
 from modelyard.server.registry import allowed, derive, pulls
 from modelyard.server.registry.blobs import Blobs, digest_hex
@@ -38,7 +38,7 @@ def _respond(resp, stream: bool, work: Work, name: str) -> None:
         resp.media = run_to_end(work) or {"status": "success"}
         return
     resp.content_type = NDJSON
-    resp.stream = WorkerStream(work, lambda event: dumps(event) + b"\n", _error_line, name=name)
+    resp.stream = WorkerStream(work, jsonio.line, _error_line, name=name)
 
 
 def _check_template(template: str | None, what: str) -> None:
