@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 PYTEST_ARGS ?=
 
-.PHONY: run test gateway-test trainer-image-test fuzz mutation k8s clients bench bench-registry bench-inference bench-operator bench-router e2e clean
+.PHONY: run test gateway-test trainer-image-test fuzz mutation soak k8s clients bench bench-registry bench-inference bench-operator bench-router bench-finetune e2e clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -138,22 +138,19 @@ mutation: $(VENV)/.test-deps
 # 64 concurrent chats (OpenAI SSE, Ollama NDJSON, non-streamed) on one model for 10 minutes
 # against the real server: exits non-zero on any failed request or an RSS drift of 5% or more
 # (docs/benchmarks.md#soak). Not part of `make test`. SOAK_ARGS=--seconds 60 for a short one.
-.PHONY: soak
 SOAK_ARGS ?=
 soak: $(VENV)/.test-deps .cache/llama-cpp-python/.version
 	$(PY) bench/soak.py $(SOAK_ARGS)
 
 # Each benchmark compares Modelyard with its peers in one run; results go into
 # docs/benchmarks.md with the command that produced them.
-bench: bench-registry bench-inference bench-operator bench-router
+bench: bench-registry bench-inference bench-operator bench-router bench-finetune
 
 bench-registry: $(VENV)/.test-deps
 	$(PY) bench/registry_bench.py
 
 # Our LoRA trainer against a plain peft script (steps/s), and decoding with adapters against
 # without, one stream and 8 (docs/benchmarks.md#fine-tuning); needs the finetune extra.
-.PHONY: bench-finetune
-bench: bench-finetune
 bench-finetune: $(VENV)/.finetune-deps .cache/llama-cpp-python/.version
 	$(PY) bench/finetune_bench.py --threads $$(nproc)
 
