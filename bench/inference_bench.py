@@ -251,7 +251,7 @@ def interleaved(procs: dict, rounds: int, measure) -> dict[str, list]:
     """
     names = list(procs)
     out: dict[str, list] = {n: [] for n in names}
-    for r in range(rounds):
+    for r in range(rounds if names else 0):  # none: e.g. no embedder when modelyard is skipped
         for name in names[r % len(names):] + names[:r % len(names)]:
             out[name].append(measure(procs[name].url))
     return out
