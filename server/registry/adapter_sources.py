@@ -100,11 +100,10 @@ def _one(store: st.Store, base_id: str, wanted: Wanted, on_progress) -> None:
                 transfer.place("model", file)
                 transfer.commit(sources={"model": identity})
             else:
-                fetch.download_into(transfer, sources, on_progress=report, keep_partial=True)
-        if sources is not None:
-            try:
-                shape = lora.check(base_file, store.file_path(wanted.name))
-            except Exception:
-                store.delete(wanted.name)  # the Job fails; nothing that does not fit stays listed
-                raise
+                fitted: dict = {}
+                # checked before the commit, as a file in the volume is: a download that does
+                # not fit its base is never ready
+                fetch.download_into(transfer, sources, on_progress=report, keep_partial=True,
+                                    check=lambda files: fitted.update(lora.check(base_file, files["model"])))
+                shape = fitted
         store.update(wanted.name, {"adapter": {**fields["adapter"], **shape}})

@@ -144,8 +144,9 @@ def plan_sources(url: str, mmproj_url: str | None = None, revision: str | None =
 
 def download_into(transfer: st.Transfer, sources: dict[str, Source], sha256: str | None = None,
                   on_progress: Progress | None = None, cancel: threading.Event | None = None,
-                  keep_partial: bool = False) -> dict:
-    """Fill an open transfer from `sources` and commit it. The caller holds (and ends) it.
+                  keep_partial: bool = False, check: Callable[[dict], None] | None = None) -> dict:
+    """Fill an open transfer from `sources` and commit it (`check`: Transfer.commit's). The
+    caller holds (and ends) it.
 
     With `keep_partial`, a failure leaves the `.partial` files so a re-run resumes.
     """
@@ -168,7 +169,7 @@ def download_into(transfer: st.Transfer, sources: dict[str, Source], sha256: str
         check_cancel()
         try:
             model = transfer.commit(sha256={"model": sha256} if sha256 else None,
-                                    sources={r: s.identity for r, s in sources.items()})
+                                    sources={r: s.identity for r, s in sources.items()}, check=check)
         except st.InvalidFile:
             keep = False  # complete but wrong: resuming it would only fail again
             raise

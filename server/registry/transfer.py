@@ -8,7 +8,7 @@ import os
 import shutil
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from modelyard.server.registry import formats
 from modelyard.server.registry.crashpoints import crash_point
@@ -62,8 +62,11 @@ class Transfer:
         return self.writer(role, resume=True)
 
     def commit(self, sha256: dict[str, str] | None = None,
-               sources: dict[str, str] | None = None) -> dict:
-        """Verify every written file, then move them into place and record them.
+               sources: dict[str, str] | None = None,
+               check: Callable[[dict[str, Path]], None] | None = None) -> dict:
+        """Verify every written file, then move them into place and record them. `check`
+        sees the written files ({role: path}) before the commit and may refuse them by raising
+        (an adapter that does not fit its base): what it refuses is never ready.
 
         One metadata write decides the commit (see the module's notes): a crash before it
         leaves the old model, a crash after it is finished by the next writer.
@@ -88,6 +91,8 @@ class Transfer:
                 # Where the file came from, so a fetch of another source downloads again.
                 "source": (sources or {}).get(role),
             }
+        if check is not None:
+            check({role: writer.path for role, writer in self._writers.items()})
         crash_point("partial-synced")
         self.store._begin_commit(self.model_id, records)
         crash_point("old-record-dropped")
