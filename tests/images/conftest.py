@@ -16,13 +16,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 import imagebuild  # noqa: E402
+from imagebuild import TIMINGS  # noqa: E402
 
 SERVER_TAG = "localhost/modelyard-server:test"
 OPERATOR_TAG = "localhost/modelyard-operator:test"
 TOOLS = ("podman", "runc", "debootstrap", "slirp4netns")
-
-# Seconds each step took in this session, shown at the end of the run.
-TIMINGS: dict[str, float] = {}
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -18,6 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
+# Seconds each step took in this session, shown at the end of the run (the images' conftest).
+# Here, not in the conftest: a test module's `from conftest import` may find another folder's.
+TIMINGS: dict[str, float] = {}
+
 ROOT = Path(__file__).resolve().parents[2]
 CONF = Path(__file__).with_name("containers.conf")
 CACHE = Path(os.environ.get("MODELYARD_CACHE") or Path.home() / ".cache" / "modelyard")

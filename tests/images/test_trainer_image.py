@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 
 import imagebuild
-from conftest import TIMINGS
-from imagebuild import podman
+from imagebuild import TIMINGS, podman
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))
 import modelgen  # noqa: E402
