@@ -28,7 +28,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -228,25 +227,7 @@ def one_stream(url: str, model: str, tokens: int, bias: dict, i: int) -> dict:
 
 def streams(url: str, models: list[str], tokens: int, bias: dict) -> tuple[float, bool]:
     """One stream per entry of `models`, all at once: total tokens/s over the wall time."""
-    results: list = [None] * len(models)
-
-    def worker(k):
-        try:
-            results[k] = one_stream(url, models[k], tokens, bias, 200 + k)
-        except Exception as exc:  # kept: a dead thread would show up as a confusing None
-            results[k] = exc
-
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(len(models))]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    failed = [r for r in results if isinstance(r, Exception)]
-    if failed:
-        raise RuntimeError(f"{len(failed)} of {len(models)} streams failed: {failed[0]!r}")
-    return sum(r["tokens"] for r in results) / wall, all(r["tokens"] == tokens for r in results)
+    return ib.at_once(lambda k: one_stream(url, models[k], tokens, bias, 200 + k), len(models), tokens)
 
 
 def bench_serving(threads: int, rounds: int, tokens: int) -> dict:

@@ -210,13 +210,19 @@ def _ollama_stream(url: str, model: str, tokens: int, bias: dict, messages: list
 
 def aggregate(url: str, model: str, tokens: int, bias: dict, conc: int) -> tuple[float, bool]:
     """`conc` streams at once: total tokens/s over the wall time, and whether all got all."""
+    return at_once(lambda k: one_stream(url, model, tokens, bias, 100 + k), conc, tokens)
+
+
+def at_once(stream, conc: int, tokens: int) -> tuple[float, bool]:
+    """`stream(k)` for k in range(conc), all at once, each a dict with its "tokens": total
+    tokens/s over the wall time, and whether every stream got all `tokens`."""
     results: list = [None] * conc
 
     def worker(k):
         # Keep the exception: a thread that died would otherwise show up later as a
         # confusing "'NoneType' object is not subscriptable".
         try:
-            results[k] = one_stream(url, model, tokens, bias, 100 + k)
+            results[k] = stream(k)
         except Exception as exc:
             results[k] = exc
 
