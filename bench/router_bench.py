@@ -4,7 +4,7 @@ and what a short request costs while they are held.
 Three processes on loopback: a stand-in pod (an ASGI app under uvicorn: a `stream: true`
 request gets an SSE comment every second until the client goes, any other request a small
 JSON answer), and in front of it either
-- `asgi`: the router itself (Falcon's ASGI app under uvicorn, httpx's AsyncClient to the pod),
+- `asgi`: the router itself (Falcon's ASGI app under uvicorn, aiohttp's client to the pod),
   with one Model whose one pod is the stand-in (no cluster: the state is fed directly), or
 - `gthread`: the pods' own stack, gunicorn's gthread worker with 64 threads and a WSGI app
   that relays the pod's answer with httpx's Client, as a thread-per-request router would.
@@ -17,8 +17,10 @@ front process's resident memory and threads.
 `overhead`: a real `modelyard serve` (the tests' generated pod model: random weights,
 qwen2's vocabulary; 8 decode slots) called directly and through the router, at 1, 8 and 64
 concurrent streamed chat completions (64 tokens each, end-of-sequence biased away; at 64
-most wait for a slot), in alternating rounds: time to first token (median) and tokens per
-second per stream (median).
+most wait for a slot), in alternating rounds; a side's round is at least SAMPLES streams
+(one stream alone: 24 one after another): time to first token (median) and tokens per
+second per stream (median). The pod runs on all cores but the first, the router on the
+first, as a router on a node of its own.
 
     .venv/bin/python bench/router_bench.py overhead [--rounds 3] [--streams 1 8 64]
 
@@ -115,7 +117,8 @@ def run_asgi(port: int, upstream: str, placement: str = "chwbl") -> None:
     balancer of this benchmark's that takes the pods in turn)."""
     from modelyard.server.router.balancer import Balancer
     from modelyard.server.router.cluster import Cluster
-    from modelyard.server.router.main import client, serve_app
+    from modelyard.server.router.main import run_on_loop, serve_app
+    from modelyard.server.router.pods import Pods
     from modelyard.server.router.settings import RouterSettings
 
     class RoundRobin(Balancer):
@@ -136,11 +139,11 @@ def run_asgi(port: int, upstream: str, placement: str = "chwbl") -> None:
         raise RuntimeError("not in a cluster")
 
     async def main() -> None:
-        async with client() as pods:
+        async with Pods() as pods:
             await serve_app(RouterSettings(host="127.0.0.1", port=port, prefix_chars=prefix_chars), cluster, pods,
                             no_scale)
 
-    asyncio.run(main())
+    run_on_loop(main())
 
 
 def run_gthread(port: int, upstream: str) -> None:
@@ -282,41 +285,69 @@ def _real_server(workdir: Path, parallel: int, model: Path | None = None, contex
     return server.start(wait_ready=True, timeout=300) if wait else server
 
 
-async def _streams(url: str, count: int) -> tuple[float, float]:
-    """(median time to first token in ms, median tokens per second per stream)."""
+async def _streams(url: str, count: int, batches: int = 1) -> tuple[float, float]:
+    """(median time to first token in ms, median tokens per second per stream) of `batches`
+    batches of `count` streams at once, one batch after another on one client (aiohttp's: it
+    takes less of the core it shares with the router than httpx's)."""
+    import aiohttp
+
     body = {"model": "m", "messages": [{"role": "user", "content": "Tell a story."}], "max_tokens": 64,
             "stream": True, "logit_bias": NO_EOS}
-    limits = httpx.Limits(max_connections=None)
-    async with httpx.AsyncClient(timeout=300, limits=limits) as client:
+    # Idle connections are dropped before the servers drop them (gunicorn and uvicorn after 5 s),
+    # or a batch could start on a connection that is being closed.
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=3)
+    async with aiohttp.ClientSession(connector=connector) as client:
         async def one() -> tuple[float, float]:
             started = time.perf_counter()
             first, tokens = None, 0
-            async with client.stream("POST", url + "/v1/chat/completions", json=body) as r:
-                async for line in r.aiter_lines():
-                    if line.startswith("data: {"):
+            async with client.post(url + "/v1/chat/completions", json=body) as r:
+                async for line in r.content:
+                    if line.startswith(b"data: {"):
                         tokens += 1
                         first = first or time.perf_counter()
             end = time.perf_counter()
             return (first - started) * 1000, (tokens - 1) / max(end - first, 1e-9)
-        results = await asyncio.gather(*[one() for _ in range(count)])
+        results = []
+        for _ in range(batches):
+            results += await asyncio.gather(*[one() for _ in range(count)])
     return statistics.median(r[0] for r in results), statistics.median(r[1] for r in results)
 
 
+SAMPLES = 24  # streams a side measures per round at least: one stream alone is 24 in a row
+
+
+def _pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of a process and of its children to `cpus` (threads started later inherit it)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(tid), cpus)
+        for child in Path(f"/proc/{pid}/task/{tid}/children").read_text().split():
+            _pin(int(child), cpus)
+
+
 def overhead(rounds: int, stream_counts: list[int]) -> list[dict]:
+    """On a cluster the router runs on a node of its own. Here the pod (gunicorn, its runner,
+    llama.cpp's threads) is pinned to every core but the first, and the router to the first
+    (this client runs where the scheduler puts it, as for the pod called directly): on shared
+    cores the processes take turns, and what the router seemed to add was the machine's
+    contention (docs/benchmarks.md, "Router")."""
     import tempfile
 
     rows = []
+    cores = sorted(os.sched_getaffinity(0))
+    front_cores, pod_cores = {cores[0]}, set(cores[1:]) or {cores[0]}
     with tempfile.TemporaryDirectory() as tmp:
-        server = _real_server(Path(tmp), parallel=8)  # the model's 2048 tokens: 256 per slot
+        server = _real_server(Path(tmp), parallel=8, threads=len(pod_cores))  # 2048 tokens: 256 per slot
         port = free_port()
         front = _start("asgi", port, f"127.0.0.1:{server.port}")
+        _pin(server.proc.pid, pod_cores)
+        _pin(front.pid, front_cores)
         try:
             asyncio.run(_streams(server.url, 1))  # warm-up: the first request pays one-off costs
             for count in stream_counts:
                 samples: dict[str, list[tuple[float, float]]] = {"direct": [], "router": []}
                 for _ in range(rounds):
                     for name, url in (("direct", server.url), ("router", f"http://127.0.0.1:{port}")):
-                        samples[name].append(asyncio.run(_streams(url, count)))
+                        samples[name].append(asyncio.run(_streams(url, count, batches=max(2, SAMPLES // count))))
                 row = {"streams": count}
                 for name, values in samples.items():
                     row[f"{name}_ttft_ms"] = round(statistics.median(v[0] for v in values), 1)
@@ -454,7 +485,8 @@ def run_zero(port: int, workdir: str) -> None:
     200 (polled every 50 ms, as a readiness probe with a short period). The times go to
     workdir/zero.json."""
     from modelyard.server.router.cluster import Cluster
-    from modelyard.server.router.main import client, serve_app
+    from modelyard.server.router.main import run_on_loop, serve_app
+    from modelyard.server.router.pods import Pods
     from modelyard.server.router.settings import RouterSettings
 
     cluster = Cluster(256, 1.25)
@@ -478,10 +510,10 @@ def run_zero(port: int, workdir: str) -> None:
         (folder / "zero.json").write_text(json.dumps({"spawned": spawned, "ready": ready, "pgid": server.proc.pid}))
 
     async def main() -> None:
-        async with client() as pods:
+        async with Pods() as pods:
             await serve_app(RouterSettings(host="127.0.0.1", port=port, ping_seconds=1.0), cluster, pods, scale)
 
-    asyncio.run(main())
+    run_on_loop(main())
 
 
 def _fresh_pod_first_token(workdir: Path) -> tuple[float, float]:
@@ -555,7 +587,7 @@ def everything(rounds: int) -> str:
         f"`make bench-router` ({when}, {os.cpu_count()} cores; load average "
         f"{' '.join(f'{x:.2f}' for x in load_before)} before, {' '.join(f'{x:.2f}' for x in load_after)} after)",
         "Router overhead, a real server called directly and through the router (streamed chat, 64 tokens, "
-        f"median of {rounds} rounds):",
+        f"median of {rounds} alternating rounds of at least {SAMPLES} streams a side):",
         _table(over, [("streams", "streams"), ("direct_ttft_ms", "TTFT direct (ms)"),
                       ("router_ttft_ms", "TTFT via router (ms)"), ("ttft_added_ms", "added (ms)"),
                       ("direct_tok_s", "tok/s direct"), ("router_tok_s", "tok/s via router"),

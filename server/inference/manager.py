@@ -225,6 +225,7 @@ class ModelManager:
         except InferenceError:
             vocab.close()
             raise
+        vocab.max_piece_bytes  # every request's length check needs it: read now, before ready
         try:
             engine, projector = remote.start(spec, model_id, vocab, self.metrics, s.engine_hang_timeout)
         except ModelLoadError as exc:

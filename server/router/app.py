@@ -8,13 +8,13 @@ from typing import Any
 
 import falcon
 import falcon.asgi
-import httpx
 
 from modelyard.server.http.jsonio import use_for_responses
 from modelyard.server.router import lists
 from modelyard.server.router.cluster import Cluster
 from modelyard.server.router.keys import RouterKey
 from modelyard.server.router.metrics import RouterMetrics
+from modelyard.server.router.pods import Pods
 from modelyard.server.router.proxy import Proxy, Scaler
 from modelyard.server.router.settings import RouterSettings
 
@@ -69,12 +69,12 @@ class _OllamaRoot:
         resp.content_type = falcon.MEDIA_TEXT
 
 
-def create_app(settings: RouterSettings, cluster: Cluster, client: httpx.AsyncClient, scale: Scaler,
+def create_app(settings: RouterSettings, cluster: Cluster, pods: Pods, scale: Scaler,
                metrics: RouterMetrics | None = None, families=None) -> falcon.asgi.App:
     if families is None:
         from modelyard.server.api.families import FAMILIES as families
     metrics = metrics or RouterMetrics()
-    proxy = Proxy(settings, cluster, metrics, client, scale)
+    proxy = Proxy(settings, cluster, metrics, pods, scale)
     app = falcon.asgi.App(middleware=[RouterKey(settings.api_key, proxy.voices)])
     app.req_options.strip_url_path_trailing_slash = True
     use_for_responses(app)

@@ -3,24 +3,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
+from typing import Any
 
-import httpx
 import uvicorn
 
 from modelyard.server.router.app import HangUps, create_app
 from modelyard.server.router.cluster import Cluster
 from modelyard.server.router.kube import Watcher, load_api_client
+from modelyard.server.router.pods import Pods
 from modelyard.server.router.settings import RouterSettings
 
 log = logging.getLogger("modelyard.router")
-
-
-def client() -> httpx.AsyncClient:
-    """The pods' client: no read time-out (a generation takes as long as it takes; the pods
-    send keep-alives), a short connect time-out (a dead pod is tried again elsewhere)."""
-    return httpx.AsyncClient(timeout=httpx.Timeout(None, connect=5.0),
-                             limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
-                             trust_env=False)
 
 
 async def serve(settings: RouterSettings) -> None:
@@ -41,7 +35,7 @@ async def serve(settings: RouterSettings) -> None:
     async def scale(namespace: str, name: str) -> None:
         await asyncio.to_thread(watchers[0].scale_to_one, namespace, name)
 
-    async with client() as pods:
+    async with Pods() as pods:
         try:
             await serve_app(settings, cluster, pods, scale)
         finally:
@@ -49,7 +43,7 @@ async def serve(settings: RouterSettings) -> None:
                 watcher.stop()
 
 
-async def serve_app(settings: RouterSettings, cluster: Cluster, pods: httpx.AsyncClient, scale) -> None:
+async def serve_app(settings: RouterSettings, cluster: Cluster, pods: Pods, scale) -> None:
     """The app on uvicorn until SIGTERM or SIGINT (uvicorn's own handlers)."""
     app = HangUps(create_app(settings, cluster, pods, scale))
     config = uvicorn.Config(app, host=settings.host, port=settings.port, lifespan="off",
@@ -57,7 +51,19 @@ async def serve_app(settings: RouterSettings, cluster: Cluster, pods: httpx.Asyn
     await uvicorn.Server(config).serve()
 
 
+def run_on_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run the router's coroutine on uvloop's event loop (libuv's: fewer system calls and less
+    Python a socket event than asyncio's own), asyncio's own where uvloop is not installed."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
+
+
 def run(settings: RouterSettings) -> int:
     logging.basicConfig(level=logging.DEBUG if settings.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(serve(settings))
+    run_on_loop(serve(settings))
     return 0

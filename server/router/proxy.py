@@ -12,12 +12,12 @@ from typing import Any
 
 import falcon
 import falcon.asgi
-import httpx
 
 from modelyard.server.router import families
 from modelyard.server.router.cluster import Cluster, Entry, wants_scale_from_zero
 from modelyard.server.router.locate import Located, Locator, balance_key, model_of
 from modelyard.server.router.metrics import RouterMetrics
+from modelyard.server.router.pods import BrokeOff, ConnectFailed, Pods, Upstream
 from modelyard.server.router.settings import RouterSettings
 
 log = logging.getLogger(__name__)
@@ -44,11 +44,11 @@ class Refusal(Exception):
 
 class Proxy:
     def __init__(self, settings: RouterSettings, cluster: Cluster, metrics: RouterMetrics,
-                 client: httpx.AsyncClient, scale: Scaler) -> None:
+                 pods: Pods, scale: Scaler) -> None:
         self.settings = settings
         self.cluster = cluster
         self.metrics = metrics
-        self.client = client
+        self.pods = pods
         self.scale = scale
         self.locator = Locator()
         self.voices = families.Voices()
@@ -115,8 +115,8 @@ class Proxy:
         if not entry.balancer.loads:
             patience = await self._await_pod(entry)
         upstream, endpoint = await self._send(entry, req.method, target, headers, raw, key, patience)
-        resp.status = falcon.code_to_http_status(upstream.status_code)
-        for name, value in upstream.headers.multi_items():
+        resp.status = falcon.code_to_http_status(upstream.status)
+        for name, value in upstream.headers:
             if name.lower() not in _DROP_RESPONSE:
                 resp.append_header(name, value)
         resp.stream = self._relay(entry, endpoint, upstream, event)
@@ -185,18 +185,22 @@ class Proxy:
             return
         finally:
             waiting.cancel()
-        if upstream.status_code >= 400:
-            data = await upstream.aread()
-            await self._done(entry, endpoint, upstream)
-            message = _message(data) or f"HTTP {upstream.status_code}"
-            yield event.error(content_type, upstream.status_code, message)
+        if upstream.status >= 400:
+            try:
+                data = await upstream.read()
+            except BrokeOff:
+                data = b""
+            finally:
+                self._done(entry, endpoint, upstream)
+            message = _message(data) or f"HTTP {upstream.status}"
+            yield event.error(content_type, upstream.status, message)
             return
         async for chunk in self._relay(entry, endpoint, upstream, event):
             yield chunk
 
     # ---- sending and relaying -----------------------------------------------------------
     async def _send(self, entry: Entry, method: str, target: str, headers, raw: bytes,
-                    key: str | None, patience: float | None = None) -> tuple[httpx.Response, str]:
+                    key: str | None, patience: float | None = None) -> tuple[Upstream, str]:
         """The pod's response (headers read, body not yet). A pod that refuses the connection
         (nothing was sent) is left out and another is tried. A request that waited for the
         Model's first pod keeps trying until `patience` (a monotonic deadline): a pod that has
@@ -210,7 +214,7 @@ class Proxy:
             await asyncio.sleep(_PATIENCE_STEP)
 
     async def _try_pods(self, entry: Entry, method: str, target: str, headers, raw: bytes,
-                        key: str | None) -> tuple[httpx.Response, str]:
+                        key: str | None) -> tuple[Upstream, str]:
         tried: list[str] = []
         errors: list[str] = []
         for attempt in range(1 + self.settings.connect_retries):
@@ -222,38 +226,41 @@ class Proxy:
             entry.balancer.acquire(endpoint)
             self.metrics.in_flight.labels(entry.name, endpoint).inc()
             self.metrics.chosen.labels(entry.name, endpoint).inc()
-            request = self.client.build_request(method, f"http://{endpoint}{target}", headers=headers, content=raw)
             try:
-                response = await self.client.send(request, stream=True)
-                self._count(entry, response.status_code)
+                response = await self.pods.send(method, f"http://{endpoint}{target}", headers, raw)
+                self._count(entry, response.status)
                 return response, endpoint
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            except ConnectFailed as exc:
                 self._release(entry, endpoint)
                 tried.append(endpoint)
-                errors.append(f"{endpoint}: {exc or type(exc).__name__}")
+                errors.append(f"{endpoint}: {exc}")
+            except BrokeOff as exc:
+                # The request went out: not retried (a generation may have started).
+                self._release(entry, endpoint)
+                raise Refusal(502, f"Model '{entry.name}': its pod {endpoint} broke off before answering: {exc}") from None
             except BaseException:
                 self._release(entry, endpoint)
                 raise
         detail = "; ".join(errors) or "no ready pod"
         raise Refusal(502, f"Model '{entry.name}' is unreachable: {detail}")
 
-    async def _relay(self, entry: Entry, endpoint: str, upstream: httpx.Response,
+    async def _relay(self, entry: Entry, endpoint: str, upstream: Upstream,
                      event: "_Events") -> AsyncIterator[bytes]:
         """The pod's body as it comes. A hang-up of our client cancels this (app.py), which
         closes the pod's connection, and the pod cancels the generation."""
         try:
-            async for chunk in upstream.aiter_raw():
+            async for chunk in upstream.chunks():
                 yield chunk
-        except httpx.HTTPError as exc:
-            log.warning("Model %s: pod %s broke off a response: %r", entry.name, endpoint, exc)
-            yield event.error(upstream.headers.get("content-type", ""), 502,
+        except BrokeOff as exc:
+            log.warning("Model %s: pod %s broke off a response: %s", entry.name, endpoint, exc)
+            yield event.error(upstream.header("content-type"), 502,
                               f"Model '{entry.name}': its pod {endpoint} broke off the response")
         finally:
-            await self._done(entry, endpoint, upstream)
+            self._done(entry, endpoint, upstream)
 
-    async def _done(self, entry: Entry, endpoint: str, upstream: httpx.Response) -> None:
+    def _done(self, entry: Entry, endpoint: str, upstream: Upstream) -> None:
         self._release(entry, endpoint)
-        await upstream.aclose()
+        upstream.close()
 
     def _release(self, entry: Entry, endpoint: str) -> None:
         entry.balancer.release(endpoint)

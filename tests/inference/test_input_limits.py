@@ -139,3 +139,21 @@ def test_a_kv_cache_larger_than_the_memory_is_refused_before_loading(c):
     assert "needs 80.00 GiB" in message and "16384 bytes per token" in message and "available" in message
     assert took < 10, took
     assert "big-kv" not in {m["id"] for m in c.get("/v1/models").json()["data"]}  # nothing half-loaded
+
+
+def test_a_model_knows_its_longest_token_before_it_is_ready(srv):
+    """Every request's length check needs the vocabulary's longest piece. Read by the first
+    request, a burst of first requests on a new pod each read the whole vocabulary at once
+    (64 of them took 35 s to their first bytes), so the manager reads it at load."""
+    from modelyard.server.inference.manager import ModelManager
+    from modelyard.server.registry.store import Store
+    from modelyard.server.settings import Settings
+
+    manager = ModelManager(Store(srv.store), Settings(store=srv.store, threads=1, parallel=1))
+    try:
+        item = manager.load("plain")
+        assert item.model._max_piece is not None  # read at load: no request pays for it
+        assert item.model.max_piece_bytes == item.model._max_piece >= max(
+            len(item.model.piece(t, True)) for t in range(item.model.n_vocab))
+    finally:
+        manager.close()

@@ -1,20 +1,30 @@
 """The router's real app in this process (Falcon's test client), its cluster state fed by hand,
-and a stand-in pod behind it (an ASGI app reached through httpx's ASGI transport)."""
+and a stand-in pod behind it: an ASGI app under uvicorn on loopback, in a thread of its own,
+reached by the router's own client (aiohttp's, server/router/pods.py)."""
 from __future__ import annotations
 
+import atexit
+import socket
+import threading
+import time
+
 import falcon.testing
-import httpx
+import falcon.util.sync
+import uvicorn
 
 from modelyard.server.router.app import create_app
 from modelyard.server.router.cluster import Cluster
+from modelyard.server.router.pods import Pods
 from modelyard.server.router.settings import RouterSettings
+from support.servers import free_port
 
 POD_KEY = "pod-key"
-POD = "127.0.0.1:8083"
 
 
 async def pod(scope, receive, send):
     """A pod that checks its own key, as a Model's pods do, and answers a small JSON body."""
+    if scope["type"] != "http":
+        return
     while (await receive()).get("more_body"):
         pass
     headers = {k.lower(): v for k, v in scope["headers"]}
@@ -25,16 +35,45 @@ async def pod(scope, receive, send):
     await send({"type": "http.response.body", "body": body})
 
 
+def _serve_pod() -> str:
+    """The stand-in pod on a free loopback port, for the rest of the test session."""
+    port = free_port()
+    config = uvicorn.Config(pod, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+    threading.Thread(target=uvicorn.Server(config).run, name="stand-in-pod", daemon=True).start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return f"127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError("the stand-in pod did not listen")
+
+
+POD = _serve_pod()
+_PODS: list[Pods] = []
+
+
+def _pods() -> Pods:
+    """One session for every app here, made on the event loop of Falcon's test client (one
+    asyncio Runner for the thread), closed on it when the tests end."""
+    if not _PODS:
+        _PODS.append(falcon.util.sync.async_to_sync(Pods().__aenter__))
+        atexit.register(lambda: falcon.util.sync.async_to_sync(_PODS[0].__aexit__, None, None, None))
+    return _PODS[0]
+
+
 def app_client(key: str = "") -> falcon.testing.TestClient:
     """Model `tiny` (namespace ai) with one ready pod, the stand-in."""
+    host, _, port = POD.partition(":")
     cluster = Cluster(16, 1.25)
     cluster.replace("models", [{"metadata": {"name": "tiny", "namespace": "ai", "generation": 1},
                                 "spec": {"kind": "llm"},
                                 "status": {"phase": "Ready", "selector": "app=tiny", "download": {"totalSize": 9}}}])
     cluster.replace("pods", [{"metadata": {"name": "p", "namespace": "ai", "labels": {"app": "tiny"}},
-                              "status": {"podIP": POD.split(":")[0],
-                                         "conditions": [{"type": "Ready", "status": "True"}]}}])
-    pods = httpx.AsyncClient(transport=httpx.ASGITransport(app=pod))
+                              "spec": {"containers": [{"ports": [{"name": "http", "containerPort": int(port)}]}]},
+                              "status": {"podIP": host, "conditions": [{"type": "Ready", "status": "True"}]}}])
+    pods = _pods()
 
     async def no_scale(namespace: str, name: str) -> None:
         raise AssertionError("nothing is at zero here")
