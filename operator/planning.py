@@ -75,8 +75,13 @@ def plan(observed: Observed, settings: OperatorSettings, *, now: str, api_key: s
     actions: list[Action] = []
     if observed.pvc is None:
         actions.append(_create(builders.build_pvc(model, settings)))
-    if _is_downloaded(observed, digest):
+    change = cache_change(observed)
+    if change == NOTHING:
         _plan_serving(observed, settings, digest, api_key, actions, status)
+    elif change == ADAPTERS:
+        # The pods go on serving what the cache holds; they roll once the adapters are in.
+        _plan_serving(observed, settings, status.old["sourceHash"], api_key, actions, status)
+        _plan_adapters(observed, settings, actions, status)
     else:
         _plan_download(observed, settings, digest, actions, status)
     _plan_inference_pool(observed, settings, actions, status)
@@ -137,10 +142,63 @@ def _plan_inference_pool(observed: Observed, settings: OperatorSettings, actions
         f"is {picker}."))
 
 
+NOTHING, ADAPTERS, SOURCE = "nothing", "adapters", "source"
+
+
+def cache_change(observed: Observed) -> str:
+    """What the cache lacks for the spec, the one place that decides it: NOTHING (it holds the
+    spec's source_hash), ADAPTERS (it holds the spec's base, committed: only spec.adapters
+    differ, so an adapters-only Job runs while the pods serve) or SOURCE (a full download)."""
+    spec = observed.model.get("spec") or {}
+    if _is_downloaded(observed, builders.source_hash(spec)):
+        return NOTHING
+    old = observed.model.get("status") or {}
+    if _condition(old, "Downloaded").get("status") == "True" and old.get("baseHash") == builders.base_hash(spec):
+        return ADAPTERS
+    return SOURCE
+
+
+def _plan_adapters(observed: Observed, settings: OperatorSettings, actions: list[Action],
+                   status: "_Status") -> None:
+    """The adapters-only Job, named like a download of the new source_hash; the Deployment is
+    left as it serves. Its failure is a condition and a Warning, never the phase."""
+    model, job = observed.model, observed.job
+    if observed.stale_jobs:
+        # Two fetches never write into one store: an earlier Job (of an earlier list) stops first.
+        for stale in observed.stale_jobs:
+            actions.append(Action("delete", "jobs", stale["metadata"]["name"],
+                                  event=f"Deleted Job {stale['metadata']['name']} before the new adapters' Job"))
+        status.adapters("False", "Waiting", "Waiting for an earlier download Job to stop; "
+                        "the pods serve the previous adapters meanwhile.")
+        return
+    if job is None:
+        new = builders.build_download_job(model, settings, adapters_only=True)
+        actions.append(Action("create", "jobs", new["metadata"]["name"], new, event=(
+            f"Created Job {new['metadata']['name']} to fetch the adapters; the pods keep serving")))
+        status.adapters("False", "JobCreated", f"Job {new['metadata']['name']} fetches the adapters "
+                        f"{_names(model)}; the pods serve the previous ones until it completes.")
+        return
+    job_name = job["metadata"]["name"]
+    failed = _job_condition(job, "Failed")
+    if failed:
+        cause = observed.job_error or failed.get("message") or "the Job failed"
+        status.adapters("False", "AdapterFetchFailed", (
+            f"Adapters Job {job_name} failed: {cause}. The pods serve the previous adapters. Fix "
+            f"spec.adapters, or delete Job {job_name} to retry."), warn=True)
+        return
+    status.adapters("False", "Fetching", f"Job {job_name} fetches the adapters {_names(model)}; "
+                    "the pods serve the previous ones until it completes.")
+
+
+def _names(model: dict[str, Any]) -> str:
+    return ", ".join(a["name"] for a in (model.get("spec") or {}).get("adapters") or []) or "(none)"
+
+
 def _plan_download(
     observed: Observed, settings: OperatorSettings, digest: str, actions: list[Action], status: "_Status"
 ) -> None:
     model, job = observed.model, observed.job
+    status.drop_condition(ADAPTERS_CONDITION)  # the Downloaded condition says it all meanwhile
     deployment = observed.deployment
     if deployment is not None and (deployment.get("spec") or {}).get("replicas") != 0:
         # The pods serve a file the Model no longer asks for, and a ReadWriteOnce cache
@@ -208,6 +266,7 @@ def _plan_serving(
 
 
 POOL_CONDITION = "InferencePool"
+ADAPTERS_CONDITION = "AdaptersReady"
 
 
 def _scaled_to_zero(spec: dict[str, Any]) -> str:
@@ -315,7 +374,14 @@ class _Status:
             self.new["download"] = {"size": 0}
 
     def downloaded(self, digest: str) -> None:
+        """The cache holds `digest` (the spec's source_hash, or the previous one while an
+        adapters-only Job runs: the base is the same either way)."""
         self.new["sourceHash"] = digest
+        self.new["baseHash"] = builders.base_hash(self.model.get("spec") or {})
+        if (self.model.get("spec") or {}).get("adapters"):
+            self.adapters("True", "Fetched", f"The adapters {_names(self.model)} are in the cache.")
+        else:
+            self.drop_condition(ADAPTERS_CONDITION)
         download = dict(self.new.get("download") or {})
         download.pop("progress", None)  # PROGRESS shows only while downloading
         if download.get("totalSize"):
@@ -352,6 +418,13 @@ class _Status:
         self.new["phase"] = phase
         if self.old.get("phase") != phase or (phase == "Failed" and old_reason != reason):
             self.events.append((event_type, reason or phase, message))
+
+    def adapters(self, status: str, reason: str, message: str, *, warn: bool = False) -> None:
+        """The AdaptersReady condition; `warn`: a failure, told once as a Warning event too."""
+        if warn:
+            self.condition_with_event(ADAPTERS_CONDITION, status, reason, message)
+        else:
+            self._condition(ADAPTERS_CONDITION, status, reason, message)
 
     def condition_with_event(self, kind: str, status: str, reason: str, message: str) -> None:
         """A condition, and an Event when its status or reason is new (once, not each pass)."""

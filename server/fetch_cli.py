@@ -44,6 +44,10 @@ def parser() -> argparse.ArgumentParser:
                    'model of kind adapter: {"name", "source" (hf:// or http(s), optional "revision")} or '
                    '{"name", "path" (relative to --store)}. Repeatable; adapters that an earlier run '
                    'fetched and the list no longer names are removed')
+    p.add_argument("--adapters-only", action="store_true",
+                   help="the model is already complete in the store from SOURCE: fetch, check and sync only "
+                   "the --adapter list against it, and fail (without downloading) when it is not. The "
+                   "operator's Job for a change of spec.adapters alone, while the pods serve the model")
     p.add_argument("--allow-fetch", action="append", default=None,
                    help="hosts or address ranges (CIDR) the download may reach besides public "
                    f"addresses (repeatable; default: {egress.VARIABLE}, comma-separated)")
@@ -75,7 +79,7 @@ def run(argv: list[str]) -> int:
         sources = fetch.plan_sources(args.source, args.mmproj, args.revision,
                                      labels=("SOURCE", "--mmproj"))
         store = st.Store(args.store)
-        model = _ensure_model(store, args)
+        model = _complete_model(store, sources, args) if args.adapters_only else _ensure_model(store, args)
         if _already_done(store, model, sources, args):
             adapter_sources.sync(store, args.model_id, args.adapter, out.progress)
             out.done(model)
@@ -96,14 +100,32 @@ def run(argv: list[str]) -> int:
     except KeyboardInterrupt:
         out.error({"error": {"code": 499, "message": "Interrupted; a re-run resumes the download"}})
         return EXIT_INTERRUPTED
-    except ValueError as exc:  # a usage problem found after parsing the flags
-        out.error({"error": {"code": 400, "message": str(exc)}})
+    except adapter_sources.AdapterFailed as exc:  # the message names the adapter
+        out.error({"error": {**_error_event(exc.cause)["error"], "message": str(exc)}})
         return EXIT_FAILED
     except Exception as exc:
-        out.error(fetch.error_event(exc))
+        out.error(_error_event(exc))
         return EXIT_FAILED
     out.done(model)
     return 0
+
+
+def _error_event(exc: Exception) -> dict:
+    if isinstance(exc, ValueError):  # a usage problem found after parsing the flags
+        return {"error": {"code": 400, "message": str(exc)}}
+    return fetch.error_event(exc)
+
+
+def _complete_model(store: st.Store, sources: dict, args) -> dict:
+    """--adapters-only: the model, which must be ready from the same sources."""
+    try:
+        model = store.get(args.model_id)
+    except st.ModelNotFound:
+        model = None
+    if model is None or not _already_done(store, model, sources, args):
+        raise ValueError(f"--adapters-only: model '{args.model_id}' is not complete in the store from "
+                         f"{args.source}; run without --adapters-only to download it")
+    return model
 
 
 def _ensure_model(store: st.Store, args) -> dict:

@@ -84,17 +84,28 @@ def test_adapters_fetched_checked_registered_and_dropped(files, tmp_path):
         finally:
             server.stop()
 
-        # Run again with one adapter fewer: nothing downloaded again, the dropped one removed.
+        # The operator's Job for a change of spec.adapters alone (--adapters-only), with one
+        # adapter fewer: nothing downloaded again, the dropped one removed.
         gets = len(hub.log)
-        code, lines = fetch(env, *common, "--adapter", flag(name="mine", path="adapters/p.gguf"))
+        code, lines = fetch(env, *common, "--adapter", flag(name="mine", path="adapters/p.gguf"), "--adapters-only")
         assert code == 0, lines
         assert len(hub.log) == gets and s.adapters_of("m") == ["mine"]
 
-        # An adapter made for another shape fails the Job (before any removal) and is never listed.
+        # An adapter made for another shape fails the Job (before any removal), is never listed,
+        # and the error names it (the operator's AdaptersReady condition shows this message).
         hub.add_hf("org/loras", "wrong.gguf", files["wrong"])
-        code, lines = fetch(env, *common, "--adapter", flag(name="w", source="hf://org/loras/wrong.gguf"))
-        assert code == 1 and "does not fit" in lines[-1]["error"]["message"]
+        code, lines = fetch(env, *common, "--adapter", flag(name="w", source="hf://org/loras/wrong.gguf"),
+                            "--adapters-only")
+        message = lines[-1]["error"]["message"]
+        assert code == 1 and message.startswith("Adapter 'w': ") and "does not fit" in message
         assert s.adapters_of("m") == ["mine"] and "w" not in [m["id"] for m in s.list()]
+
+        # --adapters-only never downloads the base: without it complete in the store, it fails.
+        gets = len(hub.log)
+        code, lines = fetch(env, base_url, "--store", str(tmp_path / "empty"), "--id", "m", "--kind", "llm",
+                            "--adapter", flag(name="sql", source="hf://org/loras/sql.gguf"), "--adapters-only")
+        assert code == 1 and "not complete in the store" in lines[-1]["error"]["message"]
+        assert len(hub.log) == gets
 
 
 @pytest.mark.parametrize("value, says", [

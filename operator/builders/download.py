@@ -12,19 +12,29 @@ FETCH_CONTAINER = "fetch"
 
 
 def source_hash(spec: dict[str, Any]) -> str:
-    """What decides whether the cache must be filled again.
+    """What decides whether the cache must be filled again: the base and the adapters.
 
     The token Secret is left out: a new token does not make a new file.
     """
+    identity = _base_identity(spec)
+    if spec.get("adapters"):  # only when set: a Model without adapters keeps the hash it had
+        identity["adapters"] = adapter_flags(spec)
+    return names.stable_hash(identity)
+
+
+def base_hash(spec: dict[str, Any]) -> str:
+    """What the base file alone depends on: when it is the cache's, a change of source_hash is
+    a change of spec.adapters only, which an adapters-only Job fetches while the pods serve."""
+    return names.stable_hash(_base_identity(spec))
+
+
+def _base_identity(spec: dict[str, Any]) -> dict[str, Any]:
     source = {k: v for k, v in (spec.get("source") or {}).items() if k != "tokenSecretRef"}
     hf = source.get("huggingface")
     if hf is not None:
         # An explicit `revision: main` is the same download as the default.
         source["huggingface"] = {"revision": "main", **hf}
-    identity: dict[str, Any] = {"source": source, "sha256": spec.get("sha256"), "kind": spec.get("kind")}
-    if spec.get("adapters"):  # only when set: a Model without adapters keeps the hash it had
-        identity["adapters"] = adapter_flags(spec)
-    return names.stable_hash(identity)
+    return {"source": source, "sha256": spec.get("sha256"), "kind": spec.get("kind")}
 
 
 def adapter_flags(spec: dict[str, Any]) -> list[str]:
@@ -43,8 +53,9 @@ def adapter_flags(spec: dict[str, Any]) -> list[str]:
     return flags
 
 
-def fetch_command(name: str, spec: dict[str, Any]) -> list[str]:
-    """The `modelyard fetch` command line of the server's CLI contract."""
+def fetch_command(name: str, spec: dict[str, Any], *, adapters_only: bool = False) -> list[str]:
+    """The `modelyard fetch` command line of the server's CLI contract. `adapters_only`: the base
+    must already be complete in the cache (the fetch fails rather than download it)."""
     source = spec["source"]
     hf = source.get("huggingface")
     mmproj: str | None
@@ -65,6 +76,8 @@ def fetch_command(name: str, spec: dict[str, Any]) -> list[str]:
         command += ["--version", str(spec["version"])]
     for flag in adapter_flags(spec):
         command += ["--adapter", flag]
+    if adapters_only:
+        command.append("--adapters-only")
     return command
 
 
@@ -90,7 +103,10 @@ def build_pvc(model: dict[str, Any], settings: OperatorSettings) -> dict[str, An
     return common.owned(pvc, model)
 
 
-def build_download_job(model: dict[str, Any], settings: OperatorSettings) -> dict[str, Any]:
+def build_download_job(model: dict[str, Any], settings: OperatorSettings, *,
+                       adapters_only: bool = False) -> dict[str, Any]:
+    """The Job that fills the cache; `adapters_only` when the base is already there and only
+    spec.adapters changed (the pods keep serving meanwhile). Both are named by source_hash."""
     name, spec = model["metadata"]["name"], model["spec"]
     digest = source_hash(spec)
     labels = {**common.labels(model, "download"), names.LABEL_SOURCE_HASH: digest}
@@ -107,7 +123,7 @@ def build_download_job(model: dict[str, Any], settings: OperatorSettings) -> dic
         "name": FETCH_CONTAINER,
         "image": settings.server_image,
         "imagePullPolicy": settings.image_pull_policy,
-        "command": fetch_command(name, spec),
+        "command": fetch_command(name, spec, adapters_only=adapters_only),
         "env": env,
         "resources": settings.job_resources,
         "securityContext": common.container_security(),

@@ -53,12 +53,25 @@ class Wanted:
         return f"path:{self.path}" if self.path is not None else f"{self.source}@{self.revision or ''}"
 
 
+class AdapterFailed(Exception):
+    """One adapter of the list could not be made ready; `cause` says why (InvalidFile when it
+    does not fit the base, FetchError, ValueError). Its message names the adapter."""
+
+    def __init__(self, name: str, cause: Exception):
+        text = str(cause)
+        super().__init__(text if text.startswith(f"Adapter '{name}'") else f"Adapter '{name}': {text}")
+        self.name, self.cause = name, cause
+
+
 def sync(store: st.Store, base_id: str, adapters: list[Wanted],
          on_progress: Callable[[dict], None] | None = None) -> list[str]:
-    """Every adapter of the list ready in the store, the ones dropped from it removed; their ids.
-    Raises InvalidFile (an adapter that does not fit the base), FetchError, ValueError."""
+    """Every adapter of the list ready in the store, the ones dropped from it removed (only once
+    every one is ready); their ids. Raises AdapterFailed, which names the adapter."""
     for wanted in adapters:
-        _one(store, base_id, wanted, on_progress)
+        try:
+            _one(store, base_id, wanted, on_progress)
+        except Exception as exc:  # KeyboardInterrupt passes: the CLI's resume message
+            raise AdapterFailed(wanted.name, exc) from exc
     names = {w.name for w in adapters}
     for adapter_id in store.adapters_of(base_id):
         if adapter_id not in names and (store.meta(adapter_id).get("adapter") or {}).get("origin") == ORIGIN:

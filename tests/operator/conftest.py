@@ -1,10 +1,12 @@
 """Fixtures for the operator tests: Model bodies as the API server would hand them out."""
 from __future__ import annotations
 
+import asyncio
 import copy
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from modelyard.operator import builders
 from modelyard.operator.planning import Observed, plan
@@ -56,15 +58,17 @@ def kubectl(kmock, tmp_path):
     FAULTS.clear()
 
 
-@pytest.fixture
-def operator(kmock, kubectl, tmp_path):
+@pytest_asyncio.fixture
+async def operator(kmock, kubectl, tmp_path):
     """The real operator process against KMock; its log is printed when a test fails."""
     from .kmock_cluster import OperatorProcess, kubeconfig
 
     config = kubeconfig(tmp_path / "kubeconfig", kmock.servers[0].port)
     process = OperatorProcess(config, tmp_path / "operator.log").start()
     yield process
-    process.stop()
+    # In a thread: KMock answers on this loop, and an operator that is mid-request when
+    # SIGTERM comes waits for the answer before it exits (else 10 s, then a kill).
+    await asyncio.to_thread(process.stop)
     record_operator_calls(kmock)
     print(process.log()[-20000:])
 
