@@ -73,6 +73,12 @@ def job_name(model_name: str, source_hash: str) -> str:
     return _fit(base_name(model_name), f"-fetch-{source_hash}")
 
 
+def adapters_job_name(model_name: str, source_hash: str) -> str:
+    """The adapters-only Job of (model, source): a name apart from the full download's, so going
+    back to a list whose full download Job is still there runs a Job again."""
+    return _fit(base_name(model_name), f"-adapters-{source_hash}")
+
+
 def inference_pool_name(model_name: str) -> str:
     return base_name(model_name)
 

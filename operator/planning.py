@@ -24,6 +24,7 @@ class Observed:
     model: dict[str, Any]
     pvc: dict[str, Any] | None = None
     job: dict[str, Any] | None = None  # the Job of the wanted source
+    adapters_job: dict[str, Any] | None = None  # its adapters-only Job (the base was the cache's)
     stale_jobs: list[dict[str, Any]] = field(default_factory=list)  # Jobs of earlier sources
     deployment: dict[str, Any] | None = None
     service: dict[str, Any] | None = None
@@ -150,22 +151,31 @@ def cache_change(observed: Observed) -> str:
     spec's source_hash), ADAPTERS (it holds the spec's base, committed: only spec.adapters
     differ, so an adapters-only Job runs while the pods serve) or SOURCE (a full download)."""
     spec = observed.model.get("spec") or {}
-    if _is_downloaded(observed, builders.source_hash(spec)):
+    if observed.adapters_job is not None and _job_condition(observed.adapters_job, "Complete"):
         return NOTHING
     old = observed.model.get("status") or {}
+    # Once an adapters Job has run for another list (and failed, or still runs, or was stopped),
+    # the cache's adapters are not sourceHash's: only a Job of this list settles them.
+    if not adapters_unsettled(old) and _is_downloaded(observed, builders.source_hash(spec)):
+        return NOTHING
     if _condition(old, "Downloaded").get("status") == "True" and old.get("baseHash") == builders.base_hash(spec):
         return ADAPTERS
     return SOURCE
+
+
+def adapters_unsettled(status: dict[str, Any]) -> bool:
+    """An adapters-only Job was made and none has completed since (AdaptersReady is False)."""
+    return _condition(status, ADAPTERS_CONDITION).get("status") == "False"
 
 
 def _plan_adapters(observed: Observed, settings: OperatorSettings, actions: list[Action],
                    status: "_Status") -> None:
     """The adapters-only Job, named like a download of the new source_hash; the Deployment is
     left as it serves. Its failure is a condition and a Warning, never the phase."""
-    model, job = observed.model, observed.job
-    if observed.stale_jobs:
+    model, job = observed.model, observed.adapters_job
+    if observed.stale_jobs or observed.job is not None:
         # Two fetches never write into one store: an earlier Job (of an earlier list) stops first.
-        for stale in observed.stale_jobs:
+        for stale in observed.stale_jobs + ([observed.job] if observed.job is not None else []):
             actions.append(Action("delete", "jobs", stale["metadata"]["name"],
                                   event=f"Deleted Job {stale['metadata']['name']} before the new adapters' Job"))
         status.adapters("False", "Waiting", "Waiting for an earlier download Job to stop; "

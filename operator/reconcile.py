@@ -11,7 +11,7 @@ from typing import Any
 from . import builders, names
 from .builders.download import FETCH_CONTAINER
 from .kube import POOL_GROUPS, Kube, KubeError
-from .planning import POOL_CONDITION, Observed, merge_patch, plan
+from .planning import POOL_CONDITION, Observed, adapters_unsettled, merge_patch, plan
 from .progress import download_status, last_events
 from .settings import OperatorSettings
 from .validation import spec_problems
@@ -134,16 +134,18 @@ def observe(kube: Kube, model: dict[str, Any], settings: OperatorSettings) -> Ob
         if builders.wants_inference_pool(spec, settings):
             observed.picker_down = _picker_down(kube, namespace, builders.endpoint_picker_name(model, settings))
     digest = builders.source_hash(spec)
-    job_name = names.job_name(name, digest)
-    if status.get("sourceHash") == digest:
+    job_name, adapters_job_name = names.job_name(name, digest), names.adapters_job_name(name, digest)
+    if status.get("sourceHash") == digest and not adapters_unsettled(status):
         observed.job = kube.get("jobs", namespace, job_name)
     else:
-        # A new Model or a new source: the only time other Jobs of this Model may exist.
+        # A new Model, a new source or a new list of adapters: the only time other Jobs of this
+        # Model may exist.
         jobs = kube.list("jobs", namespace, {names.LABEL_MODEL: names.base_name(name)})
-        mine = [job for job in jobs if _owned_by(job, model)]
-        observed.job = next((job for job in mine if job["metadata"]["name"] == job_name), None)
-        observed.stale_jobs = [job for job in mine if job["metadata"]["name"] != job_name]
-    if observed.job is not None and _failed(observed.job):
+        mine = {job["metadata"]["name"]: job for job in jobs if _owned_by(job, model)}
+        observed.job = mine.pop(job_name, None)
+        observed.adapters_job = mine.pop(adapters_job_name, None)
+        observed.stale_jobs = list(mine.values())
+    if any(job is not None and _failed(job) for job in (observed.job, observed.adapters_job)):
         observed.job_error = last_events(_newest_fetch_log(kube, model, digest) or "").get("error")
     return observed
 

@@ -131,7 +131,8 @@ def build_download_job(model: dict[str, Any], settings: OperatorSettings, *,
     }
     # Same nodes as the inference pods: a zonal or ReadWriteOnce volume binds where its first
     # pod runs, and the inference pods must be able to mount it later.
-    job = common.job(names.job_name(name, digest), labels, container, model, common.placement(spec, settings),
+    job_name = names.adapters_job_name(name, digest) if adapters_only else names.job_name(name, digest)
+    job = common.job(job_name, labels, container, model, common.placement(spec, settings),
                      settings, backoff_limit=settings.job_backoff_limit,
                      deadline_seconds=settings.job_deadline_seconds)
     return common.owned(job, model)

@@ -49,3 +49,26 @@ def test_adapter_problems():
         "spec.adapters[3].name cannot contain '..'",
         "spec.adapters[3].source.huggingface needs repo (org/name) and file",
     ]
+
+
+def test_what_the_cache_lacks_is_decided_in_one_place(settings):
+    from modelyard.operator import planning
+
+    from .conftest import serving
+
+    model = make_model(adapters=ADAPTERS[:1])
+    observed = serving(model, settings)
+    model["status"]["baseHash"] = builders.base_hash(model["spec"])
+    assert planning.cache_change(observed) == planning.NOTHING
+    model["spec"]["adapters"] = ADAPTERS[:2]  # one more
+    assert planning.cache_change(observed) == planning.ADAPTERS
+    model["spec"]["adapters"] = []  # all removed
+    assert planning.cache_change(observed) == planning.ADAPTERS
+    model["spec"]["adapters"] = ADAPTERS[:1]
+    model["status"]["conditions"].append({"type": "AdaptersReady", "status": "False", "reason": "AdapterFetchFailed"})
+    assert planning.cache_change(observed) == planning.ADAPTERS  # back to the served list: a Job settles the cache again
+    model["spec"]["source"] = {"url": "https://example.com/other.gguf"}
+    assert planning.cache_change(observed) == planning.SOURCE
+    model["spec"]["source"] = make_model()["spec"]["source"]
+    del model["status"]["baseHash"]  # a status written before baseHash existed: a full download
+    assert planning.cache_change(observed) == planning.SOURCE

@@ -17,6 +17,8 @@ def test_job_name_fits_a_label_value_and_carries_the_hash():
     name = names.job_name("x" * 100, "0123456789")
     assert len(name) <= 63
     assert name.endswith("-fetch-0123456789")
+    adapters = names.adapters_job_name("x" * 100, "0123456789")
+    assert len(adapters) <= 63 and adapters.endswith("-adapters-0123456789")
 
 
 def test_stable_hash_ignores_key_order():

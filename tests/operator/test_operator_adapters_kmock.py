@@ -29,9 +29,9 @@ async def status_of(kubectl):
     return ((await kubectl.get("models", NAME)) or {}).get("status") or {}
 
 
-async def job_of(kubectl, spec):
-    """The Job of the spec's source_hash, once the operator has made it."""
-    name = names.job_name(NAME, builders.source_hash(spec))
+async def job_of(kubectl, spec, adapters_only=True):
+    """The (adapters-only, or full download) Job of the spec's source_hash, once the operator has made it."""
+    name = (names.adapters_job_name if adapters_only else names.job_name)(NAME, builders.source_hash(spec))
     return await eventually(lambda: kubectl.get("jobs", name), what=f"Job {name}")
 
 
@@ -64,7 +64,7 @@ def adapters_in(job):
 async def test_an_adapters_change_keeps_the_pods_serving(operator, kubectl):
     model = make_model(adapters=[SQL], replicas=2)
     await kubectl.create("models", model)
-    first = await job_of(kubectl, model["spec"])
+    first = await job_of(kubectl, model["spec"], adapters_only=False)
     assert "--adapters-only" not in command(first)  # a new Model downloads its base
     await kubectl.finish_job(first["metadata"]["name"])
     deployment = await eventually(lambda: kubectl.get("deployments", NAME), what="the Deployment")
@@ -112,6 +112,18 @@ async def test_an_adapters_change_keeps_the_pods_serving(operator, kubectl):
     current = await kubectl.get("deployments", NAME)
     assert current["spec"]["replicas"] == 2 and current["spec"]["template"] == template
 
+    # 2b. Back to the list the pods serve: the failed Job may have left adapters in the cache, so a
+    # Job of this list runs again (named apart from the earlier one) and settles it; no roll.
+    await kubectl.change_spec(NAME, {"adapters": added["adapters"]})
+    name = names.adapters_job_name(NAME, builders.source_hash(added))
+    again = await eventually(lambda: kubectl.get("jobs", name), what="the adapters Job of the list served")
+    assert command(again)[-1] == "--adapters-only" and adapters_in(again) == ["sql", "pirate"]
+    assert await kubectl.get("jobs", job["metadata"]["name"]) is None
+    await kubectl.finish_job(name)
+    assert condition(await adapters_reason(kubectl, "Fetched"), "AdaptersReady")["status"] == "True"
+    current = await kubectl.get("deployments", NAME)
+    assert current["spec"]["replicas"] == 2 and current["spec"]["template"] == template
+
     # 3. Adapters removed (the bad one and pirate): a Job that fetches nothing and drops them from
     # the cache, then the pods roll without them.
     fewer = {**model["spec"], "adapters": [SQL]}
@@ -125,7 +137,7 @@ async def test_an_adapters_change_keeps_the_pods_serving(operator, kubectl):
     # 4. A new source: a full download as before, the pods at 0 meanwhile.
     moved = {**fewer, "source": {"url": "https://example.com/smollm2-q4.gguf"}}
     await kubectl.change_spec(NAME, {"source": {"url": moved["source"]["url"], "huggingface": None}})
-    job = await job_of(kubectl, moved)
+    job = await job_of(kubectl, moved, adapters_only=False)
     assert "--adapters-only" not in command(job) and command(job)[2] == moved["source"]["url"]
     assert (await kubectl.get("deployments", NAME))["spec"]["replicas"] == 0
     assert condition(await status_of(kubectl), "Downloaded")["status"] == "False"
