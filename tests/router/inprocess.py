@@ -63,9 +63,9 @@ def _pods() -> Pods:
     return _PODS[0]
 
 
-def app_client(key: str = "") -> falcon.testing.TestClient:
-    """Model `tiny` (namespace ai) with one ready pod, the stand-in."""
-    host, _, port = POD.partition(":")
+def app_client(key: str = "", pod_address: str = POD) -> falcon.testing.TestClient:
+    """Model `tiny` (namespace ai) with one ready pod, by default the stand-in."""
+    host, _, port = pod_address.partition(":")
     cluster = Cluster(16, 1.25)
     cluster.replace("models", [{"metadata": {"name": "tiny", "namespace": "ai", "generation": 1},
                                 "spec": {"kind": "llm"},

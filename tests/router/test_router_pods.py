@@ -1,0 +1,59 @@
+"""What the router answers when a pod fails a request it was sent (server/router/pods.py):
+each a 502 in the API's own error shape that names the pod, never a 500, and the pod's
+in-flight count goes back to 0. The real app in process, its state fed by hand."""
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from router.inprocess import POD_KEY, app_client
+from support.servers import free_port
+
+CHAT = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}
+AUTH = {"Authorization": f"Bearer {POD_KEY}"}
+
+
+@pytest.fixture(scope="module")
+def hangs_up() -> str:
+    """A pod that reads the request and closes the connection without a word."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(65536)
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+
+
+def _in_flight(client) -> float:
+    text = client.simulate_get("/metrics").text
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "modelyard_router_in_flight_requests")
+
+
+def test_a_pod_that_hangs_up_before_answering_is_a_502_that_names_it(hangs_up):
+    client = app_client(pod_address=hangs_up)
+    r = client.simulate_post("/v1/chat/completions", json=CHAT, headers=AUTH)
+    assert r.status_code == 502, r.text
+    message = r.json["error"]["message"]
+    assert hangs_up in message and "broke off before answering" in message
+    r = client.simulate_post("/v1/messages", json={**CHAT, "max_tokens": 8},
+                             headers={"x-api-key": POD_KEY, "anthropic-version": "2023-06-01"})
+    assert r.status_code == 502 and r.json["type"] == "error" and hangs_up in r.json["error"]["message"]
+    assert _in_flight(client) == 0
+
+
+def test_a_pod_that_refuses_the_connection_is_a_502_that_names_it():
+    nobody = f"127.0.0.1:{free_port()}"
+    client = app_client(pod_address=nobody)
+    r = client.simulate_post("/api/chat", json=CHAT, headers=AUTH)
+    assert r.status_code == 502, r.text
+    assert "unreachable" in r.json["error"] and nobody in r.json["error"]
+    assert _in_flight(client) == 0
