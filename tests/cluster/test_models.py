@@ -241,6 +241,38 @@ def test_a_serving_change_rolls_the_deployment_once(examples, kubectl, control_p
     assert kubectl.get("models", name)["status"]["readyReplicas"] == 2
 
 
+def test_an_adapters_change_keeps_the_pods_then_rolls_them(examples, kubectl, control_plane):
+    """A new spec.adapters alone: an adapters-only Job while the Deployment stays as it is (the
+    real API server keeps status.baseHash, which says the base is the cache's), then one patch
+    that rolls the pods (a new ReplicaSet), never a scale to 0."""
+    name = "smolvlm-256m"
+    deployment = kubectl.get("deployment", base(name))
+    template, replicas = deployment["spec"]["template"], deployment["spec"]["replicas"]
+    replica_sets = kubectl.items("replicasets", selector=f"{LABEL}={base(name)}")
+    start = time.time()
+    kubectl("patch", "model", name, "-n", MODELS_NAMESPACE, "--type", "merge", "-p", json.dumps(
+        {"spec": {"adapters": [{"name": "smolvlm-sql", "source": {"url": "https://example.com/sql-lora.gguf"}}]}}))
+
+    def adapters_job():
+        return [j for j in kubectl.items("jobs", selector=f"{LABEL}={base(name)}")
+                if "-adapters-" in j["metadata"]["name"]]
+    [job] = wait_until(adapters_job, READY_TIMEOUT, "the adapters-only Job")
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"][-1] == "--adapters-only"
+    current = kubectl.get("deployment", base(name))
+    assert current["spec"]["replicas"] == replicas and current["spec"]["template"] == template
+
+    def rolled(model, deployment):
+        ready = next((c for c in model["status"].get("conditions") or [] if c["type"] == "AdaptersReady"), {})
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        return ready.get("status") == "True" and \
+            annotations["modelyard.dev/source-hash"] == model["status"]["sourceHash"]
+    _settle(kubectl, name, "the pods rolled to the new adapters", rolled)
+    assert len(_deployment_patches(control_plane.audit_log, base(name), start)) == 1, \
+        _deployment_patches(control_plane.audit_log, base(name), start)
+    after = kubectl.items("replicasets", selector=f"{LABEL}={base(name)}")
+    assert len(after) == len(replica_sets) + 1, [r["metadata"]["name"] for r in after]
+
+
 CHILDREN = ("jobs", "deployments", "replicasets", "services", "persistentvolumeclaims", "secrets", "pods")
 
 
