@@ -170,7 +170,7 @@ def adapters_unsettled(status: dict[str, Any]) -> bool:
 
 def _plan_adapters(observed: Observed, settings: OperatorSettings, actions: list[Action],
                    status: "_Status") -> None:
-    """The adapters-only Job, named like a download of the new source_hash; the Deployment is
+    """The adapters-only Job of the new source_hash (`<model>-adapters-<hash>`); the Deployment is
     left as it serves. Its failure is a condition and a Warning, never the phase."""
     model, job = observed.model, observed.adapters_job
     if observed.stale_jobs or observed.job is not None:
