@@ -9,7 +9,8 @@ file no longer stats the same makes the model not ready, with a reason, so no AP
 loads a file other than the one that was verified. Registering again re-verifies it.
 
 Pure choices (which files of a folder make a model; the kind is derive.gguf_kind's) are
-apart from the disk reads (`stat_key`, `hash_file`, `scan`).
+apart from the disk reads (`stat_key`, `hash_file`, `scan`) and from `register`, which
+records a model in the store (Store.register_path) under the model's lock.
 """
 from __future__ import annotations
 
@@ -18,10 +19,16 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from modelyard.server.registry import formats
+from modelyard.server.registry import derive, formats
 from modelyard.server.registry.allowed import AllowedFolders, PathNotAllowed, open_regular
-from modelyard.server.registry.errors import InvalidFile
+from modelyard.server.registry.diskio import flock, inside
+from modelyard.server.registry.errors import InvalidFile, ModelNotFound, TransferBusy
+from modelyard.server.shared.facts import KINDS
+
+if TYPE_CHECKING:
+    from modelyard.server.registry.store import Store
 
 PROJECTOR_ARCHITECTURE = "clip"
 HASH_CHUNK = 1 << 20
@@ -50,6 +57,10 @@ def stat_key(path: str | Path) -> tuple[int, int, int] | None:
     if not os.path.isfile(path):
         return None
     return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def is_registered(meta: dict) -> bool:
+    return bool(meta.get("registeredPath"))
 
 
 def record_key(record: dict) -> tuple[int, int, int]:
@@ -181,6 +192,76 @@ def hash_file(path: Path) -> dict:
     ino, mtime_ns, size = before
     return {"name": path.name, "size": size, "sha256": digest.hexdigest(), "source": None,
             "path": str(path), "ino": ino, "mtimeNs": mtime_ns}
+
+
+def register(store: Store, model_id: str, path: str | Path, kind: str | None = None,
+             fields: dict | None = None, mmproj: str | Path | None = None) -> dict:
+    """Register the GGUF file at `path` (or the folder holding one with its `mmproj`
+    projector, or the file with the projector `mmproj` names) as model `model_id` of `store`,
+    where it lies: checked as an upload is, hashed, and recorded with its stat; nothing is
+    copied. `kind` defaults to what the files say (derive.gguf_kind: vlm with a projector,
+    embed when the model pools, else llm); a given llm that pools is an embed. `fields`
+    adds metadata (version, gguf, an API's own section). Registering an id that is
+    registered already verifies again and replaces it; an id whose files are in the
+    store is refused (409). Returns the view.
+    Raises InvalidFile, InvalidId, TransferBusy, ReadOnlyStore."""
+    store.check_writable()
+    folder = store.model_dir(model_id)  # checks the id before any file is looked at
+    target = Path(path)
+    if target.is_absolute():
+        target = Path(os.path.normpath(target))  # no '..' in what is recorded
+    found = resolve(target)
+    if mmproj is not None:
+        if found.mmproj is not None or not target.is_file():
+            raise InvalidFile("Name the projector of a model file, not of a folder")
+        found = Found(found.model, resolve(Path(mmproj)).model)
+    for file in (found.model, found.mmproj):
+        if file is not None and inside(file, store.models_dir):
+            raise InvalidFile(f"'{file}' is inside the store already; use its model instead")
+    check(found)
+    kind = _kind(found, kind, target)
+    records = {"model": hash_file(found.model)}
+    if found.mmproj is not None:
+        records["mmproj"] = hash_file(found.mmproj)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = flock(folder, blocking=False)
+        lock.__enter__()
+    except BlockingIOError:
+        raise TransferBusy(f"Model '{model_id}' has an upload or download in progress") from None
+    try:
+        with store._id_locks[model_id]:
+            try:
+                meta = dict(store._read_meta(model_id))
+            except ModelNotFound:
+                meta = {"id": model_id, "createdAt": int(time.time() * 1000), "version": ""}
+            if meta.get("files") and not is_registered(meta) or meta.get("pending"):
+                raise TransferBusy(f"Model '{model_id}' exists with its files in the store; "
+                                   f"delete it first or register under another id")
+            meta.update(fields or {})
+            meta.update({"kind": kind, "files": records, "registeredPath": str(target)})
+            store._write_meta(model_id, meta)
+    finally:
+        lock.__exit__(None, None, None)
+    return store.get(model_id)
+
+
+def _kind(found: Found, kind: str | None, target: Path) -> str:
+    """The kind a registration records: the given one settled by the file's header, or the
+    header's own; only a GGUF kind, and a projector exactly when it is a vlm."""
+    try:
+        meta = formats.gguf_metadata(found.model)
+    except formats.FormatError as exc:  # changed since it was checked
+        raise InvalidFile(str(exc)) from None
+    kind = derive.settled_kind(kind, meta) if kind else derive.gguf_kind(meta, found.mmproj is not None)
+    if kind not in KINDS or kind == "onnx":
+        raise InvalidFile(f"Kind '{kind}' cannot be registered by path: only GGUF models (llm, vlm, embed)")
+    if kind == "vlm" and found.mmproj is None:
+        raise InvalidFile(f"A vlm needs its projector: register the folder that holds "
+                          f"'{found.model.name}' and an mmproj GGUF")
+    if kind != "vlm" and found.mmproj is not None:
+        raise InvalidFile(f"Only a vlm takes a projector; '{target}' holds {found.mmproj.name}")
+    return kind
 
 
 def scan(root: Path, exclude: Path | None = None, allowed: AllowedFolders | None = None,

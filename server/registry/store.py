@@ -39,10 +39,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
-from modelyard.server.registry import derive, formats, registered
+from modelyard.server.registry import registered
 from modelyard.server.registry.crashpoints import crash_point
-from modelyard.server.registry.diskio import PARTIAL, atomic_write, flock, fsync_dir, inside, tmp_files
-from modelyard.server.shared.facts import ADAPTER_KIND, KINDS, id_problem
+from modelyard.server.registry.diskio import PARTIAL, atomic_write, flock, fsync_dir, tmp_files
+from modelyard.server.shared.facts import ADAPTER_KIND, id_problem
 from modelyard.server.registry.transfer import Transfer  # noqa: F401  (re-exported: st.Transfer)
 from modelyard.server.registry.errors import (  # noqa: F401  (re-exported: callers use store.ModelNotFound)
     Cancelled,
@@ -110,10 +110,6 @@ def _external_key(meta: dict) -> tuple:
     if not meta.get("registeredPath"):
         return ()
     return tuple(registered.stat_key(r["path"]) for r in meta.get("files", {}).values() if r.get("path"))
-
-
-def is_registered(meta: dict) -> bool:
-    return bool(meta.get("registeredPath"))
 
 
 class Store:
@@ -396,66 +392,11 @@ class Store:
 
     def register_path(self, model_id: str, path: str | Path, kind: str | None = None,
                       fields: dict | None = None, mmproj: str | Path | None = None) -> dict:
-        """Register the GGUF file at `path` (or the folder holding one with its `mmproj`
-        projector, or the file with the projector `mmproj` names) as model `model_id`, where
-        it lies: checked as an upload is, hashed, and recorded with its stat; nothing is
-        copied. `kind` defaults to what the files say (derive.gguf_kind: vlm with a projector,
-        embed when the model pools, else llm); a given llm that pools is an embed. `fields`
-        adds metadata (version, gguf, an API's own section). Registering an id that is
-        registered already verifies again and replaces it; an id whose files are in the
-        store is refused (409). Returns the view.
+        """Register the GGUF file at `path` (or the folder holding one with its projector, or
+        the file with the projector `mmproj` names) as model `model_id` where it lies; see
+        registered.register. Returns the view.
         Raises InvalidFile, InvalidId, TransferBusy, ReadOnlyStore."""
-        self.check_writable()
-        check_id(model_id)
-        target = Path(path)
-        if target.is_absolute():
-            target = Path(os.path.normpath(target))  # no '..' in what is recorded
-        found = registered.resolve(target)
-        if mmproj is not None:
-            if found.mmproj is not None or not target.is_file():
-                raise InvalidFile("Name the projector of a model file, not of a folder")
-            found = registered.Found(found.model, registered.resolve(Path(mmproj)).model)
-        for file in (found.model, found.mmproj):
-            if file is not None and inside(file, self.models_dir):
-                raise InvalidFile(f"'{file}' is inside the store already; use its model instead")
-        registered.check(found)
-        try:
-            meta = formats.gguf_metadata(found.model)
-        except formats.FormatError as exc:  # changed since it was checked
-            raise InvalidFile(str(exc)) from None
-        kind = derive.settled_kind(kind, meta) if kind else derive.gguf_kind(meta, found.mmproj is not None)
-        if kind not in KINDS or kind == "onnx":
-            raise InvalidFile(f"Kind '{kind}' cannot be registered by path: only GGUF models (llm, vlm, embed)")
-        if kind == "vlm" and found.mmproj is None:
-            raise InvalidFile(f"A vlm needs its projector: register the folder that holds "
-                              f"'{found.model.name}' and an mmproj GGUF")
-        if kind != "vlm" and found.mmproj is not None:
-            raise InvalidFile(f"Only a vlm takes a projector; '{target}' holds {found.mmproj.name}")
-        records = {"model": registered.hash_file(found.model)}
-        if found.mmproj is not None:
-            records["mmproj"] = registered.hash_file(found.mmproj)
-        folder = self.model_dir(model_id)
-        folder.mkdir(parents=True, exist_ok=True)
-        try:
-            lock = flock(folder, blocking=False)
-            lock.__enter__()
-        except BlockingIOError:
-            raise TransferBusy(f"Model '{model_id}' has an upload or download in progress") from None
-        try:
-            with self._id_locks[model_id]:
-                try:
-                    meta = dict(self._read_meta(model_id))
-                except ModelNotFound:
-                    meta = {"id": model_id, "createdAt": int(time.time() * 1000), "version": ""}
-                if meta.get("files") and not is_registered(meta) or meta.get("pending"):
-                    raise TransferBusy(f"Model '{model_id}' exists with its files in the store; "
-                                       f"delete it first or register under another id")
-                meta.update(fields or {})
-                meta.update({"kind": kind, "files": records, "registeredPath": str(target)})
-                self._write_meta(model_id, meta)
-        finally:
-            lock.__exit__(None, None, None)
-        return self.get(model_id)
+        return registered.register(self, model_id, path, kind, fields, mmproj)
 
     # ---- delete ------------------------------------------------------------------------
 
@@ -494,7 +435,7 @@ class Store:
         if not self._is_ready(source, meta):
             raise InvalidFile(f"Model '{source}' has no complete file to copy yet")
         # A registered model's files are the user's: the copy is a second registration.
-        links = [] if is_registered(meta) else list(meta.get("files", {}).values())
+        links = [] if registered.is_registered(meta) else list(meta.get("files", {}).values())
         target = self.model_dir(destination)
         with self._id_locks[destination]:
             if target.exists():
@@ -531,7 +472,7 @@ class Store:
                 f"Model '{model_id}' already has an upload or download in progress"
             ) from None
         meta = self._read_meta(model_id)  # as it is now that no registration can run
-        if is_registered(meta):
+        if registered.is_registered(meta):
             lock.__exit__(None, None, None)
             raise TransferBusy(f"Model '{model_id}' is registered by path ({meta['registeredPath']}): "
                                f"its files are not in the store; register the new file, or delete "
