@@ -3,8 +3,8 @@
 As KubeAI's load balancer (internal/loadbalancer/balance_chwbl.go, balance_least_load.go):
 each endpoint sits on a hash ring `replication` times; a request's key (the model as named
 plus the start of its conversation) hashes to a point on the ring, and the walk clockwise
-takes the first endpoint whose in-flight load is within the bound
-`(total + 1) / n * load_factor`, so one conversation stays on the pod whose prefix cache
+takes the first endpoint whose in-flight load, with the request being placed, is within the
+bound `(total + 1) / n * load_factor`, so one conversation stays on the pod whose prefix cache
 holds it until that pod is loaded well above the mean, then spills to the next on the ring.
 Requests without a key (embeddings, model routes) go to the least-loaded endpoint.
 Pure: no I/O, no clock, no lock (the router's event loop is its only caller).
@@ -24,10 +24,12 @@ def ring_hash(text: str) -> int:
 
 
 def load_ok(load: int, total: int, n: int, load_factor: float) -> bool:
-    """KubeAI's bound; the +1 counts the request being placed."""
+    """KubeAI's bound (chwblLoadOK): the +1s count the request being placed, in the endpoint's
+    load and in the total. With fewer requests in flight than about n / load_factor, no
+    endpoint passes, and the request goes to the first on the ring: its home."""
     if total == 0:
         return True
-    return load <= (total + 1) / n * load_factor
+    return load + 1 <= (total + 1) / n * load_factor
 
 
 class Balancer:

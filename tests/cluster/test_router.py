@@ -108,7 +108,8 @@ def test_a_conversation_sticks_under_the_bound_and_spills_above(router, routed):
     for s in streams:
         next(iter(s))
     loads = router.in_flight("routed")
-    # Two on the conversation's pod, then the third above the bound (2 > 3/2 * 1.25) on the other.
+    # KubeAI's bound, load + 1 <= (total + 1) / 2 * 1.25: the second is above it on the
+    # conversation's pod and goes to the other; the third finds both above it and goes home.
     assert loads[home] == 2 and sum(loads.values()) == 3, loads
     for s in streams:
         s.close()

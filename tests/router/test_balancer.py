@@ -15,10 +15,14 @@ def balancer(pods=PODS) -> Balancer:
 
 
 def test_load_bound_is_kubeais():
+    # internal/loadbalancer/balance_chwbl.go, chwblLoadOK: load + 1 <= (total + 1) / n * factor
     assert load_ok(0, 0, 3, 1.25)  # an idle group takes anything
-    # 5 in flight over 3 pods, one more coming: mean 2, bound 2.5
-    assert load_ok(2, 5, 3, 1.25)
-    assert not load_ok(3, 5, 3, 1.25)
+    # 5 in flight over 3 pods, one more coming: mean 2, bound 2.5; with it, a pod's load + 1
+    assert load_ok(1, 5, 3, 1.25)
+    assert not load_ok(2, 5, 3, 1.25)
+    # One in flight over 3 pods: the bound is 0.83, so not even an idle pod is within it (the
+    # walk then ends at the first pod on the ring, the key's home).
+    assert not load_ok(0, 1, 3, 1.25)
 
 
 def test_same_key_same_pod_while_under_the_bound():

@@ -135,18 +135,24 @@ def test_a_conversation_sticks_to_its_pod_then_spills(router, tiny):
     used = {e for e in after if after[e] != before.get(e, 0)}
     assert len(used) == 1, (before, after)
     [home] = used
-    # Two streams of it in flight on its pod: a third is above the bound (2 > 3/2 * 1.25).
-    streams = [client.chat.completions.create(model="tiny", messages=chat, max_tokens=200, stream=True,
-                                              logit_bias=NO_EOS) for _ in range(2)]
-    for s in streams:
-        next(iter(s))
-    assert router.metric("modelyard_router_in_flight_requests", endpoint=home) == 2
-    third = client.chat.completions.create(model="tiny", messages=chat, max_tokens=200, stream=True,
+    # KubeAI's bound on 2 pods: a pod takes one more while its load + 1 <= (total + 1) / 2 * 1.25.
+    def stream():
+        s = client.chat.completions.create(model="tiny", messages=chat, max_tokens=200, stream=True,
                                            logit_bias=NO_EOS)
-    next(iter(third))
-    others = [e for e in router.per_endpoint("tiny") if e != home]
-    assert router.metric("modelyard_router_in_flight_requests", endpoint=others[0]) == 1
-    for s in [*streams, third]:
+        next(iter(s))
+        return s
+
+    def loads() -> tuple[float, float]:
+        in_flight = router.in_flight("tiny")
+        return in_flight.get(home, 0), sum(in_flight.values()) - in_flight.get(home, 0)
+
+    streams = [stream()]
+    assert loads() == (1, 0)  # an idle group: home
+    streams.append(stream())
+    assert loads() == (1, 1)  # home's 1 + 1 > 2 / 2 * 1.25: the next pod on the ring
+    streams.append(stream())
+    assert loads() == (2, 1)  # both above 3 / 2 * 1.25: the first on the ring, home
+    for s in streams:
         s.close()
     _eventually(lambda: router.metric("modelyard_router_in_flight_requests", model="tiny") == 0, 10)
 
