@@ -18,7 +18,7 @@ class RouterMetrics:
                               "Requests sent to each pod (the balancer's choices)", ["model", "endpoint"],
                               registry=self.registry)
         self.retries = Counter("modelyard_router_retries", "Requests sent again to another pod after a "
-                               "connect failure", ["model"], registry=self.registry)
+                               "refused connection, or a generation's pod broke off before answering", ["model"], registry=self.registry)
         self.scale_ups = Counter("modelyard_router_scale_from_zero", "Models scaled from zero to one by a request",
                                  ["model"], registry=self.registry)
 

@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import falcon
@@ -30,6 +31,24 @@ _DROP_RESPONSE = {"connection", "keep-alive", "transfer-encoding", "date", "serv
 _PATIENCE_STEP = 0.25  # seconds between two rounds of tries at a Model's newly ready pods
 
 Scaler = Callable[[str, str], Awaitable[None]]  # (namespace, name) -> replicas set to 1
+
+
+# RFC 9110 9.2.2: a request of these methods may be sent again.
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+@dataclass(frozen=True)
+class _Outgoing:
+    """One request as it goes to a Model's pods."""
+
+    method: str
+    target: str  # path and query
+    headers: list[tuple[str, str]]
+    body: bytes
+    key: str | None  # what CHWBL hashes; None: the least-loaded pod
+    # Whether another pod may be tried after one broke off before answering: a generation
+    # (the conversation routes: nothing on a pod changes by it) or an idempotent method.
+    replayable: bool
 
 
 class Refusal(Exception):
@@ -98,10 +117,12 @@ class Proxy:
     async def _to_pods(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, located: Located, entry: Entry,
                        requested: str, body: Any, raw: bytes) -> None:
         event = _Events(self.voices, located, req.path)
-        key = balance_key(requested, body, self.settings.prefix_chars) if located.conversation else None
-        target = req.relative_uri
-        # Falcon's copy of the headers: the ASGI scope's may be a one-pass iterable, which Falcon read.
-        headers = [(k, v) for k, v in req.headers.items() if k not in _DROP_REQUEST]
+        out = _Outgoing(
+            req.method, req.relative_uri,
+            # Falcon's copy of the headers: the ASGI scope's may be a one-pass iterable, which Falcon read.
+            [(k, v) for k, v in req.headers.items() if k not in _DROP_REQUEST], raw,
+            balance_key(requested, body, self.settings.prefix_chars) if located.conversation else None,
+            located.conversation or req.method in _IDEMPOTENT)
         held = families.held_stream(located.family, located.declared, body)
         if not entry.balancer.loads and held is not None:
             # Answer the stream now and keep it alive while the Model wakes up.
@@ -109,12 +130,12 @@ class Proxy:
             resp.status = falcon.HTTP_200
             resp.content_type = content_type
             resp.set_header("Cache-Control", "no-cache")
-            resp.stream = self._held(entry, req.method, target, headers, raw, key, event, content_type, ping)
+            resp.stream = self._held(entry, out, event, content_type, ping)
             return
         patience = None
         if not entry.balancer.loads:
             patience = await self._await_pod(entry)
-        upstream, endpoint = await self._send(entry, req.method, target, headers, raw, key, patience)
+        upstream, endpoint = await self._send(entry, out, patience)
         resp.status = falcon.code_to_http_status(upstream.status)
         for name, value in upstream.headers:
             if name.lower() not in _DROP_RESPONSE:
@@ -166,8 +187,8 @@ class Proxy:
             self.metrics.scale_ups.labels(entry.name).inc()
             log.info("Model %s/%s scaled from zero to one for a request", entry.namespace, entry.name)
 
-    async def _held(self, entry: Entry, method: str, target: str, headers, raw: bytes, key: str | None,
-                    event: "_Events", content_type: str, ping: bytes) -> AsyncIterator[bytes]:
+    async def _held(self, entry: Entry, out: "_Outgoing", event: "_Events", content_type: str,
+                    ping: bytes) -> AsyncIterator[bytes]:
         """A stream answered before its Model had a pod: keep-alives, then the pod's events."""
         yield ping
         deadline = time.monotonic() + self.settings.scale_wait
@@ -178,7 +199,7 @@ class Proxy:
                 if done:
                     break
                 yield ping
-            upstream, endpoint = await self._send(entry, method, target, headers, raw, key, waiting.result())
+            upstream, endpoint = await self._send(entry, out, waiting.result())
         except Refusal as exc:
             self._count(entry, exc.code)
             yield event.error(content_type, exc.code, exc.message)
@@ -199,26 +220,24 @@ class Proxy:
             yield chunk
 
     # ---- sending and relaying -----------------------------------------------------------
-    async def _send(self, entry: Entry, method: str, target: str, headers, raw: bytes,
-                    key: str | None, patience: float | None = None) -> tuple[Upstream, str]:
+    async def _send(self, entry: Entry, out: "_Outgoing", patience: float | None = None) -> tuple[Upstream, str]:
         """The pod's response (headers read, body not yet). A pod that refuses the connection
         (nothing was sent) is left out and another is tried. A request that waited for the
         Model's first pod keeps trying until `patience` (a monotonic deadline): a pod that has
         just become ready may not listen yet."""
         while True:
             try:
-                return await self._try_pods(entry, method, target, headers, raw, key)
+                return await self._try_pods(entry, out)
             except Refusal:
                 if patience is None or time.monotonic() >= patience:
                     raise
             await asyncio.sleep(_PATIENCE_STEP)
 
-    async def _try_pods(self, entry: Entry, method: str, target: str, headers, raw: bytes,
-                        key: str | None) -> tuple[Upstream, str]:
+    async def _try_pods(self, entry: Entry, out: "_Outgoing") -> tuple[Upstream, str]:
         tried: list[str] = []
         errors: list[str] = []
         for attempt in range(1 + self.settings.connect_retries):
-            endpoint = entry.balancer.pick(key, exclude=tried)
+            endpoint = entry.balancer.pick(out.key, exclude=tried)
             if endpoint is None:
                 break
             if attempt:
@@ -227,7 +246,7 @@ class Proxy:
             self.metrics.in_flight.labels(entry.name, endpoint).inc()
             self.metrics.chosen.labels(entry.name, endpoint).inc()
             try:
-                response = await self.pods.send(method, f"http://{endpoint}{target}", headers, raw)
+                response = await self.pods.send(out.method, f"http://{endpoint}{out.target}", out.headers, out.body)
                 self._count(entry, response.status)
                 return response, endpoint
             except ConnectFailed as exc:
@@ -235,9 +254,15 @@ class Proxy:
                 tried.append(endpoint)
                 errors.append(f"{endpoint}: {exc}")
             except BrokeOff as exc:
-                # The request went out: not retried (a generation may have started).
+                # The request went out and no answer came back (a pod that died with it, or the
+                # dying process of one that still took connections). A proxy retries only what
+                # may be replayed (RFC 9112 9.3.1): generations and idempotent methods.
                 self._release(entry, endpoint)
-                raise Refusal(502, f"Model '{entry.name}': its pod {endpoint} broke off before answering: {exc}") from None
+                message = f"{endpoint}: broke off before answering ({exc})"
+                if not out.replayable:
+                    raise Refusal(502, f"Model '{entry.name}': its pod {message}") from None
+                tried.append(endpoint)
+                errors.append(message)
             except BaseException:
                 self._release(entry, endpoint)
                 raise

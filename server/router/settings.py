@@ -24,7 +24,7 @@ class RouterSettings:
     ping_seconds: float = field(
         default=10.0, metadata={"help": "seconds between keep-alive events on a held stream"})
     connect_retries: int = field(
-        default=2, metadata={"help": "other pods tried when a pod refuses the connection"})
+        default=2, metadata={"help": "other pods tried when a pod refuses the connection (or breaks off a generation before answering)"})
     prefix_chars: int = field(
         default=4096, metadata={"help": "characters of a conversation's start that pick its pod"})
     load_factor: float = field(

@@ -63,19 +63,21 @@ def _pods() -> Pods:
     return _PODS[0]
 
 
-def app_client(key: str = "", pod_address: str = POD) -> falcon.testing.TestClient:
-    """Model `tiny` (namespace ai) with one ready pod, by default the stand-in."""
-    host, _, port = pod_address.partition(":")
+def _pod(i: int, address: str) -> dict:
+    host, _, port = address.partition(":")
+    return {"metadata": {"name": f"p{i}", "namespace": "ai", "labels": {"app": "tiny"}},
+            "spec": {"containers": [{"ports": [{"name": "http", "containerPort": int(port)}]}]},
+            "status": {"podIP": host, "conditions": [{"type": "Ready", "status": "True"}]}}
+
+
+def app_client(key: str = "", pods: tuple[str, ...] = (POD,)) -> falcon.testing.TestClient:
+    """Model `tiny` (namespace ai) with ready pods at `pods`, by default the stand-in."""
     cluster = Cluster(16, 1.25)
     cluster.replace("models", [{"metadata": {"name": "tiny", "namespace": "ai", "generation": 1},
                                 "spec": {"kind": "llm"},
                                 "status": {"phase": "Ready", "selector": "app=tiny", "download": {"totalSize": 9}}}])
-    cluster.replace("pods", [{"metadata": {"name": "p", "namespace": "ai", "labels": {"app": "tiny"}},
-                              "spec": {"containers": [{"ports": [{"name": "http", "containerPort": int(port)}]}]},
-                              "status": {"podIP": host, "conditions": [{"type": "Ready", "status": "True"}]}}])
-    pods = _pods()
-
+    cluster.replace("pods", [_pod(i, address) for i, address in enumerate(pods)])
     async def no_scale(namespace: str, name: str) -> None:
         raise AssertionError("nothing is at zero here")
 
-    return falcon.testing.TestClient(create_app(RouterSettings(api_key=key), cluster, pods, no_scale))
+    return falcon.testing.TestClient(create_app(RouterSettings(api_key=key), cluster, _pods(), no_scale))
