@@ -3,9 +3,9 @@ connection pool. Measured against httpx's AsyncClient with the same pod (docs/be
 "Router"), it took half the time a request, and the router's per-request and per-chunk costs
 are what `make bench-router` holds to 2 ms of added time to first token.
 
-One session per router process, made on its event loop; the pool keeps connections to the
-pods alive for less time than the pods' gunicorn keeps them (5 s), so a request never goes
-out on a connection the pod is closing."""
+One session per router process, made on its event loop; the pool keeps idle connections to
+the pods for less time than the pods' gunicorn keeps them (5 s), so it does not hand out one
+that the pod is closing for idleness."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable

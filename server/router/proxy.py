@@ -54,11 +54,12 @@ class _Outgoing:
 class Refusal(Exception):
     """A request the router answers itself, in the API's own error shape."""
 
-    def __init__(self, code: int, message: str, template: str | None = None) -> None:
+    def __init__(self, code: int, message: str, template: str | None = None, final: bool = False) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.template = template
+        self.final = final  # the request went out: it is not sent again, even to a waking Model
 
 
 class Proxy:
@@ -228,8 +229,8 @@ class Proxy:
         while True:
             try:
                 return await self._try_pods(entry, out)
-            except Refusal:
-                if patience is None or time.monotonic() >= patience:
+            except Refusal as exc:
+                if exc.final or patience is None or time.monotonic() >= patience:
                     raise
             await asyncio.sleep(_PATIENCE_STEP)
 
@@ -260,7 +261,7 @@ class Proxy:
                 self._release(entry, endpoint)
                 message = f"{endpoint}: broke off before answering ({exc})"
                 if not out.replayable:
-                    raise Refusal(502, f"Model '{entry.name}': its pod {message}") from None
+                    raise Refusal(502, f"Model '{entry.name}': its pod {message}", final=True) from None
                 tried.append(endpoint)
                 errors.append(message)
             except BaseException:
