@@ -9,8 +9,8 @@ file no longer stats the same makes the model not ready, with a reason, so no AP
 loads a file other than the one that was verified. Registering again re-verifies it.
 
 Pure choices (which files of a folder make a model; the kind is derive.gguf_kind's) are
-apart from the disk reads (`stat_key`, `hash_file`, `scan`) and from `register`, which
-records a model in the store (Store.register_path) under the model's lock.
+apart from the disk reads (`stat_key`, `hash_file`, `scan`, `prepare`); Store.register_path
+records what `prepare` found.
 """
 from __future__ import annotations
 
@@ -19,16 +19,12 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from modelyard.server.registry import derive, formats
 from modelyard.server.registry.allowed import AllowedFolders, PathNotAllowed, open_regular
-from modelyard.server.registry.diskio import flock, inside
-from modelyard.server.registry.errors import InvalidFile, ModelNotFound, TransferBusy
+from modelyard.server.registry.diskio import inside
+from modelyard.server.registry.errors import InvalidFile
 from modelyard.server.shared.facts import KINDS
-
-if TYPE_CHECKING:
-    from modelyard.server.registry.store import Store
 
 PROJECTOR_ARCHITECTURE = "clip"
 HASH_CHUNK = 1 << 20
@@ -194,19 +190,23 @@ def hash_file(path: Path) -> dict:
             "path": str(path), "ino": ino, "mtimeNs": mtime_ns}
 
 
-def register(store: Store, model_id: str, path: str | Path, kind: str | None = None,
-             fields: dict | None = None, mmproj: str | Path | None = None) -> dict:
-    """Register the GGUF file at `path` (or the folder holding one with its `mmproj`
-    projector, or the file with the projector `mmproj` names) as model `model_id` of `store`,
-    where it lies: checked as an upload is, hashed, and recorded with its stat; nothing is
-    copied. `kind` defaults to what the files say (derive.gguf_kind: vlm with a projector,
-    embed when the model pools, else llm); a given llm that pools is an embed. `fields`
-    adds metadata (version, gguf, an API's own section). Registering an id that is
-    registered already verifies again and replaces it; an id whose files are in the
-    store is refused (409). Returns the view.
-    Raises InvalidFile, InvalidId, TransferBusy, ReadOnlyStore."""
-    store.check_writable()
-    folder = store.model_dir(model_id)  # checks the id before any file is looked at
+@dataclass(frozen=True)
+class Registration:
+    """What registering a file records: its kind, its files' records and the path as given."""
+
+    kind: str
+    records: dict
+    path: str
+
+
+def prepare(path: str | Path, models_dir: Path, kind: str | None = None,
+            mmproj: str | Path | None = None) -> Registration:
+    """The GGUF file at `path` (or the folder holding one with its `mmproj` projector, or the
+    file with the projector `mmproj` names) checked as an upload is and hashed, for
+    Store.register_path to record where it lies; nothing is written. `kind` defaults to what
+    the files say (derive.gguf_kind: vlm with a projector, embed when the model pools, else
+    llm); a given llm that pools is an embed. Files inside the store (`models_dir`) are
+    refused. Raises InvalidFile."""
     target = Path(path)
     if target.is_absolute():
         target = Path(os.path.normpath(target))  # no '..' in what is recorded
@@ -216,34 +216,14 @@ def register(store: Store, model_id: str, path: str | Path, kind: str | None = N
             raise InvalidFile("Name the projector of a model file, not of a folder")
         found = Found(found.model, resolve(Path(mmproj)).model)
     for file in (found.model, found.mmproj):
-        if file is not None and inside(file, store.models_dir):
+        if file is not None and inside(file, models_dir):
             raise InvalidFile(f"'{file}' is inside the store already; use its model instead")
     check(found)
     kind = _kind(found, kind, target)
     records = {"model": hash_file(found.model)}
     if found.mmproj is not None:
         records["mmproj"] = hash_file(found.mmproj)
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        lock = flock(folder, blocking=False)
-        lock.__enter__()
-    except BlockingIOError:
-        raise TransferBusy(f"Model '{model_id}' has an upload or download in progress") from None
-    try:
-        with store._id_locks[model_id]:
-            try:
-                meta = dict(store._read_meta(model_id))
-            except ModelNotFound:
-                meta = {"id": model_id, "createdAt": int(time.time() * 1000), "version": ""}
-            if meta.get("files") and not is_registered(meta) or meta.get("pending"):
-                raise TransferBusy(f"Model '{model_id}' exists with its files in the store; "
-                                   f"delete it first or register under another id")
-            meta.update(fields or {})
-            meta.update({"kind": kind, "files": records, "registeredPath": str(target)})
-            store._write_meta(model_id, meta)
-    finally:
-        lock.__exit__(None, None, None)
-    return store.get(model_id)
+    return Registration(kind, records, str(target))
 
 
 def _kind(found: Found, kind: str | None, target: Path) -> str:

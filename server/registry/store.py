@@ -393,10 +393,35 @@ class Store:
     def register_path(self, model_id: str, path: str | Path, kind: str | None = None,
                       fields: dict | None = None, mmproj: str | Path | None = None) -> dict:
         """Register the GGUF file at `path` (or the folder holding one with its projector, or
-        the file with the projector `mmproj` names) as model `model_id` where it lies; see
-        registered.register. Returns the view.
+        the file with the projector `mmproj` names) as model `model_id` where it lies, as
+        registered.prepare checks and hashes it; `fields` adds metadata (version, gguf, an
+        API's own section). Registering an id that is registered already verifies again and
+        replaces it; an id whose files are in the store is refused (409). Returns the view.
         Raises InvalidFile, InvalidId, TransferBusy, ReadOnlyStore."""
-        return registered.register(self, model_id, path, kind, fields, mmproj)
+        self.check_writable()
+        folder = self.model_dir(model_id)  # checks the id before any file is looked at
+        found = registered.prepare(path, self.models_dir, kind, mmproj)
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            lock = flock(folder, blocking=False)
+            lock.__enter__()
+        except BlockingIOError:
+            raise TransferBusy(f"Model '{model_id}' has an upload or download in progress") from None
+        try:
+            with self._id_locks[model_id]:
+                try:
+                    meta = dict(self._read_meta(model_id))
+                except ModelNotFound:
+                    meta = {"id": model_id, "createdAt": int(time.time() * 1000), "version": ""}
+                if meta.get("files") and not registered.is_registered(meta) or meta.get("pending"):
+                    raise TransferBusy(f"Model '{model_id}' exists with its files in the store; "
+                                       f"delete it first or register under another id")
+                meta.update(fields or {})
+                meta.update({"kind": found.kind, "files": found.records, "registeredPath": found.path})
+                self._write_meta(model_id, meta)
+        finally:
+            lock.__exit__(None, None, None)
+        return self.get(model_id)
 
     # ---- delete ------------------------------------------------------------------------
 
