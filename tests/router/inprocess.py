@@ -4,6 +4,7 @@ reached by the router's own client (aiohttp's, server/router/pods.py)."""
 from __future__ import annotations
 
 import atexit
+import functools
 import socket
 import threading
 import time
@@ -51,16 +52,15 @@ def _serve_pod() -> str:
 
 
 POD = _serve_pod()
-_PODS: list[Pods] = []
 
 
+@functools.cache
 def _pods() -> Pods:
     """One session for every app here, made on the event loop of Falcon's test client (one
     asyncio Runner for the thread), closed on it when the tests end."""
-    if not _PODS:
-        _PODS.append(falcon.util.sync.async_to_sync(Pods().__aenter__))
-        atexit.register(lambda: falcon.util.sync.async_to_sync(_PODS[0].__aexit__, None, None, None))
-    return _PODS[0]
+    pods = falcon.util.sync.async_to_sync(Pods().__aenter__)
+    atexit.register(lambda: falcon.util.sync.async_to_sync(pods.__aexit__, None, None, None))
+    return pods
 
 
 def _pod(i: int, address: str) -> dict:
@@ -70,14 +70,19 @@ def _pod(i: int, address: str) -> dict:
             "status": {"podIP": host, "conditions": [{"type": "Ready", "status": "True"}]}}
 
 
-def app_client(key: str = "", pods: tuple[str, ...] = (POD,)) -> falcon.testing.TestClient:
-    """Model `tiny` (namespace ai) with ready pods at `pods`, by default the stand-in."""
+def app_client(key: str = "", pods: tuple[str, ...] = (POD,), woken: tuple[str, ...] = (),
+               settings: RouterSettings | None = None) -> falcon.testing.TestClient:
+    """Model `tiny` (namespace ai) with ready pods at `pods`, by default the stand-in; or, with
+    `woken`, a Model at zero replicas whose scale-up brings ready pods at those addresses."""
     cluster = Cluster(16, 1.25)
     cluster.replace("models", [{"metadata": {"name": "tiny", "namespace": "ai", "generation": 1},
-                                "spec": {"kind": "llm"},
+                                "spec": {"kind": "llm", **({"replicas": 0} if woken else {})},
                                 "status": {"phase": "Ready", "selector": "app=tiny", "download": {"totalSize": 9}}}])
-    cluster.replace("pods", [_pod(i, address) for i, address in enumerate(pods)])
-    async def no_scale(namespace: str, name: str) -> None:
-        raise AssertionError("nothing is at zero here")
+    cluster.replace("pods", [] if woken else [_pod(i, address) for i, address in enumerate(pods)])
 
-    return falcon.testing.TestClient(create_app(RouterSettings(api_key=key), cluster, _pods(), no_scale))
+    async def scale(namespace: str, name: str) -> None:
+        assert woken, "nothing is at zero here"
+        cluster.replace("pods", [_pod(i, address) for i, address in enumerate(woken)])
+
+    settings = settings or RouterSettings(api_key=key)
+    return falcon.testing.TestClient(create_app(settings, cluster, _pods(), scale))

@@ -10,6 +10,7 @@ import threading
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from modelyard.server.router.settings import RouterSettings
 from router.inprocess import POD, POD_KEY, app_client
 from support.servers import free_port
 
@@ -17,20 +18,33 @@ CHAT = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}
 AUTH = {"Authorization": f"Bearer {POD_KEY}"}
 
 
-@pytest.fixture(scope="module")
-def hangs_up() -> str:
-    """A pod that reads the request and closes the connection without a word."""
-    server = socket.create_server(("127.0.0.1", 0))
+class HangsUp:
+    """A pod that reads each request and closes the connection without a word."""
 
-    def serve() -> None:
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.server.getsockname()[1]}"
+        self.requests = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
         while True:
-            conn, _ = server.accept()
+            conn, _ = self.server.accept()
             with conn:
-                conn.recv(65536)
+                if conn.recv(65536):
+                    self.requests += 1
 
-    threading.Thread(target=serve, daemon=True).start()
-    yield f"127.0.0.1:{server.getsockname()[1]}"
-    server.close()
+
+@pytest.fixture(scope="module")
+def rude() -> HangsUp:
+    pod = HangsUp()
+    yield pod
+    pod.server.close()
+
+
+@pytest.fixture(scope="module")
+def hangs_up(rude) -> str:
+    return rude.address
 
 
 def _metric(client, name: str) -> float:
@@ -80,3 +94,14 @@ def test_what_may_not_be_replayed_is_not(hangs_up):
     codes = [client.simulate_post("/api/show", json={"model": "tiny"}, headers=AUTH).status_code for _ in range(4)]
     assert sorted(set(codes)) == [200, 502], codes  # least-loaded takes the two pods in turn
     assert _metric(client, "modelyard_router_retries_total") == 0
+
+
+def test_a_request_that_broke_off_is_not_sent_again_while_its_model_wakes(rude):
+    """A request for a Model at zero waits for its first pod and tries it again while the pod
+    may not listen yet; once the request went out, that patience ends (it may have changed the
+    pod). Without the guard it would be sent every 0.25 s until scale_wait."""
+    client = app_client(woken=(rude.address,), settings=RouterSettings(scale_wait=3))
+    before = rude.requests
+    r = client.simulate_post("/api/show", json={"model": "tiny"}, headers=AUTH)
+    assert r.status_code == 502 and rude.address in r.json["error"], r.text
+    assert rude.requests - before == 1
