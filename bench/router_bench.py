@@ -19,10 +19,17 @@ qwen2's vocabulary; 8 decode slots) called directly and through the router, at 1
 concurrent streamed chat completions (64 tokens each, end-of-sequence biased away; at 64
 most wait for a slot), in alternating rounds; a side's round is at least SAMPLES streams
 (one stream alone: 24 one after another): time to first token (median) and tokens per
-second per stream (median). The pod runs on all cores but the first, the router on the
-first, as a router on a node of its own.
+second per stream (median). The router runs on the first core, as on a node of its own; the
+pod and this client share the others, on both sides of the comparison (`--client anywhere`:
+the client where the kernel puts it, mostly the router's core while the pod's is busy).
 
-    .venv/bin/python bench/router_bench.py overhead [--rounds 3] [--streams 1 8 64]
+    .venv/bin/python bench/router_bench.py overhead [--rounds 3] [--streams 1 8 64] [--client anywhere]
+
+`cost`: the router's own CPU time a request (from /proc), bursts of 64 short requests at once
+through it to the stand-in pod, which answers at once: what one router core carries, and how
+long a burst keeps it busy.
+
+    .venv/bin/python bench/router_bench.py cost [--burst 64]
 
 `cache`: three real servers on loopback (a 20 M-parameter generated model, one llama.cpp
 thread and a few slots each) behind the router, and many users at once, each with a long
@@ -34,7 +41,7 @@ scale-up starts a real `modelyard serve`, which joins as a ready pod once its /r
 the first token through the router against the pod's own start and load time (and against a
 fresh pod's first request, called directly).
 
-`all` (`make bench-router`): overhead, cache and zero, printed as the markdown of
+`all` (`make bench-router`): overhead, cost, cache and zero, printed as the markdown of
 docs/benchmarks.md with the machine's load average.
 
 The parts, one job each: router_stacks.py (the stand-in pod, the fronts, a real server, starting
@@ -109,23 +116,33 @@ def _pin(pid: int, cpus: set[int]) -> None:
             _pin(int(child), cpus)
 
 
-def overhead(rounds: int, stream_counts: list[int]) -> list[dict]:
-    """On a cluster the router runs on a node of its own. Here the pod (gunicorn, its runner,
-    llama.cpp's threads) is pinned to every core but the first, and the router to the first
-    (this client runs where the scheduler puts it, as for the pod called directly): on shared
-    cores the processes take turns, and what the router seemed to add was the machine's
-    contention (docs/benchmarks.md, "Router")."""
+CLIENT_PLACES = ("pod", "anywhere")
+
+
+def overhead(rounds: int, stream_counts: list[int], client: str = "pod") -> list[dict]:
+    """On a cluster the router runs on a node of its own, and the client elsewhere. Here the
+    router is pinned to the first core and the pod (gunicorn, its runner, llama.cpp's threads)
+    to the others: on shared cores the processes take turns, and what the router seemed to add
+    was the machine's contention (docs/benchmarks.md, "Router").
+
+    The client (`client="pod"`) runs on the pod's cores, in both arms: its own work (64 sends at
+    once, then every stream's events) then costs the direct call and the routed one the same.
+    Left to the kernel (`"anywhere"`), it runs mostly on the router's core while the pod's is
+    busy, and only the routed arm pays for it."""
     import tempfile
 
     rows = []
     cores = sorted(os.sched_getaffinity(0))
     front_cores, pod_cores = {cores[0]}, set(cores[1:]) or {cores[0]}
+    everywhere = os.sched_getaffinity(0)
     with tempfile.TemporaryDirectory() as tmp:
         server = real_server(Path(tmp), parallel=8, threads=len(pod_cores))  # 2048 tokens: 256 per slot
         port = free_port()
         front = start("asgi", port, f"127.0.0.1:{server.port}")
         _pin(server.proc.pid, pod_cores)
         _pin(front.pid, front_cores)
+        if client == "pod":
+            os.sched_setaffinity(0, pod_cores)
         try:
             asyncio.run(_streams(server.url, 1))  # warm-up: the first request pays one-off costs
             for count in stream_counts:
@@ -142,11 +159,63 @@ def overhead(rounds: int, stream_counts: list[int]) -> list[dict]:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
         finally:
+            os.sched_setaffinity(0, everywhere)
             front.kill()
             front.wait()
             server.stop()
     return rows
 
+
+
+# ---- the router's CPU a request ----------------------------------------------------------------
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used (/proc/<pid>/stat, fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _bursts(url: str, size: int, count: int) -> None:
+    import aiohttp
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "Hi."}]}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=3)) as client:
+        async def one() -> None:
+            async with client.post(url + "/v1/chat/completions", json=body) as r:
+                await r.read()
+        for _ in range(count):
+            await asyncio.gather(*[one() for _ in range(size)])
+
+
+def cost(burst: int = 64, bursts: int = 40) -> dict:
+    """The router's own CPU time a request: bursts of `burst` short requests at once through the
+    router to the stand-in pod (which answers at once), the router pinned to the first core and
+    the pod and this client to the others. Its inverse is what one router core can carry, and
+    `burst` times it is how long the last of a burst waits for the router."""
+    cores = sorted(os.sched_getaffinity(0))
+    everywhere = os.sched_getaffinity(0)
+    pod_port, port = free_port(), free_port()
+    pod = start("pod", pod_port)
+    front = start("asgi", port, f"127.0.0.1:{pod_port}")
+    _pin(front.pid, {cores[0]})
+    _pin(pod.pid, set(cores[1:]) or {cores[0]})
+    os.sched_setaffinity(0, set(cores[1:]) or {cores[0]})
+    try:
+        url = f"http://127.0.0.1:{port}"
+        asyncio.run(_bursts(url, burst, 2))  # warm-up: connections to the pod, first-call costs
+        before, started = _cpu_seconds(front.pid), time.perf_counter()
+        asyncio.run(_bursts(url, burst, bursts))
+        used, wall = _cpu_seconds(front.pid) - before, time.perf_counter() - started
+    finally:
+        os.sched_setaffinity(0, everywhere)
+        for proc in (front, pod):
+            proc.kill()
+            proc.wait()
+    requests = burst * bursts
+    row = {"burst": burst, "requests": requests, "router_cpu_ms": round(used / requests * 1000, 3),
+           "requests_per_router_core_s": round(requests / used) if used else None,
+           "burst_on_router_ms": round(used / bursts * 1000, 1), "wall_ms": round(wall / requests * 1000, 3)}
+    print(json.dumps(row), flush=True)
+    return row
 
 
 # ---- all of it, as markdown -------------------------------------------------------------------
@@ -160,7 +229,9 @@ def everything(rounds: int) -> str:
     import datetime
 
     load_before = os.getloadavg()
-    over = overhead(rounds, [1, 8, 64])
+    over = [dict(row, client="the pod's core") for row in overhead(rounds, [1, 8, 64])]
+    over += [dict(row, client="anywhere") for row in overhead(rounds, [1, 8, 64], "anywhere")]
+    spent = cost()
     cache = cache_aware()
     zero = scale_from_zero()
     load_after = os.getloadavg()
@@ -171,18 +242,26 @@ def everything(rounds: int) -> str:
         f"`make bench-router` ({when}, {os.cpu_count()} cores; load average "
         f"{' '.join(f'{x:.2f}' for x in load_before)} before, {' '.join(f'{x:.2f}' for x in load_after)} after)",
         "Router overhead, a real server called directly and through the router (streamed chat, 64 tokens, "
-        f"median of {rounds} alternating rounds of at least {SAMPLES} streams a side):",
-        _table(over, [("streams", "streams"), ("direct_ttft_ms", "TTFT direct (ms)"),
+        f"median of {rounds} alternating rounds of at least {SAMPLES} streams a side; the router on a core of its "
+        "own, the client on the pod's core or where the kernel puts it):",
+        _table(over, [("client", "client"), ("streams", "streams"), ("direct_ttft_ms", "TTFT direct (ms)"),
                       ("router_ttft_ms", "TTFT via router (ms)"), ("ttft_added_ms", "added (ms)"),
                       ("direct_tok_s", "tok/s direct"), ("router_tok_s", "tok/s via router"),
                       ("tok_s_ratio", "ratio")]),
+        f"The router's own CPU a request (bursts of {spent['burst']} short requests at once, a stand-in pod that "
+        "answers at once; the router on a core of its own):",
+        _table([spent], [("requests", "requests"), ("router_cpu_ms", "router CPU a request (ms)"),
+                         ("requests_per_router_core_s", "requests a second one router core carries"),
+                         ("burst_on_router_ms", "a burst's CPU on the router (ms)")]),
         f"Placement on 3 replicas (real servers, {SLOTS} slots and one llama.cpp thread each, a 20 M-parameter "
         f"model; {USERS} users at once, each with its own ~{SYSTEM_WORDS}-word system prompt, {TURNS} turns "
         "each, 8 tokens an answer):",
         _table(cache, [("placement", "placement"), ("requests", "requests"), ("mean_ttft_ms", "mean TTFT (ms)"),
                        ("p50_ttft_ms", "p50 (ms)"), ("first_turns_mean_ttft_ms", "first turns mean (ms)"),
                        ("later_turns_mean_ttft_ms", "turns 2+ mean (ms)"),
-                       ("prompt_tokens", "prompt tokens"), ("cached_tokens", "from the cache")]),
+                       ("prompt_tokens", "prompt tokens"), ("cached_tokens", "from the cache"),
+                       ("ttft_by_turn_ms", "mean TTFT by turn (ms)"),
+                       ("uncached_by_turn", "prompt tokens not in a slot, by turn")]),
         f"Mean TTFT, round robin / CHWBL: {ratio:.2f}x over all turns, "
         f"{by['round-robin']['later_turns_mean_ttft_ms'] / by['chwbl']['later_turns_mean_ttft_ms']:.2f}x over turns 2+.",
         "Scale from zero (process-spawning stand-in: the scale-up starts a real `modelyard serve`, Ready "
@@ -204,6 +283,10 @@ def main(argv: list[str] | None = None) -> int:
     o = sub.add_parser("overhead", help="through the router against direct, on a real server")
     o.add_argument("--rounds", type=int, default=3)
     o.add_argument("--streams", type=int, nargs="+", default=[1, 8, 64])
+    o.add_argument("--client", choices=CLIENT_PLACES, default="pod",
+                   help="where the client runs: on the pod's cores (both arms alike) or where the kernel puts it")
+    c = sub.add_parser("cost", help="the router's CPU time a request, in bursts, on a stand-in pod")
+    c.add_argument("--burst", type=int, default=64)
     sub.add_parser("cache", help="CHWBL against least-loaded and round robin on 3 real servers")
     sub.add_parser("zero", help="scale from zero with a process-spawning stand-in")
     a = sub.add_parser("all", help="overhead, cache and zero, printed as markdown for docs/benchmarks.md")
@@ -221,7 +304,10 @@ def main(argv: list[str] | None = None) -> int:
          "zero": lambda: run_zero(args.port, args.upstream)}[args.role]()
         return 0
     if args.command == "overhead":
-        overhead(args.rounds, args.streams)
+        overhead(args.rounds, args.streams, args.client)
+        return 0
+    if args.command == "cost":
+        cost(args.burst)
         return 0
     if args.command == "cache":
         cache_aware()

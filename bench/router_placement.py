@@ -119,13 +119,17 @@ def cache_aware() -> list[dict]:
                     front.kill()
                     front.wait()
                 ttfts = [t[0] for t in turns]
-                first = [t[0] for i, t in enumerate(turns) if not i % TURNS]
-                later = [t[0] for i, t in enumerate(turns) if i % TURNS]
+                by_turn = [turns[k::TURNS] for k in range(TURNS)]  # the list is user by user, turn by turn
+                first = [t[0] for t in by_turn[0]]
+                later = [t[0] for b in by_turn[1:] for t in b]
                 row = {"placement": placement, "requests": len(turns), "mean_ttft_ms": round(statistics.mean(ttfts), 1),
                        "p50_ttft_ms": round(statistics.median(ttfts), 1),
                        "first_turns_mean_ttft_ms": round(statistics.mean(first), 1),
                        "later_turns_mean_ttft_ms": round(statistics.mean(later), 1),
-                       "prompt_tokens": sum(t[1] for t in turns), "cached_tokens": sum(t[2] for t in turns)}
+                       "prompt_tokens": sum(t[1] for t in turns), "cached_tokens": sum(t[2] for t in turns),
+                       # Where the time goes: each turn's mean, and the prompt tokens no slot held.
+                       "ttft_by_turn_ms": " / ".join(f"{statistics.mean(t[0] for t in b):.0f}" for b in by_turn),
+                       "uncached_by_turn": " / ".join(f"{statistics.mean(t[1] - t[2] for t in b):.0f}" for b in by_turn)}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
         finally:
