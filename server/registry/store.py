@@ -9,16 +9,11 @@ Layout, one folder per model (this is also the cache volume's format in a cluste
     <root>/models/<id>/.lock           flock held while a transfer runs (any process)
 
 A model is ready only when its metadata says every file its kind needs was committed,
-and each of those files is on disk with the size that was verified. Files are written
-to `.partial`, checked, fsynced and renamed, so `kill -9` at any moment leaves either
-the old complete file or the new one, never a torn one under the final name.
-
-A commit is decided by one metadata write: it drops the old records of the files it
-replaces and records the new ones as `pending`. From then on the commit only rolls
-forward: the renames and the final metadata write are redone by the next writer of the
-model (a transfer or the start-up recovery) if a crash cut them short. Before that
-write, the old model is untouched. So after a crash at any step a restart shows the old
-complete model or the new one, and a model is never ready with a file it did not verify.
+and each of those files is on disk with the size that was verified (readiness.py). Files
+are written to `.partial`, checked, fsynced and renamed, so `kill -9` at any moment leaves
+either the old complete file or the new one, never a torn one under the final name. One
+metadata write decides a commit, which then only rolls forward (commits.py says how, and
+what start-up finishes or clears of the work a crash cut short).
 
 A model registered by path (`register_path`, see registered.py) has no file in its folder:
 its records name the user's files, which the store never writes, renames or deletes. It is
@@ -39,9 +34,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
-from modelyard.server.registry import registered
-from modelyard.server.registry.crashpoints import crash_point
-from modelyard.server.registry.diskio import PARTIAL, atomic_write, flock, fsync_dir, tmp_files
+from modelyard.server.registry import commits, registered
+from modelyard.server.registry.commits import META, PROVISIONAL
+from modelyard.server.registry.diskio import PARTIAL, atomic_write, flock, fsync_dir, tmp_files  # noqa: F401  (st.PARTIAL)
+from modelyard.server.registry.readiness import external_key, files_for, not_ready_reason, public_view
 from modelyard.server.shared.facts import ADAPTER_KIND, id_problem
 from modelyard.server.registry.transfer import Transfer  # noqa: F401  (re-exported: st.Transfer)
 from modelyard.server.registry.errors import (  # noqa: F401  (re-exported: callers use store.ModelNotFound)
@@ -56,21 +52,6 @@ from modelyard.server.registry.errors import (  # noqa: F401  (re-exported: call
     TransferBusy,
 )
 
-META = "model.json"
-# Marks a record that a pull or a create made for work not finished yet: a crash leaves it
-# behind, and the next start removes it (a failed or cancelled one is removed at once).
-PROVISIONAL = "provisional"
-
-
-def files_for(kind: str) -> dict[str, str]:
-    """The files a kind needs, by role."""
-    if kind == "onnx":
-        return {"model": "model.onnx"}
-    if kind == "vlm":
-        return {"model": "model.gguf", "mmproj": "mmproj.gguf"}
-    return {"model": "model.gguf"}
-
-
 class _Entry(NamedTuple):
     key: tuple
     meta: dict
@@ -82,34 +63,6 @@ def check_id(model_id: str) -> None:
     problem = id_problem(model_id)
     if problem:
         raise InvalidId(f"Invalid model id {model_id!r}: it {problem}")
-
-
-def public_view(meta: dict, ready: bool, reason: str | None = None) -> dict:
-    """What the API shows of a model (the mModelStore API's Model object). A model registered
-    by path adds `registeredPath`, and `notReadyReason` while it is not ready."""
-    out = {"id": meta["id"], "version": meta.get("version", ""), "kind": meta["kind"]}
-    out["readyToUse"] = ready
-    if meta.get("registeredPath"):
-        out["registeredPath"] = meta["registeredPath"]
-        if not ready and reason:
-            out["notReadyReason"] = reason
-    if meta.get("totalSize") is not None:
-        out["totalSize"] = meta["totalSize"]
-    out["createdAt"] = meta["createdAt"]
-    for section in ("gguf", "onnx", "adapter"):
-        if meta.get(section) is not None:
-            out[section] = meta[section]
-    main = meta.get("files", {}).get("model")
-    if ready and main:
-        out["sha256"] = main["sha256"]
-    return out
-
-
-def _external_key(meta: dict) -> tuple:
-    """The stats of a registered model's files (in the store's folder, nothing: ())."""
-    if not meta.get("registeredPath"):
-        return ()
-    return tuple(registered.stat_key(r["path"]) for r in meta.get("files", {}).values() if r.get("path"))
 
 
 class Store:
@@ -212,14 +165,14 @@ class Store:
             cached = self._cache.get(model_id)
             # A registered model's files change without model.json changing: their stats
             # are part of the key (none for a model whose files are in the store).
-            if cached and cached.key[:3] == key and cached.key == key + _external_key(cached.meta):
+            if cached and cached.key[:3] == key and cached.key == key + external_key(cached.meta):
                 return cached
             with open(path, "rb") as f:
                 meta = json.loads(f.read())
         except FileNotFoundError:
             raise ModelNotFound(model_id) from None
-        key += _external_key(meta)
-        reason = self._not_ready_reason(model_id, meta)
+        key += external_key(meta)
+        reason = not_ready_reason(self._models, model_id, meta)
         view = public_view(meta, reason is None, reason)
         entry = _Entry(key, meta, view, json.dumps(view).encode())
         self._cache[model_id] = entry
@@ -239,29 +192,6 @@ class Store:
         """The source a committed file was fetched from (None for uploads)."""
         record = self._read_meta(model_id).get("files", {}).get(role) or {}
         return record.get("source")
-
-    def _is_ready(self, model_id: str, meta: dict) -> bool:
-        return self._not_ready_reason(model_id, meta) is None
-
-    def _not_ready_reason(self, model_id: str, meta: dict) -> str | None:
-        """None when every file the kind needs was committed and is on disk at its verified
-        size (a registered file: with the stat it was verified with); else why not."""
-        committed = meta.get("files", {})
-        for role, name in files_for(meta["kind"]).items():
-            record = committed.get(role)
-            if record and record.get("path"):
-                problem = registered.change_problem(role, record, registered.stat_key(record["path"]))
-                if problem:
-                    return problem
-                continue
-            if not record or record.get("name") != name:
-                return f"no committed {role} file"
-            try:
-                if os.stat(os.path.join(self._models, model_id, name)).st_size != record["size"]:
-                    return f"the {role} file is not at its verified size"
-            except FileNotFoundError:
-                return f"the {role} file is missing"
-        return None
 
     # ---- metadata writes -------------------------------------------------------------
 
@@ -342,12 +272,7 @@ class Store:
     def _begin_commit(self, model_id: str, records: dict[str, dict]) -> None:
         """The write that decides a commit: old records out, the new ones pending."""
         with self._id_locks[model_id]:
-            meta = dict(self._read_meta(model_id))
-            files = dict(meta.get("files", {}))
-            for role in records:
-                files.pop(role, None)
-            meta["files"] = files
-            meta["pending"] = records
+            meta = commits.begun(self._read_meta(model_id), records)
             self._write_meta(model_id, meta, crash_step="record-write")
 
     def _finish_commit(self, model_id: str) -> bool:
@@ -355,37 +280,13 @@ class Store:
         and record them. Idempotent; the caller holds the model's folder lock. True when
         there was a commit to finish."""
         with self._id_locks[model_id]:
-            meta = dict(self._read_meta(model_id))
+            meta = self._read_meta(model_id)
             pending = meta.get("pending")
             if not pending:
                 return False
             folder = self.model_dir(model_id)
-            for record in pending.values():
-                final = folder / record["name"]
-                partial = final.with_name(final.name + PARTIAL)
-                if partial.exists():
-                    os.replace(partial, final)
-            fsync_dir(folder)
-            crash_point("renamed")
-            files = dict(meta.get("files", {}))
-            for role, record in pending.items():
-                try:
-                    whole = (folder / record["name"]).stat().st_size == record["size"]
-                except FileNotFoundError:
-                    whole = False
-                if whole:  # otherwise left unrecorded: the model is not ready
-                    files[role] = record
-            meta["files"] = files
-            del meta["pending"]
-            self._write_meta(model_id, meta, crash_step="metadata-write")
-            # What a download kept to resume these files (its source record, its
-            # huggingface_hub folder) is obsolete once they are committed.
-            for record in pending.values():
-                for path in folder.glob(record["name"] + ".*" + PARTIAL):
-                    if path.is_dir():
-                        shutil.rmtree(path, ignore_errors=True)
-                    else:
-                        path.unlink(missing_ok=True)
+            self._write_meta(model_id, commits.rolled_forward(folder, meta), crash_step="metadata-write")
+            commits.drop_resume_files(folder, pending)
             return True
 
     # ---- models registered by path ---------------------------------------------------
@@ -457,7 +358,7 @@ class Store:
         self.check_writable()
         check_id(destination)
         meta = dict(self._read_meta(source))
-        if not self._is_ready(source, meta):
+        if not_ready_reason(self._models, source, meta) is not None:
             raise InvalidFile(f"Model '{source}' has no complete file to copy yet")
         # A registered model's files are the user's: the copy is a second registration.
         links = [] if registered.is_registered(meta) else list(meta.get("files", {}).values())
@@ -528,41 +429,7 @@ class Store:
         """
         if self.read_only:
             return []
-        removed = []
-        for folder in self.models_dir.iterdir():
-            if not folder.is_dir():
-                continue
-            if folder.name.startswith(".copy-"):  # a copy that a crash cut short
-                shutil.rmtree(folder, ignore_errors=True)
-                removed.append(str(folder))
-                continue
-            try:
-                with flock(folder, blocking=False):
-                    if (folder / META).exists() and id_problem(folder.name) is None:
-                        self._finish_commit(folder.name)
-                    for path in tmp_files(folder / META):
-                        path.unlink(missing_ok=True)
-                        removed.append(str(path))
-                    for path in folder.glob("*" + PARTIAL):
-                        if path.is_dir():  # fetch's huggingface_hub download folder
-                            shutil.rmtree(path, ignore_errors=True)
-                        else:
-                            path.unlink(missing_ok=True)
-                        removed.append(str(path))
-                    if not (folder / META).exists() or self._provisional(folder):
-                        shutil.rmtree(folder, ignore_errors=True)
-                        removed.append(str(folder))
-            except BlockingIOError:
-                continue  # a live `modelyard fetch` owns it
-        return removed
-
-    @staticmethod
-    def _provisional(folder: Path) -> bool:
-        """A record whose pull or create a crash cut short (unreadable: not one of those)."""
-        try:
-            return json.loads((folder / META).read_bytes()).get(PROVISIONAL) is True
-        except (OSError, ValueError, AttributeError):
-            return False
+        return commits.recover(self.models_dir, self._finish_commit)
 
     def check_writable(self) -> None:
         if self.read_only:
