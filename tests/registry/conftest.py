@@ -4,6 +4,9 @@ service on 127.0.0.1 that no fetch may reach, and one real server that allows fe
 from 127.0.0.2 only. Everything listens on loopback."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
 from support.hubs import FileHub
@@ -46,3 +49,21 @@ def gguf_files(tmp_path_factory) -> dict[str, bytes]:
     folder = tmp_path_factory.mktemp("hostile-gguf")
     return {"model": make_gguf(folder / "m.gguf", 256 * 1024).read_bytes(),
             "projector": make_gguf(folder / "p.gguf", 64 * 1024, seed=1, arch="clip").read_bytes()}
+
+
+# The hostile GGUF tests' files (test_hostile_gguf_parse.py, test_hostile_gguf_load.py), from
+# gguf_mutants.py and llama_children.py beside this file.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gguf_mutants import Base, Case, make_bases, make_cases  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def gguf_bases(tmp_path_factory) -> list[Base]:
+    """The valid files the cases mutate: made once (small llama models take seconds)."""
+    return make_bases(tmp_path_factory.mktemp("bases"))
+
+
+@pytest.fixture(scope="module")
+def gguf_cases(gguf_bases) -> list[Case]:
+    """Made again for each module (a tenth of a second), so that no session holds them all."""
+    return make_cases(gguf_bases)
