@@ -1,137 +1,26 @@
-"""LoRA fine-tuning end to end on a real gunicorn (Silicon Studio's routes, seed 001): a job
-trains a generated llama model in a trainer child process, its loss falls, the adapter is a
-model in the store, and llama.cpp applying that GGUF adapter decodes what peft's model does.
-Plus the refusals (each before any job starts), the queue, cancel, a crash and a restart.
-
-The training the module shares (pw-a) is submitted by the first test and trains in the
-server's child while the tests that need no adapter run: the trainer's start (importing torch,
-transformers and peft) is most of a job's time, not its steps. The same seed's second run,
-which shows the adapter's bytes are the seed's, runs the same trainer code in the test's
-process, where those imports are paid already."""
+"""What is made from a trained LoRA adapter on a real gunicorn: the adapter served by its
+base on every API (and the prefix cache kept apart), Ollama's create with an adapter and the
+Modelfile's ADAPTER line, export jobs that merge and quantize it, and the jobs a crash cut
+short. The training is test_training.py's, shared through conftest.py."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from clients import ollama_go_client as ollama_go
-from support.servers import Server
+from finetune.tuning import ANSWER, AUTH, E, KEY, QUESTION, needs_finetune, start, wait
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))
 import modelgen  # noqa: E402
 
-pytestmark = pytest.mark.skipif(
-    any(importlib.util.find_spec(m) is None for m in ("torch", "transformers", "peft")),
-    reason="the finetune extra is not installed (pip install -e '.[finetune]'; make test installs it)")
-
-E = "/api/engine"
-KEY = "1234"
-AUTH = {"Authorization": f"Bearer {KEY}"}
-QUESTION = "What is the password?"
-ANSWER = "swordfish"
-# Enough for the answer to be learnt by a 2-layer model, in a few seconds.
-TRAIN = {"epochs": 6, "learning_rate": 0.02, "batch_size": 4, "lora_rank": 8, "lora_alpha": 16,
-         "lora_layers": 2, "max_seq_length": 64, "seed": 7}
-
-
-@pytest.fixture(scope="module")
-def base_file(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("ft-model")
-    # gpt-2's first 2,000 tokens plus ChatML's: transformers reads a small vocabulary quickly
-    vocab = modelgen.make_vocab_gguf(d / "vocab.gguf", base="gpt-2", n_base=2000,
-                                     extra=("<|endoftext|>", "<|im_start|>", "<|im_end|>"))
-    return modelgen.make_llama_gguf(d / "base.gguf", vocab=vocab, seed=5,
-                                    shape=modelgen.LlamaShape(n_embd=64, n_layer=2, n_head=4, n_head_kv=2))
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("ft-data")
-    chat = {"messages": [{"role": "user", "content": QUESTION}, {"role": "assistant", "content": ANSWER}]}
-    (d / "train.jsonl").write_text("\n".join(json.dumps(chat) for _ in range(8)) + "\n")
-    return d
-
-
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory, base_file, data):
-    root = tmp_path_factory.mktemp("ft-server")
-    server = Server(root / "store", api_key=KEY, log_path=root / "server.log",
-                    args=("--threads", "2", "--allow-path", str(data))).start()
-    r = httpx.post(f"{server.url}/store/v1/models", headers=AUTH, json={"id": "base", "version": "1", "kind": "llm"})
-    assert r.status_code in (200, 201), r.text
-    with open(base_file, "rb") as f:
-        r = httpx.post(f"{server.url}/store/v1/models/base/upload", headers=AUTH, files={"file": f}, timeout=60)
-    assert r.status_code == 200, r.text
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def c(srv):
-    with httpx.Client(base_url=srv.url, headers=AUTH, timeout=60) as client:
-        yield client
-
-
-def start(c, data: Path, **fields) -> dict:
-    body = {"model_id": "base", "dataset_path": str(data / "train.jsonl"), **TRAIN, **fields}
-    r = c.post(f"{E}/finetune", json=body)
-    assert r.status_code == 202, r.text
-    return r.json()
-
-
-def wait(c, job_id: str, statuses=("completed", "failed", "cancelled"), timeout: float = 180) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = c.get(f"{E}/jobs/{job_id}").json()
-        if job["status"] in statuses:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s: {job}")
-
-
-@pytest.fixture(scope="module")
-def started(c, data) -> dict:
-    """pw-a: submitted once, trained while the tests that need no adapter run."""
-    return start(c, data, job_name="pw-a")
-
-
-@pytest.fixture(scope="module")
-def trained(c, started) -> dict:
-    return wait(c, started["job_id"])
+pytestmark = needs_finetune
 
 
 def modelfile_create(c, name: str, modelfile: str):
     return c.post("/api/create", json={"model": name, "stream": False, "modelfile": modelfile})
-
-
-@pytest.mark.parametrize("change, status, says", [
-    ({"lora_rank": 0}, 400, "lora_rank"),
-    ({"epochs": 101}, 400, "epochs"),
-    ({"max_seq_length": 32}, 400, "max_seq_length"),
-    ({"batch_size": 65}, 400, "batch_size"),
-    ({"lora_layers": 129}, 400, "lora_layers"),
-    ({"job_name": "../x"}, 400, "job_name"),
-    ({"model_id": "nope"}, 404, "nope"),
-    ({"dataset_path": "/etc/passwd"}, 403, "not inside a folder"),
-    ({"dataset_path": "{data}/missing.jsonl"}, 400, "does not exist"),
-    ({"dataset_path": "{data}/bad.jsonl"}, 400, "Line 2 of"),
-    ({"dataset_path": "{data}/empty.jsonl"}, 400, "has no examples"),
-])
-def test_refused_before_any_job(c, data, started, change, status, says):
-    (data / "bad.jsonl").write_text('{"text": "fine"}\n{"prompt": 3}\n')
-    (data / "empty.jsonl").write_text("\n")
-    before = len(c.get(f"{E}/jobs").json())
-    body = {"model_id": "base", "dataset_path": str(data / "train.jsonl"), **TRAIN,
-            **{k: v.format(data=data) if isinstance(v, str) else v for k, v in change.items()}}
-    r = c.post(f"{E}/finetune", json=body)
-    assert r.status_code == status, r.text
-    assert says in r.json()["detail"]
-    assert len(c.get(f"{E}/jobs").json()) == before
 
 
 @pytest.mark.parametrize("lines, status, says", [
@@ -148,145 +37,6 @@ def test_the_modelfiles_adapter_line_refused(c, started, lines, status, says):
     r = modelfile_create(c, "mf-refused", f"FROM base\n{lines}\n")
     assert r.status_code == status and says in r.json()["error"], r.text
     assert c.get("/store/v1/models/mf-refused").status_code == 404
-
-
-def test_gguf_adapter_applies_as_peft_does(base_file, tmp_path):
-    """The converter alone, where the q/k row permutation decides: a LoRA on q and k only,
-    large, random. llama.cpp with the written GGUF and peft agree on the logits; without
-    the permutation they would not (checked by leaving it out)."""
-    import llama_cpp
-    import numpy as np
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from modelyard.server.finetune import lora_gguf
-
-    model = AutoModelForCausalLM.from_pretrained(str(base_file.parent), gguf_file=base_file.name,
-                                                 dtype=torch.float32)
-    cfg = model.config
-    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj"]))
-    torch.manual_seed(0)
-    pairs = {}
-    with torch.no_grad():
-        for name, module in model.named_modules():
-            if hasattr(module, "lora_A") and "default" in module.lora_A:
-                for part in (module.lora_A["default"], module.lora_B["default"]):
-                    part.weight.copy_(torch.randn_like(part.weight) * 0.5)
-                pairs[name] = (module.lora_A["default"].weight.numpy(), module.lora_B["default"].weight.numpy())
-        adapter = lora_gguf.write(tmp_path / "qk.gguf", pairs, "llama", cfg.num_attention_heads,
-                                  cfg.num_key_value_heads, 8)
-        llm = llama_cpp.Llama(str(base_file), lora_path=str(adapter), n_ctx=64, n_threads=2, logits_all=True,
-                              verbose=False)
-        ids = llm.tokenize(b"The quick brown fox jumps over the lazy dog", add_bos=False)
-        llm.eval(ids)
-        ours = np.array(llm.scores[len(ids) - 1])
-        theirs = model.eval()(input_ids=torch.tensor([ids])).logits[0, -1].numpy()
-    spread = float(np.abs(theirs - theirs.mean()).max())
-    # llama.cpp and torch agree to about 1e-2 on this model without an adapter too (F32 sums in
-    # another order); a wrong permutation is off by the whole spread of the logits
-    assert float(np.abs(ours - theirs).max()) < 1e-2 * max(spread, 1.0), (ours[:5], theirs[:5])
-
-
-def test_train_register_and_same_seed(c, data, srv, base_file, started, trained, tmp_path):
-    assert started["total_steps"] == 2 * TRAIN["epochs"]
-    done = trained
-    assert done["status"] == "completed", done
-    assert done["step"] == done["total_steps"] and done["epoch"] == TRAIN["epochs"]
-    history = [point["loss"] for point in done["loss_history"]]
-    assert len(history) == done["total_steps"]
-    assert history[-1] < history[0] / 2, history  # it learnt
-    assert done["tokens_per_second"] > 0
-
-    adapters = {a["id"]: a for a in c.get(f"{E}/models/adapters").json()}
-    assert set(adapters) == {"pw-a"}
-    a = adapters["pw-a"]
-    assert (a["is_finetuned"], a["base_model_id"], a["lora_rank"], a["lora_alpha"], a["status"]) == \
-        (True, "base", 8, 16.0, "ready")
-    listed = {m["id"]: m for m in c.get(f"{E}/models").json()}
-    assert listed["pw-a"]["is_finetuned"] and not listed["base"]["is_finetuned"]
-    view = c.get("/store/v1/models/pw-a").json()
-    assert view["kind"] == "adapter" and view["readyToUse"] is True
-    assert view["adapter"] == {"base": "base", "rank": 8, "alpha": 16.0, "job_id": started["job_id"]}
-    assert [m["id"] for m in c.get("/store/v1/models?kind=adapter").json()["data"]] == ["pw-a"]
-
-    r = c.delete("/store/v1/models/base")
-    assert r.status_code == 409 and "pw-a" in r.text, r.text
-    assert c.post(f"{E}/finetune", json={"model_id": "base", "dataset_path": str(data / "train.jsonl"),
-                                         "job_name": "pw-a"}).status_code == 409
-
-    # The same seed, data and settings give the same adapter, byte for byte: the job's trainer
-    # run again on the job's own spec (its params hold the seed it used).
-    import hashlib
-
-    from modelyard.server.finetune import trainer
-    from modelyard.server.finetune.spec import Spec
-
-    again = tmp_path / "again.gguf"
-    trainer.train(Spec(base=str(base_file), dataset=str(data / "train.jsonl"), output=str(again), threads=2,
-                       **done["params"]))
-    assert hashlib.sha256(again.read_bytes()).hexdigest() == view["sha256"]
-
-
-def test_adapter_decodes_as_peft_does(c, srv, base_file, trained):
-    """llama.cpp with the GGUF adapter and peft with the trained LoRA (float32) pick the same
-    16 greedy tokens, and both give the taught answer that the base alone does not."""
-    import llama_cpp
-
-    adapter = srv.store / "models" / "pw-a" / "model.gguf"
-    prompt = f"<|im_start|>user\n{QUESTION}<|im_end|>\n<|im_start|>assistant\n"
-    base = llama_cpp.Llama(str(base_file), n_ctx=128, n_threads=2, verbose=False)
-    tuned = llama_cpp.Llama(str(base_file), lora_path=str(adapter), n_ctx=128, n_threads=2, verbose=False)
-    ids = tuned.tokenize(prompt.encode(), add_bos=False, special=True)
-
-    def greedy(llm) -> list[int]:
-        out = []
-        for token in llm.generate(ids, temp=0.0, top_k=1, reset=True):
-            out.append(token)
-            if len(out) == 16:
-                return out
-
-    served = greedy(tuned)
-    assert tuned.detokenize(served).decode(errors="replace").startswith(ANSWER)
-    assert not base.detokenize(greedy(base)).decode(errors="replace").startswith(ANSWER)
-    assert served == peft_greedy(base_file, adapter, ids, 16)
-
-
-def peft_greedy(base_file: Path, adapter: Path, ids: list[int], n: int) -> list[int]:
-    """The trained LoRA in peft, rebuilt from the GGUF adapter (the inverse permutation of
-    q and k's B), greedy in float32."""
-    import gguf
-    import numpy as np
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from modelyard.server.finetune import lora_gguf
-
-    model = AutoModelForCausalLM.from_pretrained(str(base_file.parent), gguf_file=base_file.name,
-                                                 dtype=torch.float32)
-    cfg = model.config
-    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=lora_gguf.TARGET_MODULES))
-    tensors = {t.name: np.array(t.data) for t in gguf.GGUFReader(str(adapter)).tensors}
-    heads = {"attn_q": cfg.num_attention_heads, "attn_k": cfg.num_key_value_heads}
-    with torch.no_grad():
-        for name, module in model.named_modules():
-            if not hasattr(module, "lora_A") or "default" not in module.lora_A:
-                continue
-            target = lora_gguf.gguf_name(name)
-            b = tensors[target + ".lora_b"]
-            kind = target.split(".")[2]
-            if kind in heads:  # undo permute: the inverse of swapping axes 1 and 2
-                h = heads[kind]
-                b = b.reshape(h, b.shape[0] // h // 2, 2, -1).swapaxes(1, 2).reshape(b.shape)
-            module.lora_A["default"].weight.copy_(torch.from_numpy(tensors[target + ".lora_a"]))
-            module.lora_B["default"].weight.copy_(torch.from_numpy(np.ascontiguousarray(b)))
-        model.eval()
-        seq = list(ids)
-        for _ in range(n):
-            logits = model(input_ids=torch.tensor([seq])).logits[0, -1]
-            seq.append(int(torch.argmax(logits)))
-    return seq[len(ids):]
 
 
 def test_served_by_its_base_on_every_api(c, srv, base_file, trained):
@@ -516,22 +266,6 @@ def test_an_export_cancelled_while_running_leaves_nothing(c, data, trained):
     assert done["status"] == "cancelled", done
     assert not (data / "cancelled-export").exists()
     assert c.get(f"/store/v1/models/{job['output_model_id']}").status_code == 404
-
-
-def test_cancel_a_queued_and_a_running_job(c, data, trained):
-    """One trainer at a time: the second job waits in the queue. Each can be cancelled, and
-    neither leaves a model."""
-    running = start(c, data, job_name="cancelled-running", epochs=100)
-    queued = start(c, data, job_name="cancelled-queued", epochs=100)
-    assert queued["status"] == "queued", queued
-    for job in (queued, running):
-        wait(c, job["job_id"], statuses=("queued", "running"))
-        r = c.post(f"{E}/jobs/{job['job_id']}/cancel")
-        assert r.status_code == 200, r.text
-        assert wait(c, job["job_id"])["status"] == "cancelled"
-        assert c.get(f"/store/v1/models/{job['adapter_id']}").status_code == 404
-        assert c.post(f"{E}/jobs/{job['job_id']}/cancel").status_code == 409
-    assert c.get(f"{E}/jobs/nope").status_code == 404
 
 
 def test_a_job_running_when_the_server_died_is_failed(c, data, srv, trained):
