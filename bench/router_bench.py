@@ -19,11 +19,10 @@ qwen2's vocabulary; 8 decode slots) called directly and through the router, at 1
 concurrent streamed chat completions (64 tokens each, end-of-sequence biased away; at 64
 most wait for a slot), in alternating rounds; a side's round is at least SAMPLES streams
 (one stream alone: 24 one after another): time to first token (median) and tokens per
-second per stream (median). The router runs on the first core, as on a node of its own; the
-pod and this client share the others, on both sides of the comparison (`--client anywhere`:
-the client where the kernel puts it, mostly the router's core while the pod's is busy).
+second per stream (median). The pod runs on all cores but the first, the router on the
+first, as a router on a node of its own.
 
-    .venv/bin/python bench/router_bench.py overhead [--rounds 3] [--streams 1 8 64] [--client anywhere]
+    .venv/bin/python bench/router_bench.py overhead [--rounds 3] [--streams 1 8 64]
 
 `cost`: the router's own CPU time a request (from /proc), bursts of 64 short requests at once
 through it to the stand-in pod, which answers at once: what one router core carries, and how
@@ -116,33 +115,23 @@ def _pin(pid: int, cpus: set[int]) -> None:
             _pin(int(child), cpus)
 
 
-CLIENT_PLACES = ("pod", "anywhere")
-
-
-def overhead(rounds: int, stream_counts: list[int], client: str = "pod") -> list[dict]:
-    """On a cluster the router runs on a node of its own, and the client elsewhere. Here the
-    router is pinned to the first core and the pod (gunicorn, its runner, llama.cpp's threads)
-    to the others: on shared cores the processes take turns, and what the router seemed to add
-    was the machine's contention (docs/benchmarks.md, "Router").
-
-    The client (`client="pod"`) runs on the pod's cores, in both arms: its own work (64 sends at
-    once, then every stream's events) then costs the direct call and the routed one the same.
-    Left to the kernel (`"anywhere"`), it runs mostly on the router's core while the pod's is
-    busy, and only the routed arm pays for it."""
+def overhead(rounds: int, stream_counts: list[int]) -> list[dict]:
+    """On a cluster the router runs on a node of its own. Here the pod (gunicorn, its runner,
+    llama.cpp's threads) is pinned to every core but the first, and the router to the first
+    (this client runs where the scheduler puts it, as for the pod called directly): on shared
+    cores the processes take turns, and what the router seemed to add was the machine's
+    contention (docs/benchmarks.md, "Router")."""
     import tempfile
 
     rows = []
     cores = sorted(os.sched_getaffinity(0))
     front_cores, pod_cores = {cores[0]}, set(cores[1:]) or {cores[0]}
-    everywhere = os.sched_getaffinity(0)
     with tempfile.TemporaryDirectory() as tmp:
         server = real_server(Path(tmp), parallel=8, threads=len(pod_cores))  # 2048 tokens: 256 per slot
         port = free_port()
         front = start("asgi", port, f"127.0.0.1:{server.port}")
         _pin(server.proc.pid, pod_cores)
         _pin(front.pid, front_cores)
-        if client == "pod":
-            os.sched_setaffinity(0, pod_cores)
         try:
             asyncio.run(_streams(server.url, 1))  # warm-up: the first request pays one-off costs
             for count in stream_counts:
@@ -159,7 +148,6 @@ def overhead(rounds: int, stream_counts: list[int], client: str = "pod") -> list
                 rows.append(row)
                 print(json.dumps(row), flush=True)
         finally:
-            os.sched_setaffinity(0, everywhere)
             front.kill()
             front.wait()
             server.stop()
@@ -229,8 +217,7 @@ def everything(rounds: int) -> str:
     import datetime
 
     load_before = os.getloadavg()
-    over = [dict(row, client="the pod's core") for row in overhead(rounds, [1, 8, 64])]
-    over += [dict(row, client="anywhere") for row in overhead(rounds, [1, 8, 64], "anywhere")]
+    over = overhead(rounds, [1, 8, 64])
     spent = cost()
     cache = cache_aware()
     zero = scale_from_zero()
@@ -242,9 +229,8 @@ def everything(rounds: int) -> str:
         f"`make bench-router` ({when}, {os.cpu_count()} cores; load average "
         f"{' '.join(f'{x:.2f}' for x in load_before)} before, {' '.join(f'{x:.2f}' for x in load_after)} after)",
         "Router overhead, a real server called directly and through the router (streamed chat, 64 tokens, "
-        f"median of {rounds} alternating rounds of at least {SAMPLES} streams a side; the router on a core of its "
-        "own, the client on the pod's core or where the kernel puts it):",
-        _table(over, [("client", "client"), ("streams", "streams"), ("direct_ttft_ms", "TTFT direct (ms)"),
+        f"median of {rounds} alternating rounds of at least {SAMPLES} streams a side):",
+        _table(over, [("streams", "streams"), ("direct_ttft_ms", "TTFT direct (ms)"),
                       ("router_ttft_ms", "TTFT via router (ms)"), ("ttft_added_ms", "added (ms)"),
                       ("direct_tok_s", "tok/s direct"), ("router_tok_s", "tok/s via router"),
                       ("tok_s_ratio", "ratio")]),
@@ -283,8 +269,6 @@ def main(argv: list[str] | None = None) -> int:
     o = sub.add_parser("overhead", help="through the router against direct, on a real server")
     o.add_argument("--rounds", type=int, default=3)
     o.add_argument("--streams", type=int, nargs="+", default=[1, 8, 64])
-    o.add_argument("--client", choices=CLIENT_PLACES, default="pod",
-                   help="where the client runs: on the pod's cores (both arms alike) or where the kernel puts it")
     c = sub.add_parser("cost", help="the router's CPU time a request, in bursts, on a stand-in pod")
     c.add_argument("--burst", type=int, default=64)
     sub.add_parser("cache", help="CHWBL against least-loaded and round robin on 3 real servers")
@@ -304,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
          "zero": lambda: run_zero(args.port, args.upstream)}[args.role]()
         return 0
     if args.command == "overhead":
-        overhead(args.rounds, args.streams, args.client)
+        overhead(args.rounds, args.streams)
         return 0
     if args.command == "cost":
         cost(args.burst)

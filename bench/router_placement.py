@@ -34,7 +34,7 @@ def chat_model() -> Path:
     from inference import modelgen
 
     cache = Path(os.environ.get("MODELYARD_CACHE") or Path.home() / ".cache" / "modelyard") / "test-models"
-    digest = hashlib.sha256(Path(modelgen.__file__).read_bytes() + repr(CHAT_SHAPE).encode()).hexdigest()[:12]
+    digest = hashlib.sha256((modelgen.source_digest() + repr(CHAT_SHAPE)).encode()).hexdigest()[:12]
     path = cache / f"router-bench-qwen2-384x12-q8_0-{digest}.gguf"
     if not path.exists():
         cache.mkdir(parents=True, exist_ok=True)

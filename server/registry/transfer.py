@@ -1,5 +1,5 @@
 """A transfer's writes into one model's folder: each file through its `.partial` name,
-hashed as the bytes pass, verified and committed at once (store.py's notes say how a
+hashed as the bytes pass, verified and committed at once (commits.py says how a
 commit survives a crash). Store.transfer() hands one out under the model's lock.
 """
 from __future__ import annotations

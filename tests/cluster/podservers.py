@@ -32,7 +32,6 @@ Use it through the `pod_servers` fixture of conftest.py (one per test module):
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
 import os
 import threading
@@ -285,12 +284,12 @@ def make_pod_model(cache: Path | None = None) -> Path:
 
     Making it takes about 30 s of a shared core (the 151k-token vocabulary), and it is the
     same bytes every time, so it is kept in `cache` (default: MODELYARD_CACHE/test-models)
-    under the hash of the generator's source: a change to modelgen.py makes a new one."""
+    under the hash of the generators' source: a change to one of them makes a new one."""
     from inference import modelgen
 
     if cache is None:
         cache = Path(os.environ.get("MODELYARD_CACHE") or Path.home() / ".cache" / "modelyard") / "test-models"
-    digest = hashlib.sha256(Path(modelgen.__file__).read_bytes()).hexdigest()[:12]
+    digest = modelgen.source_digest()[:12]
     path = cache / f"pod-chat-qwen2-f16-{digest}.gguf"
     if not path.exists():
         cache.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,21 @@ from vocabgen import CHATML_TEMPLATE, ROOT, SDIST, VOCABS, make_vocab_gguf, sdis
 from vocabgen import copy_tokenizer, vocab_path  # noqa: E402
 
 
+GENERATORS = ("modelgen.py", "vocabgen.py", "embedgen.py", "onnxgen.py", "visiongen.py")
+
+
+def source_digest() -> str:
+    """The hash of the generators' source (this module and the ones beside it), which names a
+    cached generated model: one made by an older generator is not reused."""
+    import hashlib
+
+    here = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for name in GENERATORS:
+        digest.update((here / name).read_bytes())
+    return digest.hexdigest()
+
+
 @dataclass(frozen=True)
 class LlamaShape:
     n_embd: int = 64
