@@ -65,6 +65,17 @@ def check_id(model_id: str) -> None:
         raise InvalidId(f"Invalid model id {model_id!r}: it {problem}")
 
 
+def _folder_lock(folder: Path, model_id: str):
+    """The model folder's lock, held from now until the caller exits it; TransferBusy when an
+    upload, a download or a registration (in any process) holds it."""
+    lock = flock(folder, blocking=False)
+    try:
+        lock.__enter__()
+    except BlockingIOError:
+        raise TransferBusy(f"Model '{model_id}' already has an upload or download in progress") from None
+    return lock
+
+
 class Store:
     """The registry's on-disk state. Safe for many threads and for several processes."""
 
@@ -303,11 +314,7 @@ class Store:
         folder = self.model_dir(model_id)  # checks the id before any file is looked at
         found = registered.prepare(path, self.models_dir, kind, mmproj)
         folder.mkdir(parents=True, exist_ok=True)
-        try:
-            lock = flock(folder, blocking=False)
-            lock.__enter__()
-        except BlockingIOError:
-            raise TransferBusy(f"Model '{model_id}' has an upload or download in progress") from None
+        lock = _folder_lock(folder, model_id)
         try:
             with self._id_locks[model_id]:
                 try:
@@ -390,13 +397,7 @@ class Store:
         self.check_writable()
         meta = self._read_meta(model_id)
         folder = self.model_dir(model_id)
-        try:
-            lock = flock(folder, blocking=False)
-            lock.__enter__()
-        except BlockingIOError:
-            raise TransferBusy(
-                f"Model '{model_id}' already has an upload or download in progress"
-            ) from None
+        lock = _folder_lock(folder, model_id)
         meta = self._read_meta(model_id)  # as it is now that no registration can run
         if registered.is_registered(meta):
             lock.__exit__(None, None, None)

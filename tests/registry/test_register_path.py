@@ -116,6 +116,12 @@ def test_what_cannot_be_registered(tmp_path):
         transfer.commit()
     with pytest.raises(TransferBusy, match="files in the store"):
         store.register_path("stored", good)
+    # nor while an upload to it runs (the folder's lock, any process)
+    store.create({"id": "uploading", "version": "1", "kind": "llm"})
+    with store.transfer("uploading"):
+        with pytest.raises(TransferBusy, match="in progress"):
+            store.register_path("uploading", good)
+    assert store.get("uploading").get("registeredPath") is None
     # and a registered model takes no upload: its files are not the store's to replace
     store.register_path("reg", good)
     with pytest.raises(TransferBusy, match="registered by path"):
