@@ -99,6 +99,9 @@ FINETUNE_KIND = "FineTune"
 FINETUNE_PLURAL = "finetunes"
 LABEL_FINETUNE = f"{GROUP}/finetune"  # the FineTune's base name, on its Job and pod
 LABEL_BASE_MODEL = f"{GROUP}/base-model"  # the base Model's base name, on a trainer Job and pod
+# On every pod that mounts a Model's cache volume (inference, download and trainer pods): the
+# base name of the Model whose cache it is. A ReadWriteOnce cache keeps them on one node by it.
+LABEL_CACHE = f"{GROUP}/cache"
 
 
 def trainer_job_name(finetune_name: str) -> str:

@@ -84,6 +84,39 @@ def placement(spec: dict[str, Any], settings: OperatorSettings) -> dict[str, Any
     return result
 
 
+HOSTNAME = "kubernetes.io/hostname"
+
+
+def cache_labels(owner_with_cache: dict[str, Any]) -> dict[str, str]:
+    """The label of a pod that mounts `owner_with_cache`'s cache volume."""
+    return {names.LABEL_CACHE: names.base_name(owner_with_cache["metadata"]["name"])}
+
+
+def with_cache_node(owner_with_cache: dict[str, Any], placement_: dict[str, Any]) -> dict[str, Any]:
+    """`placement_`, and on a ReadWriteOnce cache a required pod affinity to the other pods that
+    mount it, by node. Such a volume attaches to one node at a time: a second replica, an
+    adapters Job or a trainer scheduled elsewhere would wait in ContainerCreating on a
+    Multi-Attach error for as long as the first runs. The first of them goes anywhere its
+    placement allows: the scheduler lets a pod that matches its own affinity term start where
+    no pod matches it yet (Kubernetes docs, "Assigning Pods to Nodes", inter-pod affinity), and
+    the pods of a finished Job no longer count.
+
+    A Model whose own affinity has required pod affinity terms is left as it is: the scheduler's
+    exception holds only while no pod matches any of the terms, so with those of the user's
+    that match, the first replica could never start."""
+    cache = (owner_with_cache.get("spec") or {}).get("cache") or {}
+    if (cache.get("accessMode") or "ReadWriteOnce") != "ReadWriteOnce":
+        return placement_
+    result = copy.deepcopy(placement_)
+    affinity = result.setdefault("affinity", {})
+    pod_affinity = affinity.setdefault("podAffinity", {})
+    if pod_affinity.get("requiredDuringSchedulingIgnoredDuringExecution"):
+        return placement_
+    pod_affinity["requiredDuringSchedulingIgnoredDuringExecution"] = [
+        {"labelSelector": {"matchLabels": cache_labels(owner_with_cache)}, "topologyKey": HOSTNAME}]
+    return result
+
+
 def container_resources(spec: dict[str, Any]) -> dict[str, Any]:
     """A container's resources from a spec's `resources`: requests and limits as given, and
     `gpu` as an nvidia.com/gpu limit (a Model's inference pods, a FineTune's trainer)."""
@@ -112,7 +145,7 @@ def job(name: str, labels: dict[str, str], container: dict[str, Any], owner_with
         "securityContext": pod_security(settings),
         "containers": [container],
         "volumes": [cache_volume(owner_with_cache, read_only=False), TMP_VOLUME],
-        **placement_,
+        **with_cache_node(owner_with_cache, placement_),
     }
     return {
         "apiVersion": "batch/v1",
@@ -121,7 +154,7 @@ def job(name: str, labels: dict[str, str], container: dict[str, Any], owner_with
         "spec": {
             "backoffLimit": backoff_limit,
             "activeDeadlineSeconds": deadline_seconds,
-            "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
+            "template": {"metadata": {"labels": {**labels, **cache_labels(owner_with_cache)}}, "spec": pod_spec},
         },
     }
 

@@ -79,7 +79,7 @@ def build_deployment(
     gpu = (spec.get("resources") or {}).get("gpu") or 0
     template = {
         "metadata": {
-            "labels": common.labels(model, "server"),
+            "labels": {**common.labels(model, "server"), **common.cache_labels(model)},
             # The downloaded source is part of the template, so a new file rolls the pods.
             "annotations": {names.ANNOTATION_SOURCE_HASH: source_hash},
         },
@@ -89,7 +89,7 @@ def build_deployment(
             "securityContext": common.pod_security(settings),
             "containers": [_server_container(name, spec, settings)],
             "volumes": [common.cache_volume(model, read_only=True), {"name": "tmp", "emptyDir": {"medium": "Memory"}}],
-            **common.placement(spec, settings),
+            **common.with_cache_node(model, common.placement(spec, settings)),
         },
     }
     digest = pod_spec_hash(template)
