@@ -31,9 +31,10 @@ long a burst keeps it busy.
     .venv/bin/python bench/router_bench.py cost [--burst 64]
 
 `cache`: three real servers on loopback (a 20 M-parameter generated model, one llama.cpp
-thread and a few slots each) behind the router, and many users at once, each with a long
-system prompt of its own and several turns: mean time to first token when the router places
-by CHWBL, by its least-loaded fallback alone, and by round robin (a balancer of this script's).
+thread and a few slots each) behind the router, and many users, each with a long system
+prompt of its own and several turns, all at once and then joining one after another: mean
+time to first token when the router places by CHWBL, by its least-loaded fallback alone, and
+by round robin (a balancer of this script's).
 
 `zero`: scale from zero with a process-spawning stand-in for the cluster: the router's
 scale-up starts a real `modelyard serve`, which joins as a ready pod once its /readyz answers;
@@ -60,7 +61,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the parts beside this file
 
-from router_placement import SLOTS, SYSTEM_WORDS, TURNS, USERS, cache_aware  # noqa: E402
+from router_placement import ARRIVALS, SLOTS, SYSTEM_WORDS, TURNS, USERS, cache_aware  # noqa: E402
 from router_stacks import (  # noqa: E402
     NO_EOS,
     PLACEMENTS,
@@ -223,8 +224,12 @@ def everything(rounds: int) -> str:
     zero = scale_from_zero()
     load_after = os.getloadavg()
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    by = {row["placement"]: row for row in cache}
-    ratio = by["round-robin"]["mean_ttft_ms"] / by["chwbl"]["mean_ttft_ms"]
+    ratios = []
+    for arrivals in ARRIVALS:
+        by = {row["placement"]: row for row in cache if row["arrivals"] == arrivals}
+        ratios.append(f"users {arrivals}: {by['round-robin']['mean_ttft_ms'] / by['chwbl']['mean_ttft_ms']:.2f}x "
+                      f"over all turns, {by['round-robin']['later_turns_mean_ttft_ms'] / by['chwbl']['later_turns_mean_ttft_ms']:.2f}x "
+                      "over turns 2+")
     return "\n\n".join([
         f"`make bench-router` ({when}, {os.cpu_count()} cores; load average "
         f"{' '.join(f'{x:.2f}' for x in load_before)} before, {' '.join(f'{x:.2f}' for x in load_after)} after)",
@@ -240,16 +245,16 @@ def everything(rounds: int) -> str:
                          ("requests_per_router_core_s", "requests a second one router core carries"),
                          ("burst_on_router_ms", "a burst's CPU on the router (ms)")]),
         f"Placement on 3 replicas (real servers, {SLOTS} slots and one llama.cpp thread each, a 20 M-parameter "
-        f"model; {USERS} users at once, each with its own ~{SYSTEM_WORDS}-word system prompt, {TURNS} turns "
-        "each, 8 tokens an answer):",
-        _table(cache, [("placement", "placement"), ("requests", "requests"), ("mean_ttft_ms", "mean TTFT (ms)"),
+        f"model; {USERS} users, all at once or joining one after another, each with its own ~{SYSTEM_WORDS}-word "
+        f"system prompt, {TURNS} turns each, 8 tokens an answer):",
+        _table(cache, [("arrivals", "users"), ("placement", "placement"), ("requests", "requests"),
+                       ("mean_ttft_ms", "mean TTFT (ms)"),
                        ("p50_ttft_ms", "p50 (ms)"), ("first_turns_mean_ttft_ms", "first turns mean (ms)"),
                        ("later_turns_mean_ttft_ms", "turns 2+ mean (ms)"),
                        ("prompt_tokens", "prompt tokens"), ("cached_tokens", "from the cache"),
                        ("ttft_by_turn_ms", "mean TTFT by turn (ms)"),
                        ("uncached_by_turn", "prompt tokens not in a slot, by turn")]),
-        f"Mean TTFT, round robin / CHWBL: {ratio:.2f}x over all turns, "
-        f"{by['round-robin']['later_turns_mean_ttft_ms'] / by['chwbl']['later_turns_mean_ttft_ms']:.2f}x over turns 2+.",
+        f"Mean TTFT, round robin / CHWBL: {'; '.join(ratios)}.",
         "Scale from zero (process-spawning stand-in: the scale-up starts a real `modelyard serve`, Ready "
         "on /readyz polled every 50 ms):",
         _table(zero, [("direct_start_and_load_s", "a pod alone: start + load (s)"),

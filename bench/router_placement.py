@@ -1,8 +1,11 @@
 """`cache`: where the router places conversations, measured. Three real servers on loopback
-behind the router, and many users at once, each with a long system prompt of its own and
-several turns: the time to first token when the router places by CHWBL, by its least-loaded
-fallback alone, and by round robin. Also the benchmark's chat model and one streamed chat
-turn, which `zero` uses too.
+behind the router, and many users, each with a long system prompt of its own and several
+turns: the time to first token when the router places by CHWBL, by its least-loaded fallback
+alone, and by round robin. Two arrival shapes: every user at the same instant (a burst whose
+first turns find nothing cached under any placement), and users who join one after another,
+as vLLM production-stack's multi-round QA benchmark spaces its users
+(benchmarks/multi-round-qa/multi-round-qa.py: a gap of a session's length over the users).
+Also the benchmark's chat model and one streamed chat turn, which `zero` uses too.
 """
 from __future__ import annotations
 
@@ -25,6 +28,10 @@ CHAT_SHAPE = {"n_embd": 384, "n_layer": 12, "n_head": 6, "n_head_kv": 2, "n_ff":
 # More users than a pod has slots, fewer than three pods have: where a conversation goes decides
 # whether its prefix is still in a slot.
 USERS, TURNS, SYSTEM_WORDS, SLOTS = 16, 6, 160, 8
+# Seconds between two users' first turns when they join one after another: about a
+# conversation's length here (6 turns, 2 to 3 s under CHWBL) over the users.
+JOIN_GAP = 0.2
+ARRIVALS = {"at once": 0.0, f"every {JOIN_GAP} s": JOIN_GAP}
 
 
 def chat_model() -> Path:
@@ -73,12 +80,13 @@ async def chat_turn(client: httpx.AsyncClient, url: str, messages: list) -> tupl
     return ttft, "".join(text), usage.get("prompt_tokens", 0), cached
 
 
-async def _conversations(url: str, seed: int) -> list[tuple[float, int, int]]:
-    """USERS conversations at once, each TURNS turns one after another."""
+async def _conversations(url: str, seed: int, gap: float) -> list[tuple[float, int, int]]:
+    """USERS conversations, the i-th starting i * gap seconds in, each TURNS turns one after another."""
     import random
 
     async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=None)) as client:
         async def user(i: int) -> list[tuple[float, int, int]]:
+            await asyncio.sleep(i * gap)
             rng = random.Random(seed * 1000 + i)
             messages = [{"role": "system", "content": _system_prompt(rng)}]
             out = []
@@ -110,11 +118,13 @@ def cache_aware() -> list[dict]:
             for server in servers:  # the first request of a server pays one-off costs
                 asyncio.run(chat_turn(httpx.AsyncClient(timeout=600), server.url,
                                       [{"role": "user", "content": "warm up"}]))
-            for seed, placement in enumerate(("round-robin", "least-loaded", "chwbl")):
+            runs = [(arrivals, placement) for arrivals in ARRIVALS for placement in ("round-robin", "least-loaded", "chwbl")]
+            for seed, (arrivals, placement) in enumerate(runs):
                 port = free_port()
                 front = start("asgi", port, upstream, "--placement", placement)
                 try:
-                    turns = asyncio.run(_conversations(f"http://127.0.0.1:{port}", seed + 1))
+                    # A seed a run: no conversation finds another run's prefix still in a slot.
+                    turns = asyncio.run(_conversations(f"http://127.0.0.1:{port}", seed + 1, ARRIVALS[arrivals]))
                 finally:
                     front.kill()
                     front.wait()
@@ -122,7 +132,7 @@ def cache_aware() -> list[dict]:
                 by_turn = [turns[k::TURNS] for k in range(TURNS)]  # the list is user by user, turn by turn
                 first = [t[0] for t in by_turn[0]]
                 later = [t[0] for b in by_turn[1:] for t in b]
-                row = {"placement": placement, "requests": len(turns), "mean_ttft_ms": round(statistics.mean(ttfts), 1),
+                row = {"arrivals": arrivals, "placement": placement, "requests": len(turns), "mean_ttft_ms": round(statistics.mean(ttfts), 1),
                        "p50_ttft_ms": round(statistics.median(ttfts), 1),
                        "first_turns_mean_ttft_ms": round(statistics.mean(first), 1),
                        "later_turns_mean_ttft_ms": round(statistics.mean(later), 1),
