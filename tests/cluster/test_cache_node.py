@@ -1,7 +1,7 @@
 """A ReadWriteOnce cache on two GPU nodes: the real scheduler keeps every pod that mounts it on
-one node. Without the pods' affinity to the cache's label it spreads the replicas (the node
-with fewer of them scores higher), and on a real cluster the second node's pods would wait in
-ContainerCreating on a Multi-Attach error. The adapters Job that runs while they serve lands
+one node. Without the pods' affinity to the cache's label it spread the replicas over both
+nodes (checked once with the affinity taken out), and on a real cluster the second node's pods
+would wait in ContainerCreating on a Multi-Attach error. The adapters Job that runs while they serve lands
 beside them too."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import yaml
 from .conftest import GPU_NODE, NODES
 from .kubetools import MODELS_NAMESPACE, wait_until
 
-MODEL = "rwo-pair"
+MODEL = "rwo-replicas"
 SECOND_GPU_NODE = "gpu-node-2"
 REPLICAS = 3
 TIMEOUT = 180
