@@ -153,6 +153,15 @@ class Scheduler(ContextThread):
         self.mem = L.llama_get_memory(self.ctx)
         self.n_ctx_slot = L.llama_n_ctx_seq(self.ctx)
         self.batch = _Batch(params.n_batch)
+        # A step carries one micro-batch of tokens, not a whole batch. llama.cpp evaluates a
+        # batch as micro-batches one after another and samples only after the last, so a
+        # 2048-token step made the streams already generating, and every prompt that ended in
+        # its first micro-batches, wait for all four (a second and more on a CPU core). The
+        # work is the same either way; in one-micro-batch steps a prompt that ends early starts
+        # generating at once, and the other streams get a token every micro-batch. Measured
+        # on 16 conversations starting at once on 3 pods: their first tokens 20% sooner
+        # (docs/benchmarks.md, "Router", session 10). Images still decode a batch at a time.
+        self.step_tokens = params.n_ubatch
         # Measured on the owner thread, as every decode must be: llama.cpp's CPU backend
         # (OpenMP) keeps a team of worker threads for each thread that calls llama_decode,
         # and a decode here, on the loading thread, left a second team that cost a fifth of
@@ -260,7 +269,7 @@ class Scheduler(ContextThread):
         if any(s.req.media for s in prompting):
             prompting = self._decode_images(prompting)
         plan = plan_batch([s.seq for s in generating],
-                          [(s.seq, self._text_run(s)) for s in prompting], self.batch.capacity)
+                          [(s.seq, self._text_run(s)) for s in prompting], self.step_tokens)
         if not plan:
             return
         try:  # every slot of the plan has the same set (_running)
