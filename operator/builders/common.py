@@ -92,6 +92,12 @@ def cache_labels(owner_with_cache: dict[str, Any]) -> dict[str, str]:
     return {names.LABEL_CACHE: names.base_name(owner_with_cache["metadata"]["name"])}
 
 
+def on_one_node(owner_with_cache: dict[str, Any]) -> bool:
+    """Whether the Model's cache attaches to one node at a time (ReadWriteOnce, the default)."""
+    cache = (owner_with_cache.get("spec") or {}).get("cache") or {}
+    return (cache.get("accessMode") or "ReadWriteOnce") == "ReadWriteOnce"
+
+
 def with_cache_node(owner_with_cache: dict[str, Any], placement_: dict[str, Any]) -> dict[str, Any]:
     """`placement_`, and on a ReadWriteOnce cache a required pod affinity to the other pods that
     mount it, by node. Such a volume attaches to one node at a time: a second replica, an
@@ -104,8 +110,7 @@ def with_cache_node(owner_with_cache: dict[str, Any], placement_: dict[str, Any]
     A Model whose own affinity has required pod affinity terms is left as it is: the scheduler's
     exception holds only while no pod matches any of the terms, so with those of the user's
     that match, the first replica could never start."""
-    cache = (owner_with_cache.get("spec") or {}).get("cache") or {}
-    if (cache.get("accessMode") or "ReadWriteOnce") != "ReadWriteOnce":
+    if not on_one_node(owner_with_cache):
         return placement_
     result = copy.deepcopy(placement_)
     affinity = result.setdefault("affinity", {})

@@ -41,7 +41,15 @@ def placement(finetune: dict[str, Any], base: dict[str, Any], settings: Operator
     merged: dict[str, Any] = {k: spec[k] if k in spec else base_spec[k]
                               for k in _PLACEMENT if k in spec or k in base_spec}
     merged["resources"] = {"gpu": (spec.get("resources") or {}).get("gpu") or 0}
-    return common.placement(merged, settings)
+    result = common.placement(merged, settings)
+    # On a ReadWriteOnce cache the trainer runs beside the base's pods (common.with_cache_node),
+    # so it tolerates what they tolerate: a trainer without GPUs may then join GPU pods on a
+    # tainted node. Tolerations only allow; the pod affinity picks the node.
+    if "tolerations" not in spec and common.on_one_node(base):
+        tolerations = common.placement(base_spec, settings).get("tolerations")
+        if tolerations:
+            result["tolerations"] = tolerations
+    return result
 
 
 def trainer_labels(finetune: dict[str, Any]) -> dict[str, str]:

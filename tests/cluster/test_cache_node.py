@@ -1,8 +1,9 @@
 """A ReadWriteOnce cache on two GPU nodes: the real scheduler keeps every pod that mounts it on
 one node. Without the pods' affinity to the cache's label it spread the replicas over both
-nodes (checked once with the affinity taken out), and on a real cluster the second node's pods
-would wait in ContainerCreating on a Multi-Attach error. The adapters Job that runs while they serve lands
-beside them too."""
+nodes (checked once with the affinity taken out), and on a real cluster the second node's
+pods would wait in ContainerCreating on a Multi-Attach error. The adapters Job that runs
+while they serve lands beside them too, and so does a FineTune's trainer without GPUs (it
+tolerates the GPU node's taint as they do)."""
 from __future__ import annotations
 
 import copy
@@ -14,6 +15,7 @@ from .conftest import GPU_NODE, NODES
 from .kubetools import MODELS_NAMESPACE, wait_until
 
 MODEL = "rwo-replicas"
+TUNE = "rwo-tune"
 SECOND_GPU_NODE = "gpu-node-2"
 REPLICAS = 3
 TIMEOUT = 180
@@ -34,6 +36,7 @@ def two_gpu_nodes(operator, kubectl):
     kubectl.apply(yaml.safe_dump(node), namespace="default")
     wait_until(lambda: _node_ready(kubectl, SECOND_GPU_NODE), 60, "kwok to make the second GPU node Ready")
     yield (GPU_NODE, SECOND_GPU_NODE)
+    kubectl("delete", "finetune", TUNE, "-n", MODELS_NAMESPACE, "--ignore-not-found", "--wait=true")
     kubectl("delete", "model", MODEL, "-n", MODELS_NAMESPACE, "--ignore-not-found", "--wait=true")
     # Pods on a deleted node would stay Terminating (no kubelet would confirm their end): they go first.
     wait_until(lambda: not kubectl.items("pods", selector=f"modelyard.dev/cache={MODEL}"), TIMEOUT,
@@ -65,3 +68,12 @@ def test_the_pods_of_a_read_write_once_cache_share_its_node(two_gpu_nodes, kubec
     [job_pod] = wait_until(lambda: _scheduled(kubectl, f"modelyard.dev/cache={MODEL},job-name", 1, "-adapters-"),
                            TIMEOUT, "the adapters Job's pod scheduled")
     assert job_pod["spec"]["nodeName"] == node
+
+    # A FineTune without GPUs on it: its trainer joins the GPU pods on their tainted node.
+    kubectl.apply(yaml.safe_dump({
+        "apiVersion": "modelyard.dev/v1alpha1", "kind": "FineTune", "metadata": {"name": TUNE},
+        "spec": {"baseModel": MODEL, "dataset": {"path": "datasets/train.jsonl"}, "resources": {"gpu": 0}}}))
+    [trainer] = wait_until(lambda: _scheduled(kubectl, f"modelyard.dev/finetune={TUNE}", 1), 60,
+                           "the trainer's pod scheduled")
+    assert trainer["spec"]["nodeName"] == node
+    assert "nvidia.com/gpu" not in str(trainer["spec"]["containers"][0].get("resources"))

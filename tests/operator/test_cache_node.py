@@ -79,3 +79,21 @@ def test_a_trainer_follows_its_base_models_cache(settings):
         "spec"]["template"]
     assert template["metadata"]["labels"][names.LABEL_CACHE] == "llama-3"
     assert required_pod_affinity(template)[0]["labelSelector"] == {"matchLabels": {names.LABEL_CACHE: "llama-3"}}
+
+
+def test_a_trainer_without_gpus_may_join_its_bases_gpu_pods(settings):
+    """Its pod affinity takes it to the base's node, a tainted GPU node: it needs their tolerations."""
+    base = make_model(resources={"gpu": 1})
+    gpu_pods = builders.build_deployment(base, settings, source_hash="abc")["spec"]["template"]["spec"]
+    assert gpu_pods["tolerations"] == settings.gpu_tolerations
+    cpu_tune = {**FT, "spec": {**FT["spec"], "resources": {"gpu": 0}}}
+    trainer = build_trainer_job(cpu_tune, base, settings)["spec"]["template"]["spec"]
+    assert trainer["tolerations"] == gpu_pods["tolerations"]
+    assert "nvidia.com/gpu" not in str(trainer["containers"][0].get("resources"))
+    # A shared cache: the trainer goes where its own placement says, as before.
+    shared = make_model(resources={"gpu": 1}, cache={"accessMode": "ReadWriteMany"})
+    assert "tolerations" not in build_trainer_job(cpu_tune, shared, settings)["spec"]["template"]["spec"]
+    # The FineTune's own tolerations win.
+    own = [{"key": "team", "operator": "Exists"}]
+    mine = {**FT, "spec": {**FT["spec"], "resources": {"gpu": 0}, "tolerations": own}}
+    assert build_trainer_job(mine, base, settings)["spec"]["template"]["spec"]["tolerations"] == own

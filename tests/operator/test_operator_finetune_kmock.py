@@ -102,7 +102,9 @@ async def test_the_life_of_a_finetune(operator, kubectl):
     # status and a Warning.
     job = await eventually(lambda: kubectl.get("jobs", "bad-lora-train"), what="the second trainer Job")
     assert "nvidia.com/gpu" not in json.dumps(job["spec"]["template"]["spec"]["containers"][0]["resources"])
-    assert "tolerations" not in job["spec"]["template"]["spec"]  # a CPU run: no GPU defaults
+    # A CPU run, but on the base's ReadWriteOnce cache it runs beside the base's GPU pods: it
+    # tolerates what they tolerate (and asks for no GPU).
+    assert job["spec"]["template"]["spec"]["tolerations"] == deployment["spec"]["template"]["spec"]["tolerations"]
     error = {"error": {"message": "Dataset 'x' line 3: not JSON"}}
     await kubectl.start_pod_of(job, log=json.dumps(error) + "\n")
     await kubectl.finish_job("bad-lora-train", ok=False, message="BackoffLimitExceeded")
