@@ -105,7 +105,8 @@ def with_cache_node(owner_with_cache: dict[str, Any], placement_: dict[str, Any]
     Multi-Attach error for as long as the first runs. The first of them goes anywhere its
     placement allows: the scheduler lets a pod that matches its own affinity term start where
     no pod matches it yet (Kubernetes docs, "Assigning Pods to Nodes", inter-pod affinity), and
-    the pods of a finished Job no longer count.
+    the pods of a finished Job no longer count (kube-scheduler watches only pods that are not
+    Succeeded or Failed: newPodInformer in pkg/scheduler/scheduler.go).
 
     A Model whose own affinity has required pod affinity terms is left as it is: the scheduler's
     exception holds only while no pod matches any of the terms, so with those of the user's
