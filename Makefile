@@ -139,7 +139,7 @@ mutation: $(VENV)/.test-deps
 # against the real server: exits non-zero on any failed request or an RSS drift of 5% or more
 # (docs/benchmarks.md#soak). Not part of `make test`. SOAK_ARGS=--seconds 60 for a short one.
 SOAK_ARGS ?=
-soak: $(VENV)/.test-deps .cache/llama-cpp-python/.version
+soak: $(VENV)/.bench-deps .cache/llama-cpp-python/.version
 	$(PY) bench/soak.py $(SOAK_ARGS)
 
 # Each benchmark compares Modelyard with its peers in one run; results go into
