@@ -90,6 +90,11 @@ def test_auth_and_errors(srv, c):
     # the /api/ routes' {"error"}, and FastAPI's {"detail"} that the app's client reads
     assert r.status_code == 404
     assert r.json() == {"error": "Model 'nope' not found", "detail": "Model 'nope' not found"}
+    # Unloading a model that is not there is the same 404, and the document says it may be
+    # (`make fuzz` found it undocumented).
+    r = c.post(f"{E}/models/unload", json={"model_id": "nope"})
+    assert r.status_code == 404 and r.json()["error"] == "Model 'nope' not found"
+    assert "404" in c.get("/openapi.json").json()["paths"][f"{E}/models/unload"]["post"]["responses"]
     r = c.post(f"{E}/models/load", json={"model_id": "chat", "kv_quantization": 3})
     assert r.status_code == 400 and "kv_quantization" in r.json()["error"]
     assert c.get(f"{E}/models/adapters").json() == []

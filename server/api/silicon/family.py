@@ -73,7 +73,7 @@ FAMILY = Family(
                responses={200: {JSON: s.SiliconLoadOut}}, errors=(400, 401, 403, 404, 413, 500, 503)),)),
         Route("/models/unload", Guard.KEY, model=_MODEL, ops=(
             Op("post", "Unload a model (the active one without a body)", body=s.SiliconUnloadBody,
-               responses=_STATUS, errors=(400, 401, 403, 413)),)),
+               responses=_STATUS, errors=(400, 401, 403, 404, 413)),)),
         Route("/models/{model_id}/format", Guard.KEY, model=ModelIn(path="model_id"), ops=(
             Op("get", "The tokenizer's metadata from the GGUF", responses={200: {JSON: s.SiliconFormatOut}},
                errors=(400, 401, 403, 404)),)),
